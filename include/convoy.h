@@ -1,0 +1,409 @@
+/* convoy: an asynchronous convolution runtime for C programs.
+ *
+ * A program creates a runtime, creates tensors in it and submits tasks:
+ * uploads, convolutions (forward, gradient w.r.t. the input, gradient w.r.t.
+ * the filters; 2D and 3D), downloads and its own custom steps. Every submit
+ * returns at once with an optional task handle; the runtime orders tasks by
+ * the tensors they read and write, so the result of any sequence of submits
+ * equals running the tasks one at a time in submission order.
+ *
+ * Conventions that hold for every function below:
+ *  - Every fallible call returns convoy_status (CONVOY_OK == 0). On failure
+ *    convoy_last_error_message() gives this thread's detail text, and the call
+ *    changed nothing: no task was enqueued, no output was touched.
+ *  - Outputs come last. Objects are opaque. Destroy/release functions accept
+ *    NULL.
+ *  - All functions are safe to call from any thread. Submission order between
+ *    threads is the order in which the runtime's lock is granted.
+ *  - The library never prints, exits or aborts.
+ *
+ * This header compiles as C99 and as C++ and needs no CUDA header. CUDA
+ * interop (streams, device pointers) is in convoy_cuda.h.
+ */
+#ifndef CONVOY_H
+#define CONVOY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convoy_version.h"
+
+#if defined(_WIN32) && defined(CONVOY_BUILDING_LIBRARY)
+#define CONVOY_EXTERN __declspec(dllexport)
+#elif defined(_WIN32) && !defined(CONVOY_STATIC)
+#define CONVOY_EXTERN __declspec(dllimport)
+#elif defined(__GNUC__)
+#define CONVOY_EXTERN __attribute__((visibility("default")))
+#else
+#define CONVOY_EXTERN
+#endif
+
+#if defined(__GNUC__)
+#define CONVOY_NODISCARD __attribute__((warn_unused_result))
+#else
+#define CONVOY_NODISCARD
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes ------------------------------------------------------ */
+
+/* One list makes both the enum and convoy_status_name(). */
+#define CONVOY_STATUS_LIST(X)                                                                      \
+    X(CONVOY_OK, 0, "success")                                                                     \
+    X(CONVOY_ERR_INVALID_ARGUMENT, 1, "a NULL or out-of-range argument")                           \
+    X(CONVOY_ERR_SHAPE, 2, "tensor shapes do not fit the request")                                 \
+    X(CONVOY_ERR_UNSUPPORTED, 3, "no enabled implementation supports the request")                 \
+    X(CONVOY_ERR_OUT_OF_MEMORY, 4, "an allocation failed")                                         \
+    X(CONVOY_ERR_NO_DEVICE, 5, "the requested device is not usable")                               \
+    X(CONVOY_ERR_BACKEND, 6, "a CUDA, cuBLAS, cuDNN or BLAS call failed")                          \
+    X(CONVOY_ERR_DEPENDENCY_FAILED, 7, "a task this one depends on failed")                        \
+    X(CONVOY_ERR_BUSY, 8, "the object is still in use")                                            \
+    X(CONVOY_ERR_INTERNAL, 9, "an internal invariant failed")                                      \
+    X(CONVOY_ERR_TASK_FAILED, 10, "a custom task reported failure")
+
+typedef enum convoy_status {
+#define CONVOY_STATUS_ENUM_ENTRY(name, value, text) name = value,
+    CONVOY_STATUS_LIST(CONVOY_STATUS_ENUM_ENTRY)
+#undef CONVOY_STATUS_ENUM_ENTRY
+} convoy_status;
+
+/* The code's name ("CONVOY_ERR_SHAPE"); "CONVOY_STATUS_UNKNOWN" for values
+ * outside the enum. Never NULL, static storage. */
+CONVOY_EXTERN const char *convoy_status_name(convoy_status status);
+
+/* The detail text of the most recent failed call made by this thread, for
+ * example "conv_forward: input dim 1 (channels) is 6 but filters expect 3 x 1
+ * group". Names the call, the tensor, the dimension, and the expected and
+ * actual values; for a backend failure the CUDA/cuDNN/cuBLAS call, its error
+ * string and file:line. Empty string when nothing failed yet. Valid until the
+ * thread's next convoy call; never NULL. */
+CONVOY_EXTERN const char *convoy_last_error_message(void);
+
+/* ---- options and runtime --------------------------------------------- */
+
+typedef struct convoy_runtime convoy_runtime;
+typedef struct convoy_tensor convoy_tensor;
+typedef struct convoy_task convoy_task;
+
+typedef enum convoy_device {
+    CONVOY_DEVICE_AUTO = 0, /* CUDA when a usable GPU is present, else the CPU */
+    CONVOY_DEVICE_CPU = 1,
+    CONVOY_DEVICE_CUDA = 2
+} convoy_device;
+
+typedef enum convoy_algo_policy {
+    CONVOY_ALGO_HEURISTIC = 0,           /* cuDNN's ranking or a cost model; no timing */
+    CONVOY_ALGO_TIME_ONCE = 1,           /* time all candidates at a shape's first use */
+    CONVOY_ALGO_TIME_ON_SHAPE_CHANGE = 2 /* time again whenever the shape key is new */
+} convoy_algo_policy;
+
+/* Convolution implementations, as bits for convoy_options.exclude/require.
+ * Their names in CONVOY_EXCLUDE / CONVOY_REQUIRE are in parentheses. */
+#define CONVOY_IMPL_CUDNN 0x1u  /* cuDNN, every algorithm ("cudnn") */
+#define CONVOY_IMPL_GEMM 0x2u   /* im2col/col2im + BLAS GEMM ("gemm") */
+#define CONVOY_IMPL_1X1 0x4u    /* 1x1 stride-1 unpadded as one GEMM ("1x1") */
+#define CONVOY_IMPL_DIRECT 0x8u /* plain loops, the reference ("direct") */
+#define CONVOY_IMPL_ALL 0xfu
+
+typedef enum convoy_log_level {
+    CONVOY_LOG_ERROR = 0,
+    CONVOY_LOG_WARNING = 1,
+    CONVOY_LOG_INFO = 2,
+    CONVOY_LOG_DEBUG = 3
+} convoy_log_level;
+
+/* Receives the runtime's log lines (a stale tune cache ignored, the profile
+ * summary). Called from any runtime thread; must not call back into convoy. */
+typedef void (*convoy_log_fn)(void *user_data, convoy_log_level level, const char *message);
+
+/* Runtime configuration. Always start from convoy_options_init() so fields
+ * added later get their defaults. Environment variables (read by
+ * convoy_options_init) are named after each field. */
+typedef struct convoy_options {
+    convoy_device device;      /* CONVOY_DEVICE=auto|cpu|cuda (default auto) */
+    int device_index;          /* CONVOY_DEVICE_INDEX (default 0) */
+    int streams;               /* CONVOY_STREAMS: compute streams; -1 = the device's default
+                                  (CPU: 0, run every task inline at submit; CUDA: 4) */
+    int blas_threads;          /* CONVOY_BLAS_THREADS: OpenBLAS threads in total, 0 = all cores */
+    convoy_algo_policy algo;   /* CONVOY_ALGO=heuristic|time_once|time_on_shape_change */
+    unsigned exclude;          /* CONVOY_EXCLUDE=cudnn,gemm,1x1,direct (CONVOY_IMPL_* bits) */
+    unsigned require;          /* CONVOY_REQUIRE=cudnn: runtime_create fails without it */
+    int deterministic;         /* CONVOY_DETERMINISTIC=1: only deterministic algorithms */
+    size_t memory_limit;       /* CONVOY_MEMORY_LIMIT bytes (K/M/G suffix), 0 = no limit */
+    size_t workspace_limit;    /* CONVOY_WORKSPACE_LIMIT bytes per convolution, 0 = a quarter
+                                  of memory_limit, or 1 GiB when that is unlimited */
+    const char *tune_cache;    /* CONVOY_TUNE_CACHE: path of the persistent tuning file */
+    const char *trace_path;    /* CONVOY_TRACE: write a Chrome trace (JSON) at destroy */
+    int profile;               /* CONVOY_PROFILE=1: log a per-kind summary at destroy */
+    long test_fail_alloc;      /* CONVOY_TEST_FAIL_ALLOC=N: the N-th backend allocation
+                                  fails (testing only); 0 = off */
+    convoy_log_fn log_fn;      /* NULL: silent, unless profile or CONVOY_LOG=stderr */
+    void *log_user_data;
+} convoy_options;
+
+/* Fills *options with the defaults, then applies the CONVOY_* environment
+ * variables. A malformed variable is CONVOY_ERR_INVALID_ARGUMENT naming the
+ * variable and value; *options then holds the defaults for that field.
+ * Returns CONVOY_ERR_INVALID_ARGUMENT for a NULL options. Synchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_options_init(convoy_options *options);
+
+/* Creates a runtime. options may be NULL (then convoy_options_init() is used).
+ * String fields are copied. With device AUTO the runtime falls back to the CPU
+ * when CUDA is not usable and says why in convoy_runtime_describe().
+ * Returns: CONVOY_ERR_INVALID_ARGUMENT (NULL out, out-of-range field),
+ * CONVOY_ERR_NO_DEVICE (device CUDA but none is usable; the reason is in the
+ * message), CONVOY_ERR_UNSUPPORTED (require names an implementation that is
+ * missing), CONVOY_ERR_OUT_OF_MEMORY, CONVOY_ERR_BACKEND. *out is set only on
+ * success; destroy it with convoy_runtime_destroy(). */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_runtime_create(const convoy_options *options,
+                                                                   convoy_runtime **out);
+
+/* Waits for every submitted task, then frees the runtime, its tensors, its
+ * tasks' internal state and its memory. Task handles not yet released stay
+ * valid for convoy_task_wait / convoy_task_release only. NULL is a no-op. */
+CONVOY_EXTERN void convoy_runtime_destroy(convoy_runtime *runtime);
+
+/* Blocks until every task submitted so far has completed. Returns CONVOY_OK,
+ * or the status of the first of those tasks that failed since the previous
+ * synchronize (the failure itself was already recorded by its task). */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_runtime_synchronize(convoy_runtime *runtime);
+
+/* The device this runtime runs on (CPU or CUDA, never AUTO). */
+CONVOY_EXTERN convoy_device convoy_runtime_device(const convoy_runtime *runtime);
+
+/* One line: backend, device name, library versions, streams, and why it fell
+ * back to the CPU when it did. Owned by the runtime; valid until destroy. */
+CONVOY_EXTERN const char *convoy_runtime_describe(const convoy_runtime *runtime);
+
+/* ---- tensors ----------------------------------------------------------- */
+
+#define CONVOY_MAX_DIMS 8
+
+/* Creates a dense float32 row-major tensor (N,C,H,W / N,C,D,H,W / unshared
+ * filters M,oH,oW,C,kH,kW) stored on the runtime's device. Contents are
+ * undefined until written. dims[i] >= 0; a zero dim makes an empty tensor.
+ * Returns CONVOY_ERR_INVALID_ARGUMENT (NULL, ndim outside 1..8, negative dim,
+ * element count overflowing), CONVOY_ERR_OUT_OF_MEMORY. Synchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_tensor_create(convoy_runtime *runtime, int ndim,
+                                                                  const int64_t *dims,
+                                                                  convoy_tensor **out);
+
+/* Releases the tensor. Its storage returns to the pool once the tasks already
+ * submitted that use it have finished; the call itself does not block. The
+ * tensor must not be named in a submit after this. NULL is a no-op. */
+CONVOY_EXTERN void convoy_tensor_destroy(convoy_tensor *tensor);
+
+/* Rank of the tensor; 0 for NULL. */
+CONVOY_EXTERN int convoy_tensor_ndim(const convoy_tensor *tensor);
+
+/* Extent of one axis; -1 for NULL or an axis outside 0..ndim-1. */
+CONVOY_EXTERN int64_t convoy_tensor_dim(const convoy_tensor *tensor, int axis);
+
+/* ---- tasks ------------------------------------------------------------- */
+
+/* Every submit takes `convoy_task **task`, which may be NULL when the caller
+ * does not want a handle. A submit that returns an error enqueued nothing and
+ * sets no handle. A handle must be released exactly once. */
+
+/* Blocks until the task completes and returns its final status: CONVOY_OK, the
+ * error it failed with, or CONVOY_ERR_DEPENDENCY_FAILED when a task it read
+ * from failed. CONVOY_ERR_INVALID_ARGUMENT for NULL. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_task_wait(convoy_task *task);
+
+/* 1 when the task has completed (successfully or not), 0 while it is pending.
+ * Never blocks. NULL counts as completed. */
+CONVOY_EXTERN int convoy_task_done(convoy_task *task);
+
+/* Drops the caller's handle. The task still runs to completion. NULL: no-op. */
+CONVOY_EXTERN void convoy_task_release(convoy_task *task);
+
+/* ---- transfers --------------------------------------------------------- */
+
+/* Copies numel(dst) floats from host_src into dst. Asynchronous: host_src
+ * must stay valid and unmodified until the task completes. Returns
+ * CONVOY_ERR_INVALID_ARGUMENT (NULL runtime/tensor/pointer, tensor of another
+ * runtime) or CONVOY_ERR_OUT_OF_MEMORY. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_upload(convoy_runtime *runtime,
+                                                           convoy_tensor *dst,
+                                                           const void *host_src,
+                                                           convoy_task **task);
+
+/* Copies src into numel(src) floats at host_dst. Asynchronous: host_dst must
+ * stay valid and untouched until the task completes. If the task that last
+ * wrote src failed, this task fails with CONVOY_ERR_DEPENDENCY_FAILED and
+ * host_dst is not written. Errors as convoy_upload. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_download(convoy_runtime *runtime,
+                                                             convoy_tensor *src, void *host_dst,
+                                                             convoy_task **task);
+
+/* ---- convolution ------------------------------------------------------- */
+
+typedef enum convoy_border {
+    CONVOY_BORDER_VALID = 0,   /* no padding */
+    CONVOY_BORDER_FULL = 1,    /* pad dk-1 on both sides, dk = (k-1)*dilation+1 */
+    CONVOY_BORDER_HALF = 2,    /* pad dk/2 on both sides */
+    CONVOY_BORDER_EXPLICIT = 3 /* pad_before / pad_after, may be asymmetric */
+} convoy_border;
+
+/* What a convolution computes; see CONV_SEMANTICS.md (Aesara's conv ops). */
+typedef struct convoy_conv_params {
+    int spatial_dims;      /* 2 or 3 */
+    convoy_border border;  /* default VALID */
+    int64_t pad_before[3]; /* EXPLICIT only; >= 0 */
+    int64_t pad_after[3];  /* EXPLICIT only; >= 0 */
+    int64_t stride[3];     /* >= 1, default 1 */
+    int64_t dilation[3];   /* >= 1, default 1 */
+    int64_t groups;        /* >= 1, divides C and M; default 1 */
+    int flip;              /* 1: true convolution (default), 0: cross-correlation */
+    int unshared;          /* 1: per-output-position filters (2D only), default 0 */
+} convoy_conv_params;
+
+/* Sets Aesara's defaults: valid border, stride 1, dilation 1, groups 1, flip
+ * on, shared filters. CONVOY_ERR_INVALID_ARGUMENT for NULL or spatial_dims not
+ * 2 or 3. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_params_init(convoy_conv_params *params,
+                                                                     int spatial_dims);
+
+/* Forward output dims (spatial_dims + 2 values) for the given input dims
+ * (spatial_dims + 2) and filter dims (spatial_dims + 2, or 6 when unshared):
+ * o = floor((i + pl + pr - dk) / s) + 1 per axis. Returns
+ * CONVOY_ERR_INVALID_ARGUMENT (NULL, bad params) or CONVOY_ERR_SHAPE (channels
+ * or groups do not match, an output extent < 1, unshared regions that are not
+ * the output size). output_dims is written only on success. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_conv_output_dims(const convoy_conv_params *params, const int64_t *input_dims,
+                        const int64_t *filter_dims, int64_t *output_dims);
+
+/* output = conv(input, filters). input (N,C,spatial...), filters (M,C/g,k...)
+ * or unshared (M,oH,oW,C/g,kH,kW), output (N,M,o...), all of the runtime.
+ * Asynchronous. Returns CONVOY_ERR_INVALID_ARGUMENT (NULL, bad params, a
+ * tensor of another runtime, output aliasing an operand), CONVOY_ERR_SHAPE
+ * (ranks or extents that do not fit, with the tensor and dim named),
+ * CONVOY_ERR_UNSUPPORTED (every implementation that could run it is
+ * excluded), CONVOY_ERR_OUT_OF_MEMORY. Empty batch/channel/filter tensors are
+ * legal (the output is empty or zero-filled). */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_forward(convoy_runtime *runtime,
+                                                                 const convoy_conv_params *params,
+                                                                 convoy_tensor *input,
+                                                                 convoy_tensor *filters,
+                                                                 convoy_tensor *output,
+                                                                 convoy_task **task);
+
+/* grad_input = gradient of conv w.r.t. its input, given grad_output; also
+ * conv2d_transpose. The dims of grad_input pick among the input sizes a
+ * strided forward could have come from and must reproduce grad_output's dims
+ * through the forward formula (CONVOY_ERR_SHAPE otherwise). Input positions no
+ * window covers get 0. Other errors as convoy_conv_forward. Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_conv_backward_data(convoy_runtime *runtime, const convoy_conv_params *params,
+                          convoy_tensor *filters, convoy_tensor *grad_output,
+                          convoy_tensor *grad_input, convoy_task **task);
+
+/* grad_filters = gradient of conv w.r.t. the filters (flipped back when flip
+ * is on), given input and grad_output. grad_filters' dims give the kernel
+ * size. Errors as convoy_conv_forward. Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_conv_backward_filter(convoy_runtime *runtime, const convoy_conv_params *params,
+                            convoy_tensor *input, convoy_tensor *grad_output,
+                            convoy_tensor *grad_filters, convoy_task **task);
+
+typedef enum convoy_conv_direction {
+    CONVOY_CONV_FORWARD = 0,
+    CONVOY_CONV_BACKWARD_DATA = 1,
+    CONVOY_CONV_BACKWARD_FILTER = 2
+} convoy_conv_direction;
+
+/* The plan the runtime would use for one convolution. */
+typedef struct convoy_conv_plan_info {
+    char implementation[16];  /* "cudnn", "gemm", "1x1" or "direct" */
+    char algorithm[64];       /* cuDNN algorithm name, or the implementation again */
+    size_t workspace_bytes;   /* scratch the convolution takes from the pool */
+    int64_t images_per_chunk; /* GEMM path: images per im2col chunk; else 0 */
+    int from_cache;           /* 1 when the plan was already in the plan cache */
+} convoy_conv_plan_info;
+
+/* Plans a convolution without running it and reports the plan. The dims are
+ * those of the forward convolution whatever the direction: input
+ * (spatial_dims + 2 values), filters (spatial_dims + 2, or 6 when unshared),
+ * output (spatial_dims + 2). Validation and errors are those of the matching
+ * submit call. The plan is cached as a submit would cache it. Synchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_conv_explain(convoy_runtime *runtime, const convoy_conv_params *params,
+                    convoy_conv_direction direction, const int64_t *input_dims,
+                    const int64_t *filter_dims, const int64_t *output_dims,
+                    convoy_conv_plan_info *info);
+
+/* ---- custom tasks ------------------------------------------------------ */
+
+typedef enum convoy_access_mode {
+    CONVOY_READ = 1,
+    CONVOY_WRITE = 2,
+    CONVOY_READ_WRITE = 3
+} convoy_access_mode;
+
+typedef struct convoy_access {
+    convoy_tensor *tensor;
+    convoy_access_mode mode;
+} convoy_access;
+
+/* What a custom task function receives. */
+typedef struct convoy_task_context {
+    convoy_device device;      /* where data[] points: host (CPU) or device (CUDA) */
+    void *stream;              /* CUDA: the task's cudaStream_t; CPU: NULL */
+    size_t count;              /* number of accesses */
+    const convoy_access *accesses;
+    float *const *data;        /* data[i] is the storage of accesses[i].tensor */
+} convoy_task_context;
+
+/* A custom task's body. On the CPU it runs in stream order on a runtime
+ * thread (or inline at submit when streams == 0) and may use the host
+ * pointers directly. On CUDA it is called at enqueue time, with the task's
+ * stream and device pointers, and must only enqueue work on that stream.
+ * Return CONVOY_OK, or an error status: the task then fails with it and every
+ * task reading what it writes fails with CONVOY_ERR_DEPENDENCY_FAILED. It must
+ * not call convoy functions of the same runtime. */
+typedef convoy_status (*convoy_task_fn)(const convoy_task_context *context, void *user_data);
+
+/* Submits fn as a task that reads and/or writes the given tensors; it is
+ * ordered after the tasks that wrote what it reads and after the readers and
+ * writers of what it writes. count may be 0 (accesses then may be NULL).
+ * name (may be NULL: "custom") labels the task in profiles and is copied.
+ * Returns CONVOY_ERR_INVALID_ARGUMENT (NULL fn or runtime, a NULL or foreign
+ * tensor, a bad mode, a tensor listed twice), CONVOY_ERR_OUT_OF_MEMORY.
+ * Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_submit(convoy_runtime *runtime,
+                                                           convoy_task_fn fn, void *user_data,
+                                                           const convoy_access *accesses,
+                                                           size_t count, const char *name,
+                                                           convoy_task **task);
+
+/* ---- memory ------------------------------------------------------------ */
+
+typedef struct convoy_memory_statistics {
+    size_t bytes_in_use;          /* handed out to tensors and live workspaces */
+    size_t bytes_cached;          /* held by the pool, free for reuse */
+    size_t peak_bytes_in_use;     /* highest bytes_in_use since create */
+    size_t limit;                 /* memory_limit; 0 = none */
+    uint64_t backend_allocations; /* calls to the device allocator that succeeded */
+    uint64_t backend_frees;       /* blocks returned to the device allocator */
+    uint64_t cache_hits;          /* requests served from the cache */
+    uint64_t requests;            /* all allocation requests */
+} convoy_memory_statistics;
+
+/* Fills *stats with the runtime's pool figures at this moment (tasks still
+ * running may change them). CONVOY_ERR_INVALID_ARGUMENT for NULL. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_memory_stats(convoy_runtime *runtime,
+                                                                 convoy_memory_statistics *stats);
+
+/* Returns every cached block that no pending task can still use to the
+ * device allocator. Synchronous. CONVOY_ERR_INVALID_ARGUMENT for NULL. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_memory_trim(convoy_runtime *runtime);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CONVOY_H */

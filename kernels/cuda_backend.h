@@ -1,0 +1,28 @@
+/* Creating the CUDA backend. The only declaration outside kernels/ that
+ * mentions CUDA; runtime/backend_registry.c calls it when the library was
+ * built with CUDA. Needs no CUDA header. */
+#ifndef CONVOY_KERNELS_CUDA_BACKEND_H
+#define CONVOY_KERNELS_CUDA_BACKEND_H
+
+#include <stddef.h>
+
+#include "convoy.h"
+#include "scheduler/backend.h"
+
+typedef struct convoy__cuda_config {
+    int device_index;  /* CUDA device ordinal */
+    int deterministic; /* 1: list only deterministic algorithms as such */
+    int use_cudnn;     /* 0: do not initialise cuDNN (excluded by the options) */
+} convoy__cuda_config;
+
+/* Creates the CUDA backend on config->device_index. When CUDA is not usable
+ * (no driver, driver too old, no device, bad index) returns
+ * CONVOY_ERR_NO_DEVICE and writes the reason (for example "CUDA driver version
+ * is insufficient for CUDA runtime version") into why. Never aborts. */
+convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config,
+                                          convoy__backend **out, char *why, size_t why_size);
+
+/* 1 when cuDNN was initialised in this backend (for CONVOY_REQUIRE=cudnn). */
+int convoy__cuda_backend_has_cudnn(convoy__backend *backend);
+
+#endif /* CONVOY_KERNELS_CUDA_BACKEND_H */

@@ -1,0 +1,64 @@
+/* The stream-ordered caching memory pool: one per runtime, over the backend
+ * allocator. Every tensor's storage and every task's scratch comes from it.
+ *
+ * Sizes are rounded to classes and freed blocks are cached. A block carries
+ * the stream that last used it: a later request on that same stream may take
+ * it at once (stream order protects it), a request on another stream only
+ * once an event recorded at free time shows the first stream is past it. A
+ * failed backend allocation releases the cache and retries once before
+ * reporting CONVOY_ERR_OUT_OF_MEMORY with the bytes requested, in use and
+ * cached. The pool is thread-safe. */
+#ifndef CONVOY_MEMORY_POOL_H
+#define CONVOY_MEMORY_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convoy.h"
+#include "scheduler/backend.h"
+
+typedef struct convoy__pool convoy__pool;
+
+/* A granted allocation. ptr has at least the requested bytes, 256-byte
+ * aligned. The other fields belong to the pool. */
+typedef struct convoy__block convoy__block;
+struct convoy__block {
+    void *ptr;
+    size_t size;              /* the rounded size actually reserved */
+    size_t requested;         /* what the caller asked for */
+    convoy__stream *stream;   /* last stream that used it (NULL: host order) */
+    convoy__event *ready;     /* recorded on stream at free; NULL when none needed */
+    convoy__block *next;      /* pool bookkeeping */
+    void *segment;            /* pool bookkeeping */
+};
+
+/* limit: most bytes the pool may hold from the backend (in use + cached),
+ * 0 = none. fail_alloc_at: when > 0, the fail_alloc_at-th backend
+ * allocation fails (fault injection for tests). */
+convoy_status convoy__pool_create(convoy__backend *backend, size_t limit, long fail_alloc_at,
+                                  convoy__pool **out);
+
+/* Frees every cached block and the pool. Blocks still in use are leaked to
+ * the backend's own teardown; the runtime frees all of them before. */
+void convoy__pool_destroy(convoy__pool *pool);
+
+/* Grants bytes (> 0) to work that will run on stream (NULL: no stream,
+ * host order). what names the requester for the error message ("tensor
+ * 8x64x56x56", "workspace of conv_fwd"). */
+convoy_status convoy__pool_alloc(convoy__pool *pool, size_t bytes, convoy__stream *stream,
+                                 const char *what, convoy__block **out);
+
+/* Returns a block. When stream is not NULL the block stays reserved for
+ * other streams until the work enqueued on stream so far has run (the pool
+ * records an event); stream itself may reuse it at once. NULL block: no-op. */
+void convoy__pool_free(convoy__pool *pool, convoy__block *block, convoy__stream *stream);
+
+void convoy__pool_stats(convoy__pool *pool, convoy_memory_statistics *stats);
+
+/* Returns every cached block whose stream has passed it to the backend. */
+convoy_status convoy__pool_trim(convoy__pool *pool);
+
+/* Bytes the pool could still grant under its limit (SIZE_MAX: no limit). */
+size_t convoy__pool_available(convoy__pool *pool);
+
+#endif /* CONVOY_MEMORY_POOL_H */
