@@ -113,6 +113,11 @@ struct convoy__backend_ops {
      * native stream. kind: 0 host->device, 1 device->host, 2 device->device. */
     convoy_status (*copy)(convoy__backend *be, void *native_stream, void *dst, const void *src,
                           size_t bytes, int kind);
+    /* Runs fn(arg) on a host thread in stream order (cudaLaunchHostFunc on
+     * CUDA; a direct call on the host backend, whose work already runs in
+     * stream order). fn must not call the CUDA API. */
+    convoy_status (*host_callback)(convoy__backend *be, void *native_stream, void (*fn)(void *),
+                                   void *arg);
     /* Zeroes device memory in stream order (from inside a work function). */
     convoy_status (*zero)(convoy__backend *be, void *native_stream, void *dst, size_t bytes);
     /* Total device memory in bytes, 0 when unknown (host). */
