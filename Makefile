@@ -1,0 +1,55 @@
+# Thin wrapper over CMake: every target installs what is missing, configures,
+# builds and runs. `make test` and `make demo` are the two commands a fresh
+# machine needs.
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+CTEST_FLAGS ?= --output-on-failure
+
+.PHONY: all deps configure build test demo bench test-sanitize test-tsan format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD) $(CTEST_FLAGS) -j $(JOBS)
+
+demo: build
+	$(BUILD)/examples/convoy_demo bench/conv_suite.txt
+
+bench: build
+	$(BUILD)/bench/conv_bench bench/conv_suite.txt
+	$(BUILD)/bench/task_overhead
+	$(BUILD)/bench/pool_bench
+
+# AddressSanitizer + UndefinedBehaviorSanitizer, CPU backend only (the CUDA
+# backend cannot run without a GPU, and the sanitizers do not see into it).
+test-sanitize: deps
+	cmake -S . -B $(BUILD)-sanitize -DCMAKE_BUILD_TYPE=Debug -DCONVOY_ENABLE_CUDA=OFF \
+	  -DCONVOY_SANITIZE=address,undefined -DCONVOY_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
+	cmake --build $(BUILD)-sanitize -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --test-dir $(BUILD)-sanitize $(CTEST_FLAGS) -j $(JOBS)
+
+# ThreadSanitizer over the scheduler, pool and runtime tests. OpenBLAS runs
+# single-threaded here: its own threads are not instrumented.
+test-tsan: deps
+	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=Debug -DCONVOY_ENABLE_CUDA=OFF \
+	  -DCONVOY_SANITIZE=thread -DCONVOY_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
+	cmake --build $(BUILD)-tsan -j $(JOBS)
+	OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --test-dir $(BUILD)-tsan $(CTEST_FLAGS) -j $(JOBS) -L tsan
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-sanitize $(BUILD)-tsan

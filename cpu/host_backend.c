@@ -1,0 +1,317 @@
+/* The host backend: the backend interface (scheduler/backend.h) on the CPU.
+ * Streams are worker threads (cpu/host_stream.c), memory is aligned host
+ * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS) and 1x1
+ * code of cpu/conv_*.c. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/conv_cpu.h"
+#include "cpu/host_backend.h"
+#include "cpu/host_stream.h"
+#include "scheduler/error_detail.h"
+
+typedef struct host_backend {
+    convoy__backend base;
+    convoy__host_sync *sync;
+    char description[320];
+} host_backend;
+
+static host_backend *as_host(convoy__backend *be)
+{
+    return (host_backend *)be;
+}
+
+static void host_destroy(convoy__backend *be)
+{
+    host_backend *h = as_host(be);
+    convoy__host_sync_destroy(h->sync);
+    free(h);
+}
+
+static const char *host_describe(convoy__backend *be)
+{
+    return as_host(be)->description;
+}
+
+static convoy_status host_stream_create(convoy__backend *be, const char *name,
+                                        convoy__stream **out)
+{
+    return convoy__host_stream_create(as_host(be)->sync, name, out);
+}
+
+static void host_stream_destroy(convoy__backend *be, convoy__stream *stream)
+{
+    convoy__host_stream_destroy(stream);
+}
+
+static convoy_status host_stream_enqueue(convoy__backend *be, convoy__stream *stream,
+                                         convoy__work_fn fn, void *arg)
+{
+    return convoy__host_stream_enqueue(stream, fn, arg);
+}
+
+static void *host_stream_native(convoy__backend *be, convoy__stream *stream)
+{
+    return NULL;
+}
+
+static convoy_status host_event_create(convoy__backend *be, convoy__event **out)
+{
+    return convoy__host_event_create(as_host(be)->sync, out);
+}
+
+static void host_event_destroy(convoy__backend *be, convoy__event *event)
+{
+    convoy__host_event_destroy(event);
+}
+
+static convoy_status host_event_record(convoy__backend *be, convoy__event *event,
+                                       convoy__stream *stream)
+{
+    return convoy__host_event_record(event, stream);
+}
+
+static convoy_status host_stream_wait_event(convoy__backend *be, convoy__stream *stream,
+                                            convoy__event *event)
+{
+    return convoy__host_stream_wait_event(stream, event);
+}
+
+static int host_event_query(convoy__backend *be, convoy__event *event, convoy_status *error)
+{
+    if (error)
+        *error = CONVOY_OK;
+    return convoy__host_event_query(event);
+}
+
+static convoy_status host_event_synchronize(convoy__backend *be, convoy__event *event)
+{
+    convoy__host_event_synchronize(event);
+    return CONVOY_OK;
+}
+
+/* Host "device" memory is 64-byte aligned so SIMD loads never split lines. */
+static convoy_status host_mem_alloc(convoy__backend *be, size_t bytes, void **out)
+{
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host allocation of %zu bytes overflows",
+                             bytes);
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host allocation of %zu bytes failed",
+                             bytes);
+    *out = p;
+    return CONVOY_OK;
+}
+
+static void host_mem_free(convoy__backend *be, void *ptr)
+{
+    free(ptr);
+}
+
+static convoy_status host_copy(convoy__backend *be, void *native_stream, void *dst,
+                               const void *src, size_t bytes, int kind)
+{
+    if (bytes)
+        memcpy(dst, src, bytes);
+    return CONVOY_OK;
+}
+
+/* Host work already runs in stream order, so the callback runs now. */
+static convoy_status host_callback(convoy__backend *be, void *native_stream, void (*fn)(void *),
+                                   void *arg)
+{
+    fn(arg);
+    return CONVOY_OK;
+}
+
+static convoy_status host_zero(convoy__backend *be, void *native_stream, void *dst, size_t bytes)
+{
+    if (bytes)
+        memset(dst, 0, bytes);
+    return CONVOY_OK;
+}
+
+static size_t host_memory_capacity(convoy__backend *be)
+{
+    return 0;
+}
+
+static void add_candidate(convoy__conv_candidate *out, int max, int *count, unsigned impl,
+                          const char *name, size_t fixed, size_t per_image, double cost)
+{
+    if (*count >= max)
+        return;
+    convoy__conv_candidate *c = &out[(*count)++];
+    memset(c, 0, sizeof *c);
+    c->impl = impl;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->workspace_fixed = fixed;
+    c->workspace_per_image = per_image;
+    c->deterministic = 1;
+    c->cost = cost;
+}
+
+/* The cost model ranks by expected speed: the 1x1 path is a bare GEMM, the
+ * GEMM path adds im2col traffic, the direct loops run far below BLAS speed. */
+static int host_conv_candidates(convoy__backend *be, const convoy__conv_geom *geom,
+                                convoy_conv_direction direction, convoy__conv_candidate *out,
+                                int max)
+{
+    int count = 0;
+    if (convoy__geom_is_pointwise(geom))
+        add_candidate(out, max, &count, CONVOY_IMPL_1X1, "1x1", 0, 0, 1.0);
+    add_candidate(out, max, &count, CONVOY_IMPL_GEMM, "gemm",
+                  convoy__cpu_gemm_workspace_fixed(geom, direction),
+                  convoy__cpu_gemm_workspace_per_image(geom, direction), 2.0);
+    add_candidate(out, max, &count, CONVOY_IMPL_DIRECT, "direct", 0, 0, 100.0);
+    return count;
+}
+
+static convoy_status host_conv_prepare(convoy__backend *be, convoy__conv_plan *plan)
+{
+    plan->backend_data = NULL;
+    return CONVOY_OK;
+}
+
+static void host_conv_release(convoy__backend *be, convoy__conv_plan *plan)
+{
+    plan->backend_data = NULL;
+}
+
+static convoy_status host_conv_run(convoy__backend *be, void *native_stream,
+                                   const convoy__conv_plan *plan,
+                                   const convoy__conv_buffers *buffers, void *workspace)
+{
+    switch (plan->candidate.impl) {
+    case CONVOY_IMPL_1X1:
+        return convoy__cpu_conv_1x1(&plan->geom, plan->direction, buffers);
+    case CONVOY_IMPL_GEMM:
+        return convoy__cpu_conv_gemm(&plan->geom, plan->direction, buffers,
+                                     plan->images_per_chunk, workspace);
+    case CONVOY_IMPL_DIRECT:
+        convoy__cpu_conv_direct(&plan->geom, plan->direction, buffers);
+        return CONVOY_OK;
+    default:
+        return convoy__error(CONVOY_ERR_INTERNAL, "host backend: no implementation %s",
+                             plan->candidate.name);
+    }
+}
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static float *scratch(size_t count)
+{
+    float *p = aligned_alloc(64, ((count ? count : 1) * sizeof(float) + 63) & ~(size_t)63);
+    if (p) {
+        /* Non-zero, deterministic data: denormals or zeros could time differently. */
+        for (size_t i = 0; i < count; ++i)
+            p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
+    }
+    return p;
+}
+
+/* Times the plan on private buffers: one run to warm caches, then the best
+ * of two, which filters out a preemption on a busy machine. */
+static convoy_status host_conv_time(convoy__backend *be, const convoy__conv_plan *plan, double *ms)
+{
+    const convoy__conv_geom *g = &plan->geom;
+    convoy__conv_buffers b;
+    b.input = scratch((size_t)convoy__geom_input_numel(g));
+    b.filters = scratch((size_t)convoy__geom_filter_numel(g));
+    b.output = scratch((size_t)convoy__geom_output_numel(g));
+    void *ws = plan->workspace_bytes ? aligned_alloc(64, (plan->workspace_bytes + 63) & ~(size_t)63)
+                                     : NULL;
+    convoy_status status = CONVOY_OK;
+    if (!b.input || !b.filters || !b.output || (plan->workspace_bytes && !ws)) {
+        status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY,
+                               "host backend: no memory to time %s", plan->candidate.name);
+    } else {
+        double best = 0.0;
+        for (int run = 0; run < 3 && status == CONVOY_OK; ++run) {
+            double start = seconds_now();
+            status = host_conv_run(be, NULL, plan, &b, ws);
+            double elapsed = (seconds_now() - start) * 1e3;
+            if (run == 1 || (run > 1 && elapsed < best))
+                best = elapsed;
+        }
+        *ms = best;
+    }
+    free(ws);
+    free(b.input);
+    free(b.filters);
+    free(b.output);
+    return status;
+}
+
+static const convoy__backend_ops host_ops = {
+    .name = "cpu",
+    .device = CONVOY_DEVICE_CPU,
+    .enqueue_runs_now = 0,
+    .destroy = host_destroy,
+    .describe = host_describe,
+    .stream_create = host_stream_create,
+    .stream_destroy = host_stream_destroy,
+    .stream_enqueue = host_stream_enqueue,
+    .stream_native = host_stream_native,
+    .event_create = host_event_create,
+    .event_destroy = host_event_destroy,
+    .event_record = host_event_record,
+    .stream_wait_event = host_stream_wait_event,
+    .event_query = host_event_query,
+    .event_synchronize = host_event_synchronize,
+    .mem_alloc = host_mem_alloc,
+    .mem_free = host_mem_free,
+    .host_alloc = host_mem_alloc,
+    .host_free = host_mem_free,
+    .copy = host_copy,
+    .host_callback = host_callback,
+    .zero = host_zero,
+    .memory_capacity = host_memory_capacity,
+    .conv_candidates = host_conv_candidates,
+    .conv_prepare = host_conv_prepare,
+    .conv_release = host_conv_release,
+    .conv_run = host_conv_run,
+    .conv_time = host_conv_time,
+};
+
+convoy_status convoy__host_backend_create(const convoy__host_config *config,
+                                          convoy__backend **out)
+{
+    host_backend *h = calloc(1, sizeof *h);
+    if (!h)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host backend: out of host memory");
+    convoy_status status = convoy__host_sync_create(&h->sync);
+    if (status != CONVOY_OK) {
+        free(h);
+        return status;
+    }
+    h->base.ops = &host_ops;
+    /* OpenBLAS's thread count is process-wide; the runtime divides the cores
+     * between its streams so concurrent GEMMs do not oversubscribe. */
+    if (config->blas_threads > 0)
+        openblas_set_num_threads(config->blas_threads);
+    const char *blas = openblas_get_config();
+    char version[64] = "OpenBLAS";
+    /* openblas_get_config() starts with "OpenBLAS 0.3.21 ..."; keep two words. */
+    if (blas) {
+        const char *space = strchr(blas, ' ');
+        const char *end = space ? strchr(space + 1, ' ') : NULL;
+        size_t len = end ? (size_t)(end - blas) : strlen(blas);
+        snprintf(version, sizeof version, "%.*s", (int)len, blas);
+    }
+    snprintf(h->description, sizeof h->description, "cpu: %s, %d BLAS threads per task%s%s",
+             version, openblas_get_num_threads(), config->note ? " " : "",
+             config->note ? config->note : "");
+    *out = &h->base;
+    return CONVOY_OK;
+}

@@ -1,0 +1,91 @@
+/* NVTX3 ranges and thread names for convoy's tasks and worker threads. NVTX3
+ * is header-only and does nothing until a tool (Nsight) injects itself, so the
+ * calls are cheap when nobody profiles. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "profiling/nvtx.h"
+
+#ifdef CONVOY_HAVE_NVTX
+#include "nvtx3/nvToolsExt.h"
+#endif
+
+struct convoy__prof_domain {
+#ifdef CONVOY_HAVE_NVTX
+    nvtxDomainHandle_t handle;
+#else
+    int unused;
+#endif
+};
+
+convoy__prof_domain *convoy__prof_domain_create(const char *name)
+{
+#ifdef CONVOY_HAVE_NVTX
+    convoy__prof_domain *domain = malloc(sizeof *domain);
+    if (!domain)
+        return NULL;
+    domain->handle = nvtxDomainCreateA(name);
+    return domain;
+#else
+    (void)name;
+    return NULL;
+#endif
+}
+
+void convoy__prof_domain_destroy(convoy__prof_domain *domain)
+{
+    if (!domain)
+        return;
+#ifdef CONVOY_HAVE_NVTX
+    nvtxDomainDestroy(domain->handle);
+#endif
+    free(domain);
+}
+
+void convoy__prof_range_push(convoy__prof_domain *domain, const char *label)
+{
+#ifdef CONVOY_HAVE_NVTX
+    if (!domain)
+        return;
+    nvtxEventAttributes_t attributes = {0};
+    attributes.version = NVTX_VERSION;
+    attributes.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+    attributes.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    attributes.message.ascii = label;
+    nvtxDomainRangePushEx(domain->handle, &attributes);
+#else
+    (void)domain;
+    (void)label;
+#endif
+}
+
+void convoy__prof_range_pop(convoy__prof_domain *domain)
+{
+#ifdef CONVOY_HAVE_NVTX
+    if (domain)
+        nvtxDomainRangePop(domain->handle);
+#else
+    (void)domain;
+#endif
+}
+
+void convoy__prof_name_thread(const char *name)
+{
+    char short_name[16];
+    snprintf(short_name, sizeof short_name, "%s", name);
+    pthread_setname_np(pthread_self(), short_name);
+#ifdef CONVOY_HAVE_NVTX
+    nvtxNameOsThreadA((uint32_t)syscall(SYS_gettid), name);
+#endif
+}
+
+double convoy__prof_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}

@@ -1,0 +1,339 @@
+/* The plan cache and algorithm selection. Candidates come from the backend;
+ * the planner removes the excluded, the non-deterministic (when asked) and
+ * those whose workspace cannot fit, then ranks the rest by the backend's
+ * cost model (heuristic) or by timing them (time_once,
+ * time_on_shape_change), and caches the winner under a key made of the
+ * direction and the whole geometry. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memory/workspace.h"
+#include "runtime/options_int.h"
+#include "runtime/planner.h"
+#include "runtime/tune_cache.h"
+#include "scheduler/error_detail.h"
+
+#define BUCKETS 256
+#define KEY_SIZE 320
+
+typedef struct plan_entry {
+    char key[KEY_SIZE];
+    convoy__conv_plan plan;
+    struct plan_entry *next;
+} plan_entry;
+
+/* time_on_shape_change remembers, per convolution "site" (everything but
+ * the batch and spatial extents), the shape it last planned. */
+typedef struct site_entry {
+    char site[KEY_SIZE];
+    char key[KEY_SIZE];
+    struct site_entry *next;
+} site_entry;
+
+struct convoy__planner {
+    convoy__planner_config config;
+    convoy__tune_cache *tune;
+    /* lock guards the buckets, sites and stale plans; planning (and timing)
+     * happens under it, so two threads never time the same shape twice. */
+    pthread_mutex_t lock;
+    plan_entry *buckets[BUCKETS];
+    site_entry *sites;
+    plan_entry *stale; /* replaced plans: tasks already submitted may still use them */
+};
+
+static const char *const direction_names[3] = {"fwd", "bwd_data", "bwd_filter"};
+
+void convoy__plan_key(const convoy__conv_geom *g, convoy_conv_direction direction, char *buffer,
+                      size_t size)
+{
+    snprintf(buffer, size,
+             "%s n%lld c%lld m%lld g%lld i%lldx%lldx%lld k%lldx%lldx%lld o%lldx%lldx%lld "
+             "pb%lldx%lldx%lld pa%lldx%lldx%lld s%lldx%lldx%lld d%lldx%lldx%lld f%d u%d",
+             direction_names[direction], (long long)g->batch, (long long)g->in_channels,
+             (long long)g->out_channels, (long long)g->groups, (long long)g->in[0],
+             (long long)g->in[1], (long long)g->in[2], (long long)g->kernel[0],
+             (long long)g->kernel[1], (long long)g->kernel[2], (long long)g->out[0],
+             (long long)g->out[1], (long long)g->out[2], (long long)g->pad_before[0],
+             (long long)g->pad_before[1], (long long)g->pad_before[2],
+             (long long)g->pad_after[0], (long long)g->pad_after[1], (long long)g->pad_after[2],
+             (long long)g->stride[0], (long long)g->stride[1], (long long)g->stride[2],
+             (long long)g->dilation[0], (long long)g->dilation[1], (long long)g->dilation[2],
+             g->flip, g->unshared);
+}
+
+static void site_key(const convoy__conv_geom *g, convoy_conv_direction direction, char *buffer,
+                     size_t size)
+{
+    snprintf(buffer, size, "%s c%lld m%lld g%lld k%lldx%lldx%lld s%lldx%lldx%lld f%d u%d",
+             direction_names[direction], (long long)g->in_channels, (long long)g->out_channels,
+             (long long)g->groups, (long long)g->kernel[0], (long long)g->kernel[1],
+             (long long)g->kernel[2], (long long)g->stride[0], (long long)g->stride[1],
+             (long long)g->stride[2], g->flip, g->unshared);
+}
+
+static unsigned hash_text(const char *text)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *text; ++text)
+        h = (h ^ (unsigned char)*text) * 1099511628211ull;
+    return (unsigned)(h % BUCKETS);
+}
+
+convoy_status convoy__planner_create(const convoy__planner_config *config,
+                                     convoy__planner **out)
+{
+    convoy__planner *p = calloc(1, sizeof *p);
+    if (!p)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
+    p->config = *config;
+    p->config.tune_cache_path = NULL;
+    p->config.environment = NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    if (config->tune_cache_path && config->policy != CONVOY_ALGO_HEURISTIC) {
+        convoy_status status =
+            convoy__tune_cache_open(config->tune_cache_path, config->environment, config->log,
+                                    config->log_user_data, &p->tune);
+        if (status != CONVOY_OK) {
+            convoy__planner_destroy(p);
+            return status;
+        }
+    }
+    *out = p;
+    return CONVOY_OK;
+}
+
+static void release_entries(convoy__planner *p, plan_entry *e)
+{
+    while (e) {
+        plan_entry *next = e->next;
+        p->config.backend->ops->conv_release(p->config.backend, &e->plan);
+        free(e);
+        e = next;
+    }
+}
+
+void convoy__planner_destroy(convoy__planner *p)
+{
+    if (!p)
+        return;
+    for (int b = 0; b < BUCKETS; ++b)
+        release_entries(p, p->buckets[b]);
+    release_entries(p, p->stale);
+    while (p->sites) {
+        site_entry *next = p->sites->next;
+        free(p->sites);
+        p->sites = next;
+    }
+    convoy__tune_cache_close(p->tune);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* A candidate that survived filtering, with its chunk and workspace. */
+typedef struct viable {
+    convoy__conv_candidate candidate;
+    int64_t chunk;
+    size_t bytes;
+} viable;
+
+static void append(char *buffer, size_t size, const char *format, const char *a, const char *b)
+{
+    size_t used = strlen(buffer);
+    if (used < size)
+        snprintf(buffer + used, size - used, format, a, b);
+}
+
+/* Filters the backend's candidates; on failure writes why each was refused. */
+static int filter_candidates(convoy__planner *p, const convoy__conv_geom *g,
+                             convoy_conv_direction direction, viable *out, char *why,
+                             size_t why_size, int *only_workspace)
+{
+    convoy__backend *be = p->config.backend;
+    convoy__conv_candidate all[CONVOY__MAX_CANDIDATES];
+    int total = be->ops->conv_candidates(be, g, direction, all, CONVOY__MAX_CANDIDATES);
+    int count = 0, workspace_refusals = 0, other_refusals = 0;
+    unsigned offered = 0;
+    why[0] = '\0';
+    for (int i = 0; i < total; ++i) {
+        const convoy__conv_candidate *c = &all[i];
+        offered |= c->impl;
+        if (p->config.exclude & c->impl) {
+            append(why, why_size, "%s%s: excluded by CONVOY_EXCLUDE; ", c->name, "");
+            other_refusals++;
+            continue;
+        }
+        if (p->config.deterministic && !c->deterministic) {
+            append(why, why_size, "%s%s: not deterministic (CONVOY_DETERMINISTIC=1); ", c->name,
+                   "");
+            other_refusals++;
+            continue;
+        }
+        int64_t chunk = 0;
+        size_t bytes = 0;
+        if (convoy__workspace_plan(c->workspace_fixed, c->workspace_per_image, g->batch,
+                                   p->config.workspace_limit, &chunk, &bytes) != CONVOY_OK) {
+            char detail[200];
+            snprintf(detail, sizeof detail, "%s", convoy__error_text());
+            append(why, why_size, "%s: %s; ", c->name, detail);
+            workspace_refusals++;
+            continue;
+        }
+        out[count++] = (viable){*c, chunk, bytes};
+    }
+    for (unsigned bit = 1; bit <= CONVOY_IMPL_DIRECT; bit <<= 1) {
+        if (!(offered & bit))
+            append(why, why_size, "%s%s: not available on this device; ", convoy__impl_name(bit),
+                   "");
+    }
+    *only_workspace = workspace_refusals > 0 && other_refusals == 0;
+    return count;
+}
+
+/* Picks the fastest candidate by timing each; falls back to the cost order
+ * for a candidate whose timing fails. */
+static int time_candidates(convoy__planner *p, const convoy__conv_geom *g,
+                           convoy_conv_direction direction, const viable *v, int count,
+                           double *best_ms)
+{
+    convoy__backend *be = p->config.backend;
+    int best = -1;
+    for (int i = 0; i < count; ++i) {
+        convoy__conv_plan trial = {.geom = *g,
+                                   .direction = direction,
+                                   .candidate = v[i].candidate,
+                                   .images_per_chunk = v[i].chunk,
+                                   .workspace_bytes = v[i].bytes};
+        double ms = 0.0;
+        if (be->ops->conv_prepare(be, &trial) != CONVOY_OK)
+            continue;
+        convoy_status status = be->ops->conv_time(be, &trial, &ms);
+        be->ops->conv_release(be, &trial);
+        if (status == CONVOY_OK && (best < 0 || ms < *best_ms)) {
+            best = i;
+            *best_ms = ms;
+        }
+    }
+    return best;
+}
+
+static int choose(convoy__planner *p, const char *key, const convoy__conv_geom *g,
+                  convoy_conv_direction direction, const viable *v, int count)
+{
+    int best = 0;
+    for (int i = 1; i < count; ++i) {
+        if (v[i].candidate.cost < v[best].candidate.cost)
+            best = i;
+    }
+    if (p->config.policy == CONVOY_ALGO_HEURISTIC || count == 1)
+        return best;
+    char cached[64];
+    double ms = 0.0;
+    if (p->tune && p->config.policy == CONVOY_ALGO_TIME_ONCE &&
+        convoy__tune_cache_lookup(p->tune, key, cached, sizeof cached, &ms)) {
+        for (int i = 0; i < count; ++i) {
+            if (!strcmp(v[i].candidate.name, cached))
+                return i;
+        }
+    }
+    int timed = time_candidates(p, g, direction, v, count, &ms);
+    if (timed < 0)
+        return best;
+    if (p->tune)
+        (void)convoy__tune_cache_store(p->tune, key, v[timed].candidate.name, ms);
+    return timed;
+}
+
+/* time_on_shape_change: a new shape at a site evicts the site's old plan so
+ * returning to it is timed again. Evicted plans move to the stale list
+ * because tasks already submitted may still point at them. */
+static void note_site(convoy__planner *p, const convoy__conv_geom *g,
+                      convoy_conv_direction direction, const char *key)
+{
+    char site[KEY_SIZE];
+    site_key(g, direction, site, sizeof site);
+    site_entry *s = p->sites;
+    while (s && strcmp(s->site, site))
+        s = s->next;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s)
+            return;
+        snprintf(s->site, sizeof s->site, "%s", site);
+        s->next = p->sites;
+        p->sites = s;
+    } else if (strcmp(s->key, key)) {
+        plan_entry **link = &p->buckets[hash_text(s->key)];
+        while (*link && strcmp((*link)->key, s->key))
+            link = &(*link)->next;
+        if (*link) {
+            plan_entry *old = *link;
+            *link = old->next;
+            old->next = p->stale;
+            p->stale = old;
+        }
+    }
+    snprintf(s->key, sizeof s->key, "%s", key);
+}
+
+convoy_status convoy__planner_plan(convoy__planner *p, const char *call,
+                                   const convoy__conv_geom *g, convoy_conv_direction direction,
+                                   const convoy__conv_plan **plan, int *from_cache)
+{
+    char key[KEY_SIZE];
+    convoy__plan_key(g, direction, key, sizeof key);
+    unsigned bucket = hash_text(key);
+    pthread_mutex_lock(&p->lock);
+    if (p->config.policy == CONVOY_ALGO_TIME_ON_SHAPE_CHANGE)
+        note_site(p, g, direction, key);
+    for (plan_entry *e = p->buckets[bucket]; e; e = e->next) {
+        if (!strcmp(e->key, key)) {
+            *plan = &e->plan;
+            if (from_cache)
+                *from_cache = 1;
+            pthread_mutex_unlock(&p->lock);
+            return CONVOY_OK;
+        }
+    }
+    viable v[CONVOY__MAX_CANDIDATES];
+    char why[1024];
+    int only_workspace = 0;
+    int count = filter_candidates(p, g, direction, v, why, sizeof why, &only_workspace);
+    if (count == 0) {
+        pthread_mutex_unlock(&p->lock);
+        size_t len = strlen(why);
+        if (len >= 2)
+            why[len - 2] = '\0';
+        return convoy__error(only_workspace ? CONVOY_ERR_OUT_OF_MEMORY : CONVOY_ERR_UNSUPPORTED,
+                             "%s: no implementation can run %s on %s: %s", call, key,
+                             p->config.backend->ops->name, why);
+    }
+    int chosen = choose(p, key, g, direction, v, count);
+    plan_entry *e = calloc(1, sizeof *e);
+    if (!e) {
+        pthread_mutex_unlock(&p->lock);
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for a plan", call);
+    }
+    snprintf(e->key, sizeof e->key, "%s", key);
+    e->plan.geom = *g;
+    e->plan.direction = direction;
+    e->plan.candidate = v[chosen].candidate;
+    e->plan.images_per_chunk = v[chosen].chunk;
+    e->plan.workspace_bytes = v[chosen].bytes;
+    convoy_status status = p->config.backend->ops->conv_prepare(p->config.backend, &e->plan);
+    if (status != CONVOY_OK) {
+        pthread_mutex_unlock(&p->lock);
+        free(e);
+        convoy__error_prefix(call);
+        return status;
+    }
+    e->next = p->buckets[bucket];
+    p->buckets[bucket] = e;
+    *plan = &e->plan;
+    if (from_cache)
+        *from_cache = 0;
+    pthread_mutex_unlock(&p->lock);
+    return CONVOY_OK;
+}

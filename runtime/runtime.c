@@ -1,0 +1,241 @@
+/* The runtime object: creation (options, backend, pool, scheduler, planner,
+ * staging, profiling), description, synchronisation and teardown. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "profiling/nvtx.h"
+#include "profiling/trace.h"
+#include "runtime/options_int.h"
+#include "runtime/runtime_int.h"
+#include "scheduler/error_detail.h"
+
+/* Transfers from ordinary host memory move through pinned chunks this big. */
+#define CONVOY__STAGING_CHUNK ((size_t)4 << 20)
+
+/* Default scratch per convolution when neither a workspace nor a memory
+ * limit is given. */
+#define CONVOY__DEFAULT_WORKSPACE ((size_t)1 << 30)
+
+/* The opt-in logger installed by CONVOY_PROFILE=1 or CONVOY_LOG=stderr when
+ * the program set none: the program asked for the text on stderr. */
+static void stderr_log(void *user_data, convoy_log_level level, const char *message)
+{
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    char line[4096];
+    int n = snprintf(line, sizeof line, "convoy %s: %s\n", names[level & 3], message);
+    if (n > 0)
+        fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
+}
+
+void convoy__log(const convoy_runtime *rt, convoy_log_level level, const char *format, ...)
+{
+    if (!rt->options.log_fn)
+        return;
+    char message[4096];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    rt->options.log_fn(rt->options.log_user_data, level, message);
+}
+
+static char *copy_text(const char *text)
+{
+    return text ? strdup(text) : NULL;
+}
+
+static void runtime_free(convoy_runtime *rt)
+{
+    convoy__scheduler_destroy(rt->scheduler);
+    convoy__planner_destroy(rt->planner);
+    convoy__staging_destroy(rt->upload_staging);
+    convoy__staging_destroy(rt->download_staging);
+    convoy__pool_destroy(rt->pool);
+    convoy__trace_destroy(rt->trace);
+    convoy__prof_domain_destroy(rt->domain);
+    if (rt->backend)
+        rt->backend->ops->destroy(rt->backend);
+    pthread_mutex_destroy(&rt->tensors_lock);
+    free(rt->tune_cache_path);
+    free(rt->trace_path);
+    free(rt);
+}
+
+static const char *policy_name(convoy_algo_policy policy)
+{
+    switch (policy) {
+    case CONVOY_ALGO_TIME_ONCE:
+        return "time_once";
+    case CONVOY_ALGO_TIME_ON_SHAPE_CHANGE:
+        return "time_on_shape_change";
+    default:
+        return "heuristic";
+    }
+}
+
+static convoy_status create_parts(convoy_runtime *rt)
+{
+    convoy_options *o = &rt->options;
+    char note[300];
+    convoy_status status = convoy__backend_open(o, &rt->backend, note, sizeof note);
+    if (status != CONVOY_OK)
+        return status;
+    convoy__backend *be = rt->backend;
+    int streams = o->streams >= 0 ? o->streams : (be->ops->device == CONVOY_DEVICE_CUDA ? 4 : 0);
+    /* CUDA work is always asynchronous: it needs at least one stream. */
+    if (be->ops->device == CONVOY_DEVICE_CUDA && streams == 0)
+        streams = 1;
+    o->streams = streams;
+    if (o->trace_path || o->profile) {
+        if ((status = convoy__trace_create(&rt->trace)) != CONVOY_OK)
+            return status;
+    }
+    rt->domain = convoy__prof_domain_create("convoy");
+    if ((status = convoy__pool_create(be, o->memory_limit, o->test_fail_alloc, &rt->pool)) !=
+        CONVOY_OK)
+        return status;
+    rt->workspace_limit = o->workspace_limit      ? o->workspace_limit
+                          : o->memory_limit       ? o->memory_limit / 4
+                                                  : CONVOY__DEFAULT_WORKSPACE;
+    if ((status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->upload_staging)) !=
+            CONVOY_OK ||
+        (status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->download_staging)) !=
+            CONVOY_OK)
+        return status;
+    convoy__scheduler_config sched = {streams, rt->domain, rt->trace};
+    if ((status = convoy__scheduler_create(be, &sched, &rt->scheduler)) != CONVOY_OK)
+        return status;
+    char environment[512];
+    snprintf(environment, sizeof environment, "%s | convoy %s", be->ops->describe(be),
+             CONVOY_VERSION_STRING);
+    convoy__planner_config plan = {be,
+                                   o->exclude,
+                                   o->deterministic,
+                                   o->algo,
+                                   rt->workspace_limit,
+                                   rt->tune_cache_path,
+                                   environment,
+                                   o->log_fn,
+                                   o->log_user_data};
+    if ((status = convoy__planner_create(&plan, &rt->planner)) != CONVOY_OK)
+        return status;
+    char excluded[64];
+    convoy__impl_names(o->exclude, excluded, sizeof excluded);
+    snprintf(rt->description, sizeof rt->description,
+             "%s; %d compute stream%s%s; algo %s; exclude %s; convoy %s", be->ops->describe(be),
+             streams, streams == 1 ? "" : "s", streams == 0 ? " (inline)" : "",
+             policy_name(o->algo), excluded, CONVOY_VERSION_STRING);
+    return CONVOY_OK;
+}
+
+convoy_status convoy_runtime_create(const convoy_options *options, convoy_runtime **out)
+{
+    if (!out)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "runtime_create: out is NULL");
+    convoy_options o;
+    convoy_status status;
+    if (options) {
+        o = *options;
+    } else if ((status = convoy_options_init(&o)) != CONVOY_OK) {
+        return status;
+    }
+    if ((status = convoy__options_check(&o)) != CONVOY_OK)
+        return status;
+    convoy_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
+    pthread_mutex_init(&rt->tensors_lock, NULL);
+    rt->options = o;
+    rt->tune_cache_path = copy_text(o.tune_cache);
+    rt->trace_path = copy_text(o.trace_path);
+    rt->options.tune_cache = rt->tune_cache_path;
+    rt->options.trace_path = rt->trace_path;
+    if (!rt->options.log_fn && (o.profile || (getenv("CONVOY_LOG") &&
+                                              !strcmp(getenv("CONVOY_LOG"), "stderr"))))
+        rt->options.log_fn = stderr_log;
+    if ((o.tune_cache && !rt->tune_cache_path) || (o.trace_path && !rt->trace_path)) {
+        runtime_free(rt);
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
+    }
+    if ((status = create_parts(rt)) != CONVOY_OK) {
+        char message[1024];
+        snprintf(message, sizeof message, "%s", convoy__error_text());
+        runtime_free(rt);
+        convoy__error_set_text(message);
+        return status;
+    }
+    *out = rt;
+    return CONVOY_OK;
+}
+
+static void report_profile(convoy_runtime *rt)
+{
+    if (!rt->trace)
+        return;
+    if (rt->trace_path && convoy__trace_write(rt->trace, rt->trace_path) != CONVOY_OK)
+        convoy__log(rt, CONVOY_LOG_WARNING, "%s", convoy__error_text());
+    if (rt->options.profile) {
+        char summary[4096];
+        convoy__trace_summary(rt->trace, summary, sizeof summary);
+        convoy__log(rt, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description, summary);
+    }
+}
+
+void convoy_runtime_destroy(convoy_runtime *rt)
+{
+    if (!rt)
+        return;
+    (void)convoy__scheduler_synchronize(rt->scheduler);
+    /* Tensors the program did not destroy: their tasks are done, so their
+     * storage can go straight back to the pool. */
+    pthread_mutex_lock(&rt->tensors_lock);
+    convoy_tensor *t = rt->tensors;
+    rt->tensors = NULL;
+    pthread_mutex_unlock(&rt->tensors_lock);
+    while (t) {
+        convoy_tensor *next = t->next;
+        convoy__hazards_clear(rt->scheduler, &t->hazards);
+        convoy__pool_free(rt->pool, t->storage, NULL);
+        free(t);
+        t = next;
+    }
+    convoy__scheduler_destroy(rt->scheduler);
+    rt->scheduler = NULL;
+    report_profile(rt);
+    runtime_free(rt);
+}
+
+convoy_status convoy_runtime_synchronize(convoy_runtime *rt)
+{
+    if (!rt)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "runtime_synchronize: runtime is NULL");
+    return convoy__scheduler_synchronize(rt->scheduler);
+}
+
+convoy_device convoy_runtime_device(const convoy_runtime *rt)
+{
+    return rt ? rt->backend->ops->device : CONVOY_DEVICE_CPU;
+}
+
+const char *convoy_runtime_describe(const convoy_runtime *rt)
+{
+    return rt ? rt->description : "";
+}
+
+convoy_status convoy_memory_stats(convoy_runtime *rt, convoy_memory_statistics *stats)
+{
+    if (!rt || !stats)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "memory_stats: %s is NULL",
+                             rt ? "stats" : "runtime");
+    convoy__pool_stats(rt->pool, stats);
+    return CONVOY_OK;
+}
+
+convoy_status convoy_memory_trim(convoy_runtime *rt)
+{
+    if (!rt)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "memory_trim: runtime is NULL");
+    return convoy__pool_trim(rt->pool);
+}

@@ -1,0 +1,69 @@
+/* The runtime and tensor objects, shared by the files of runtime/. */
+#ifndef CONVOY_RUNTIME_RUNTIME_INT_H
+#define CONVOY_RUNTIME_RUNTIME_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convoy.h"
+#include "memory/pool.h"
+#include "memory/staging.h"
+#include "runtime/planner.h"
+#include "scheduler/backend.h"
+#include "scheduler/scheduler.h"
+
+typedef struct convoy__prof_domain convoy__prof_domain;
+typedef struct convoy__trace convoy__trace;
+
+struct convoy_runtime {
+    convoy_options options;     /* string fields point at the copies below */
+    char *tune_cache_path;
+    char *trace_path;
+    convoy__backend *backend;
+    convoy__pool *pool;
+    convoy__scheduler *scheduler;
+    convoy__planner *planner;
+    convoy__staging *upload_staging;   /* used only by the upload stream's work */
+    convoy__staging *download_staging; /* used only by the download stream's work */
+    convoy__prof_domain *domain;
+    convoy__trace *trace;
+    size_t workspace_limit;
+    char description[768];
+
+    /* tensors_lock guards the list of live tensors, walked at destroy. */
+    pthread_mutex_t tensors_lock;
+    convoy_tensor *tensors;
+};
+
+struct convoy_tensor {
+    convoy_runtime *runtime;
+    int ndim;
+    int64_t dims[CONVOY_MAX_DIMS];
+    int64_t numel;
+    size_t bytes;
+    convoy__block *storage;    /* NULL for an empty tensor */
+    convoy__hazards hazards;   /* guarded by the scheduler's lock */
+    convoy_tensor *prev, *next;
+    char text[96];             /* "8x64x56x56", for labels and messages */
+};
+
+static inline float *convoy__tensor_data(const convoy_tensor *t)
+{
+    return t->storage ? (float *)t->storage->ptr : NULL;
+}
+
+/* Checks that a tensor argument is non-NULL and belongs to the runtime. */
+convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor *t,
+                                   const char *call, const char *name);
+
+/* Creates the backend the options ask for (runtime/backend_registry.c). note
+ * receives why CUDA was not used when the CPU was chosen, or "". */
+convoy_status convoy__backend_open(const convoy_options *options, convoy__backend **out,
+                                   char *note, size_t note_size);
+
+/* The log callback, or nothing. */
+void convoy__log(const convoy_runtime *rt, convoy_log_level level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* CONVOY_RUNTIME_RUNTIME_INT_H */

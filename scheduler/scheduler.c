@@ -1,0 +1,564 @@
+/* Submission: hazard resolution, stream choice, event waits, enqueue and
+ * completion tracking (DESIGN.md section 3). Everything a submit does happens
+ * under one lock and without waiting for work, so submission order is the
+ * order the lock is granted and the cost per task stays at a few hundred
+ * nanoseconds. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "profiling/nvtx.h"
+#include "profiling/trace.h"
+#include "scheduler/error_detail.h"
+#include "scheduler/scheduler_int.h"
+#include "scheduler/task_int.h"
+
+typedef struct stream_slot {
+    convoy__stream *stream;
+    convoy__queue queue;
+    convoy_task *inflight_head, *inflight_tail; /* submitted, completion not yet seen */
+    int inflight_count;
+    uint64_t last_sequence; /* the newest task submitted to this stream */
+    int track;              /* trace track id */
+} stream_slot;
+
+struct convoy__scheduler {
+    convoy__backend *backend;
+    /* lock guards the slots, every hazard record, the handle list and
+     * next_sequence. Work never runs while it is held, except inline tasks
+     * (compute_streams == 0) and CUDA enqueues, which only enqueue. */
+    pthread_mutex_t lock;
+    stream_slot *slots; /* compute streams first, then upload, then download */
+    int slot_count;
+    int compute_count;
+    int inline_mode;
+    int inline_track;
+    uint64_t next_sequence;
+    convoy_task *handles; /* tasks the program holds handles to */
+
+    pthread_mutex_t failure_lock; /* guards first_failure and its message */
+    convoy_status first_failure;
+    char *first_failure_message;
+
+    convoy__prof_domain *domain;
+    convoy__trace *trace;
+};
+
+static const char *const kind_names[CONVOY__TASK_KIND_COUNT] = {
+    "upload", "download", "conv_fwd", "conv_bwd_data", "conv_bwd_filter", "custom", "release",
+};
+
+const char *convoy__task_kind_name(convoy__task_kind kind)
+{
+    return (unsigned)kind < CONVOY__TASK_KIND_COUNT ? kind_names[kind] : "unknown";
+}
+
+int convoy__scheduler_stream_count(const convoy__scheduler *s)
+{
+    return s->compute_count;
+}
+
+/* ---- completion tracking ---------------------------------------------- */
+
+static void note_failure(convoy__scheduler *s, convoy_task *task)
+{
+    pthread_mutex_lock(&s->failure_lock);
+    if (s->first_failure == CONVOY_OK) {
+        s->first_failure = task->status;
+        free(s->first_failure_message);
+        s->first_failure_message = task->message ? strdup(task->message) : NULL;
+    }
+    pthread_mutex_unlock(&s->failure_lock);
+}
+
+/* Pops the tasks whose completion events have fired off a stream's in-flight
+ * list. The list is in stream order, so completion is in list order. */
+static void retire_slot(convoy__scheduler *s, stream_slot *slot)
+{
+    const convoy__backend_ops *ops = s->backend->ops;
+    while (slot->inflight_head) {
+        convoy_task *task = slot->inflight_head;
+        convoy_status error = CONVOY_OK;
+        if (!ops->event_query(s->backend, task->event, &error))
+            break;
+        if (error != CONVOY_OK && task->status == CONVOY_OK) {
+            /* An asynchronous device failure belongs to the task whose
+             * completion event reported it. */
+            convoy__task_set_failure(task, error, convoy__error_text());
+            note_failure(s, task);
+        }
+        slot->inflight_head = task->inflight_next;
+        if (!slot->inflight_head)
+            slot->inflight_tail = NULL;
+        slot->inflight_count--;
+        convoy__task_unref(task);
+    }
+}
+
+static void retire_all(convoy__scheduler *s)
+{
+    for (int i = 0; i < s->slot_count; ++i)
+        retire_slot(s, &s->slots[i]);
+}
+
+/* ---- running a task ----------------------------------------------------- */
+
+static void fail_from_dependency(convoy_task *task, const convoy_task *dependency)
+{
+    char text[640];
+    snprintf(text, sizeof text, "%s: depends on '%s', which failed with %s: %.400s", task->label,
+             dependency->label, convoy_status_name(dependency->status),
+             dependency->message ? dependency->message : "");
+    convoy__task_set_failure(task, CONVOY_ERR_DEPENDENCY_FAILED, text);
+}
+
+/* The stream work of every task: check that what it reads was written
+ * successfully, run the body, record the outcome, drop the dependencies. */
+static void task_execute(void *arg, void *native_stream)
+{
+    convoy_task *task = arg;
+    convoy__scheduler *s = task->scheduler;
+    if (task->status == CONVOY_OK) {
+        for (int i = 0; i < task->dependency_count; ++i) {
+            const convoy_task *dependency = task->dependencies[i].task;
+            if (task->dependencies[i].carries_failure && dependency->status != CONVOY_OK) {
+                fail_from_dependency(task, dependency);
+                break;
+            }
+        }
+    }
+    task->start_us = convoy__prof_now_us();
+    if (task->status == CONVOY_OK) {
+        convoy__prof_range_push(s->domain, task->label);
+        convoy__stream *order_stream = s->backend->ops->enqueue_runs_now ? task->stream : NULL;
+        convoy_status status = task->run(task->payload, native_stream, order_stream);
+        convoy__prof_range_pop(s->domain);
+        if (status != CONVOY_OK) {
+            char text[1024];
+            snprintf(text, sizeof text, "%s: %s", task->label, convoy__error_text());
+            convoy__task_set_failure(task, status, text);
+        }
+    }
+    task->end_us = convoy__prof_now_us();
+    if (task->status != CONVOY_OK)
+        note_failure(s, task);
+    if (s->trace) {
+        char args[160];
+        snprintf(args, sizeof args, "{\"status\":\"%s\",\"sequence\":%llu}",
+                 convoy_status_name(task->status), (unsigned long long)task->sequence);
+        int track = task->slot >= 0 ? s->slots[task->slot].track : s->inline_track;
+        convoy__trace_add(s->trace, track, convoy__task_kind_name(task->kind), task->label,
+                          task->start_us, task->end_us, args);
+    }
+    for (int i = 0; i < task->dependency_count; ++i)
+        convoy__task_unref(task->dependencies[i].task);
+    task->dependency_count = 0;
+    /* On the host the completion event is this task's own; firing it last
+     * means a waiter sees the status written above. */
+    if (!s->backend->ops->enqueue_runs_now && !task->stream)
+        s->backend->ops->event_record(s->backend, task->event, NULL);
+}
+
+/* ---- hazards ------------------------------------------------------------ */
+
+static int add_dependency(convoy_task *task, convoy_task *dependency, int carries_failure)
+{
+    const convoy__backend_ops *ops = task->backend->ops;
+    for (int i = 0; i < task->dependency_count && i < 64; ++i) {
+        if (task->dependencies[i].task == dependency) {
+            task->dependencies[i].carries_failure |= carries_failure;
+            return 1;
+        }
+    }
+    /* A finished dependency only matters if it failed and its failure
+     * propagates; otherwise there is nothing to wait for. */
+    if (ops->event_query(task->backend, dependency->event, NULL) &&
+        (!carries_failure || dependency->status == CONVOY_OK))
+        return 1;
+    if (task->dependency_count == task->dependency_capacity) {
+        int capacity = task->dependency_capacity ? task->dependency_capacity * 2 : 4;
+        convoy__dependency *grown =
+            realloc(task->dependencies, (size_t)capacity * sizeof *grown);
+        if (!grown)
+            return 0;
+        task->dependencies = grown;
+        task->dependency_capacity = capacity;
+    }
+    atomic_fetch_add_explicit(&dependency->refs, 1, memory_order_relaxed);
+    task->dependencies[task->dependency_count++] = (convoy__dependency){dependency, carries_failure};
+    return 1;
+}
+
+/* Makes room for one more reader, dropping readers that have finished. */
+static int reserve_reader(convoy__backend *be, convoy__hazards *h)
+{
+    if (h->reader_count < h->reader_capacity)
+        return 1;
+    int kept = 0;
+    for (int i = 0; i < h->reader_count; ++i) {
+        convoy_task *reader = h->readers[i];
+        if (be->ops->event_query(be, reader->event, NULL))
+            convoy__task_unref(reader);
+        else
+            h->readers[kept++] = reader;
+    }
+    h->reader_count = kept;
+    if (kept < h->reader_capacity && kept < h->reader_capacity / 2 + 1)
+        return 1;
+    int capacity = h->reader_capacity ? h->reader_capacity * 2 : 4;
+    convoy_task **grown = realloc(h->readers, (size_t)capacity * sizeof *grown);
+    if (!grown)
+        return kept < h->reader_capacity;
+    h->readers = grown;
+    h->reader_capacity = capacity;
+    return 1;
+}
+
+void convoy__hazards_clear(convoy__scheduler *s, convoy__hazards *h)
+{
+    if (s)
+        pthread_mutex_lock(&s->lock);
+    if (h->last_writer)
+        convoy__task_unref(h->last_writer);
+    for (int i = 0; i < h->reader_count; ++i)
+        convoy__task_unref(h->readers[i]);
+    free(h->readers);
+    memset(h, 0, sizeof *h);
+    if (s)
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* Collects the dependencies of every access; 0 when host memory ran out. */
+static int collect_dependencies(convoy_task *task, const convoy__task_desc *desc)
+{
+    for (size_t i = 0; i < desc->access_count; ++i) {
+        convoy__hazards *h = desc->accesses[i].hazards;
+        int mode = desc->accesses[i].mode;
+        int writes = mode & (CONVOY_WRITE | CONVOY__ACCESS_RELEASE);
+        if (h->last_writer && !add_dependency(task, h->last_writer, (mode & CONVOY_READ) != 0))
+            return 0;
+        if (writes) {
+            for (int r = 0; r < h->reader_count; ++r) {
+                if (!add_dependency(task, h->readers[r], 0))
+                    return 0;
+            }
+        } else if (!reserve_reader(task->backend, h)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Records the task in the hazard records. Cannot fail: collect_dependencies
+ * reserved the reader slots. */
+static void update_hazards(convoy_task *task, const convoy__task_desc *desc)
+{
+    for (size_t i = 0; i < desc->access_count; ++i) {
+        convoy__hazards *h = desc->accesses[i].hazards;
+        int mode = desc->accesses[i].mode;
+        if (mode & (CONVOY_WRITE | CONVOY__ACCESS_RELEASE)) {
+            if (h->last_writer)
+                convoy__task_unref(h->last_writer);
+            for (int r = 0; r < h->reader_count; ++r)
+                convoy__task_unref(h->readers[r]);
+            h->reader_count = 0;
+            h->last_writer = NULL;
+            if (!(mode & CONVOY__ACCESS_RELEASE)) {
+                atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
+                h->last_writer = task;
+            }
+        } else {
+            atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
+            h->readers[h->reader_count++] = task;
+        }
+    }
+}
+
+/* ---- stream choice ------------------------------------------------------ */
+
+/* Transfers go to their own streams. Compute goes to the stream of its
+ * newest unfinished producer when nothing unrelated was queued there since,
+ * so chains stay on one stream with no event waits; otherwise to the least
+ * loaded compute stream. */
+static int choose_slot(convoy__scheduler *s, const convoy_task *task, convoy__queue queue)
+{
+    if (queue == CONVOY__QUEUE_UPLOAD)
+        return s->compute_count;
+    if (queue == CONVOY__QUEUE_DOWNLOAD)
+        return s->compute_count + 1;
+    const convoy_task *producer = NULL;
+    for (int i = 0; i < task->dependency_count; ++i) {
+        const convoy_task *d = task->dependencies[i].task;
+        if (d->slot >= 0 && d->slot < s->compute_count &&
+            (!producer || d->sequence > producer->sequence))
+            producer = d;
+    }
+    if (producer && s->slots[producer->slot].last_sequence == producer->sequence)
+        return producer->slot;
+    int best = 0;
+    for (int i = 1; i < s->compute_count; ++i) {
+        if (s->slots[i].inflight_count < s->slots[best].inflight_count)
+            best = i;
+    }
+    return best;
+}
+
+/* ---- submit ------------------------------------------------------------- */
+
+static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc)
+{
+    convoy_task *task = malloc(sizeof *task + desc->payload_size);
+    if (!task)
+        return NULL;
+    memset(task, 0, sizeof *task);
+    if (s->backend->ops->event_create(s->backend, &task->event) != CONVOY_OK) {
+        free(task);
+        return NULL;
+    }
+    atomic_init(&task->refs, 1);
+    task->backend = s->backend;
+    task->scheduler = s;
+    task->kind = desc->kind;
+    task->slot = -1;
+    task->run = desc->run;
+    snprintf(task->label, sizeof task->label, "%s",
+             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+    if (desc->payload_size)
+        memcpy(task->payload, desc->payload, desc->payload_size);
+    return task;
+}
+
+static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_desc *desc)
+{
+    const convoy__backend_ops *ops = s->backend->ops;
+    convoy_status status = CONVOY_OK;
+    if (desc->bind) {
+        status = desc->bind(task->payload, task->stream);
+        if (status != CONVOY_OK)
+            convoy__task_set_failure(task, status, convoy__error_text());
+    }
+    for (int i = 0; i < task->dependency_count && status == CONVOY_OK; ++i) {
+        convoy_task *d = task->dependencies[i].task;
+        if (d->stream && d->stream != task->stream)
+            status = ops->stream_wait_event(s->backend, task->stream, d->event);
+    }
+    if (status == CONVOY_OK)
+        status = ops->stream_enqueue(s->backend, task->stream, task_execute, task);
+    if (status != CONVOY_OK) {
+        /* Nothing of the task reached the stream: it completes now as
+         * failed (its event, never recorded, reads as complete), and its
+         * dependants observe that like any other failure. */
+        if (task->status == CONVOY_OK)
+            convoy__task_set_failure(task, status, convoy__error_text());
+        task->stream = NULL;
+        task->slot = -1;
+        task_execute(task, NULL);
+    } else if (task->stream) {
+        /* A failed record (host: no memory to grow the queue) leaves the
+         * event reading as complete; the work itself still runs in order. */
+        (void)ops->event_record(s->backend, task->event, task->stream);
+    }
+    if (desc->unbind)
+        desc->unbind(task->payload, task->stream);
+}
+
+convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_desc *desc,
+                                       convoy_task **task_out)
+{
+    convoy_task *task = task_new(s, desc);
+    if (!task)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for the task",
+                             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+    pthread_mutex_lock(&s->lock);
+    retire_all(s);
+    if (!collect_dependencies(task, desc)) {
+        pthread_mutex_unlock(&s->lock);
+        for (int i = 0; i < task->dependency_count; ++i)
+            convoy__task_unref(task->dependencies[i].task);
+        task->dependency_count = 0;
+        convoy__task_unref(task);
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for dependencies",
+                             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+    }
+    update_hazards(task, desc);
+    task->sequence = ++s->next_sequence;
+    if (!s->inline_mode) {
+        task->slot = choose_slot(s, task, desc->queue);
+        task->stream = s->slots[task->slot].stream;
+    }
+    enqueue(s, task, desc);
+    if (task->stream) {
+        /* The stream's in-flight list keeps the task until its completion
+         * event is seen, so the event outlives every queue entry naming it. */
+        stream_slot *slot = &s->slots[task->slot];
+        slot->last_sequence = task->sequence;
+        atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
+        task->inflight_next = NULL;
+        if (slot->inflight_tail)
+            slot->inflight_tail->inflight_next = task;
+        else
+            slot->inflight_head = task;
+        slot->inflight_tail = task;
+        slot->inflight_count++;
+    }
+    if (task_out) {
+        atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
+        task->user_held = 1;
+        task->user_next = s->handles;
+        if (s->handles)
+            s->handles->user_prev = task;
+        s->handles = task;
+        *task_out = task;
+    }
+    pthread_mutex_unlock(&s->lock);
+    convoy__task_unref(task);
+    return CONVOY_OK;
+}
+
+void convoy__scheduler_forget_handle(convoy__scheduler *s, convoy_task *task)
+{
+    pthread_mutex_lock(&s->lock);
+    if (task->user_held) {
+        if (task->user_prev)
+            task->user_prev->user_next = task->user_next;
+        else
+            s->handles = task->user_next;
+        if (task->user_next)
+            task->user_next->user_prev = task->user_prev;
+        task->user_held = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+convoy_status convoy__scheduler_synchronize(convoy__scheduler *s)
+{
+    const convoy__backend_ops *ops = s->backend->ops;
+    convoy__event *markers[CONVOY__MAX_SLOTS];
+    int marker_count = 0;
+    convoy_status status = CONVOY_OK;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < s->slot_count; ++i) {
+        convoy__event *event = NULL;
+        if (ops->event_create(s->backend, &event) != CONVOY_OK) {
+            status = CONVOY_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        markers[marker_count++] = event;
+        if (ops->event_record(s->backend, event, s->slots[i].stream) != CONVOY_OK)
+            status = CONVOY_ERR_BACKEND;
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < marker_count; ++i) {
+        convoy_status sync = ops->event_synchronize(s->backend, markers[i]);
+        if (sync != CONVOY_OK && status == CONVOY_OK)
+            status = sync;
+        ops->event_destroy(s->backend, markers[i]);
+    }
+    if (status != CONVOY_OK)
+        return convoy__error(status, "runtime_synchronize: could not wait for the streams: %s",
+                             convoy__error_text());
+    pthread_mutex_lock(&s->lock);
+    retire_all(s);
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&s->failure_lock);
+    status = s->first_failure;
+    if (status != CONVOY_OK)
+        convoy__error_set_text(s->first_failure_message);
+    s->first_failure = CONVOY_OK;
+    free(s->first_failure_message);
+    s->first_failure_message = NULL;
+    pthread_mutex_unlock(&s->failure_lock);
+    return status;
+}
+
+static const char *slot_name(const convoy__scheduler *s, int i, char *buffer, size_t size)
+{
+    if (i < s->compute_count)
+        snprintf(buffer, size, "convoy compute %d", i);
+    else
+        snprintf(buffer, size, "%s", i == s->compute_count ? "convoy upload" : "convoy download");
+    return buffer;
+}
+
+convoy_status convoy__scheduler_create(convoy__backend *backend,
+                                       const convoy__scheduler_config *config,
+                                       convoy__scheduler **out)
+{
+    if (config->compute_streams < 0 || config->compute_streams > CONVOY__MAX_SLOTS - 2)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                             "runtime_create: %d compute streams, expected 0..%d",
+                             config->compute_streams, CONVOY__MAX_SLOTS - 2);
+    convoy__scheduler *s = calloc(1, sizeof *s);
+    if (!s)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
+    s->backend = backend;
+    s->domain = config->domain;
+    s->trace = config->trace;
+    s->inline_mode = config->compute_streams == 0;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->failure_lock, NULL);
+    if (s->trace)
+        s->inline_track = convoy__trace_track(s->trace, "convoy inline");
+    if (!s->inline_mode) {
+        s->compute_count = config->compute_streams;
+        s->slot_count = s->compute_count + 2;
+        s->slots = calloc((size_t)s->slot_count, sizeof *s->slots);
+        if (!s->slots) {
+            convoy__scheduler_destroy(s);
+            return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
+        }
+        for (int i = 0; i < s->slot_count; ++i) {
+            char name[48];
+            slot_name(s, i, name, sizeof name);
+            s->slots[i].queue = i < s->compute_count  ? CONVOY__QUEUE_COMPUTE
+                                : i == s->compute_count ? CONVOY__QUEUE_UPLOAD
+                                                        : CONVOY__QUEUE_DOWNLOAD;
+            if (s->trace)
+                s->slots[i].track = convoy__trace_track(s->trace, name);
+            convoy_status status = backend->ops->stream_create(backend, name, &s->slots[i].stream);
+            if (status != CONVOY_OK) {
+                convoy__scheduler_destroy(s);
+                return status;
+            }
+        }
+    }
+    *out = s;
+    return CONVOY_OK;
+}
+
+void convoy__scheduler_destroy(convoy__scheduler *s)
+{
+    if (!s)
+        return;
+    int streams_ready = 1;
+    for (int i = 0; i < s->slot_count; ++i)
+        streams_ready &= s->slots[i].stream != NULL;
+    if (streams_ready)
+        (void)convoy__scheduler_synchronize(s);
+    for (int i = 0; i < s->slot_count; ++i) {
+        if (s->slots[i].stream)
+            s->backend->ops->stream_destroy(s->backend, s->slots[i].stream);
+    }
+    /* Every stream has drained: retire whatever is left, then detach the
+     * tasks the program still holds so they outlive the backend. */
+    for (int i = 0; i < s->slot_count; ++i) {
+        stream_slot *slot = &s->slots[i];
+        while (slot->inflight_head) {
+            convoy_task *task = slot->inflight_head;
+            slot->inflight_head = task->inflight_next;
+            convoy__task_unref(task);
+        }
+    }
+    for (convoy_task *task = s->handles; task; task = task->user_next) {
+        s->backend->ops->event_destroy(s->backend, task->event);
+        task->event = NULL;
+        task->scheduler = NULL;
+        task->user_held = 0;
+    }
+    free(s->slots);
+    free(s->first_failure_message);
+    pthread_mutex_destroy(&s->failure_lock);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}

@@ -1,0 +1,128 @@
+/* The scheduler: turns submissions into stream work with implicit
+ * dependencies (DESIGN.md section 3).
+ *
+ * Each tensor carries a convoy__hazards record: its last writer and the
+ * readers since. A submit resolves read-after-write, write-after-read and
+ * write-after-write hazards against those records, picks a stream, inserts
+ * event waits for dependencies living on other streams, enqueues the task and
+ * records its completion event, all under one lock and without waiting for
+ * any work. Only read-after-write dependencies carry failure: a task whose
+ * input was written by a failed task completes with
+ * CONVOY_ERR_DEPENDENCY_FAILED without running, and so poisons what it
+ * writes in turn until a successful write replaces it. */
+#ifndef CONVOY_SCHEDULER_SCHEDULER_H
+#define CONVOY_SCHEDULER_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convoy.h"
+#include "scheduler/backend.h"
+
+typedef struct convoy__scheduler convoy__scheduler;
+typedef struct convoy__prof_domain convoy__prof_domain;
+typedef struct convoy__trace convoy__trace;
+
+/* Per-tensor hazard state; lives inside the tensor, guarded by the
+ * scheduler's lock. Zero-initialised is the empty state. */
+typedef struct convoy__hazards {
+    convoy_task *last_writer;
+    convoy_task **readers;
+    int reader_count;
+    int reader_capacity;
+} convoy__hazards;
+
+typedef enum convoy__task_kind {
+    CONVOY__TASK_UPLOAD,
+    CONVOY__TASK_DOWNLOAD,
+    CONVOY__TASK_CONV_FORWARD,
+    CONVOY__TASK_CONV_BACKWARD_DATA,
+    CONVOY__TASK_CONV_BACKWARD_FILTER,
+    CONVOY__TASK_CUSTOM,
+    CONVOY__TASK_RELEASE,
+    CONVOY__TASK_KIND_COUNT
+} convoy__task_kind;
+
+/* Which stream class runs a task. */
+typedef enum convoy__queue {
+    CONVOY__QUEUE_COMPUTE,
+    CONVOY__QUEUE_UPLOAD,
+    CONVOY__QUEUE_DOWNLOAD
+} convoy__queue;
+
+/* Access modes: CONVOY_READ / CONVOY_WRITE / CONVOY_READ_WRITE, plus RELEASE
+ * for the internal task that frees a destroyed tensor: it orders like a
+ * write, then leaves the hazard record empty. */
+#define CONVOY__ACCESS_RELEASE 8
+
+/* Compute streams plus the upload and download streams. */
+#define CONVOY__MAX_SLOTS 66
+
+typedef struct convoy__hazard_access {
+    convoy__hazards *hazards;
+    int mode;
+} convoy__hazard_access;
+
+/* The body of a task. On the host it runs on the stream's worker (or inline)
+ * when its dependencies are done; on CUDA it runs at submit and enqueues.
+ * native_stream is the backend's stream handle. order_stream is the stream to
+ * free stream-ordered memory on: the task's stream when the body runs at
+ * enqueue (CUDA), NULL when it runs in stream order (host). */
+typedef convoy_status (*convoy__task_run_fn)(void *payload, void *native_stream,
+                                             convoy__stream *order_stream);
+
+/* Called once the task's stream has been chosen and before the work is
+ * enqueued, under the scheduler's lock: takes stream-ordered resources
+ * (workspace). A failure is not a submit error: the task is enqueued and
+ * fails with that status, poisoning what it writes. */
+typedef convoy_status (*convoy__task_bind_fn)(void *payload, convoy__stream *stream);
+
+/* Called right after the work was enqueued, under the lock: returns
+ * stream-ordered resources (workspace) to the pool on that stream. */
+typedef void (*convoy__task_unbind_fn)(void *payload, convoy__stream *stream);
+
+typedef struct convoy__task_desc {
+    convoy__task_kind kind;
+    convoy__queue queue;
+    const char *label;                 /* copied; shown in NVTX and traces */
+    convoy__task_run_fn run;
+    convoy__task_bind_fn bind;         /* may be NULL */
+    convoy__task_unbind_fn unbind;     /* may be NULL */
+    const void *payload;               /* copied into the task */
+    size_t payload_size;
+    const convoy__hazard_access *accesses;
+    size_t access_count;
+} convoy__task_desc;
+
+typedef struct convoy__scheduler_config {
+    int compute_streams;          /* 0: run every task inline at submit */
+    convoy__prof_domain *domain;  /* NVTX domain, may be NULL */
+    convoy__trace *trace;         /* task records for trace/summary, may be NULL */
+} convoy__scheduler_config;
+
+convoy_status convoy__scheduler_create(convoy__backend *backend,
+                                       const convoy__scheduler_config *config,
+                                       convoy__scheduler **out);
+
+/* Waits for all work, then destroys the streams. Tasks the program still
+ * holds handles to are detached: they stay valid for wait and release. */
+void convoy__scheduler_destroy(convoy__scheduler *scheduler);
+
+/* Submits one task. task_out may be NULL. Fails only for host resource
+ * exhaustion or a backend enqueue failure; nothing is enqueued then. */
+convoy_status convoy__scheduler_submit(convoy__scheduler *scheduler, const convoy__task_desc *desc,
+                                       convoy_task **task_out);
+
+/* Waits for every submitted task; returns the first failure since the last
+ * call (with its message), or CONVOY_OK. */
+convoy_status convoy__scheduler_synchronize(convoy__scheduler *scheduler);
+
+/* Drops a hazard record's task references (tensor teardown at destroy). */
+void convoy__hazards_clear(convoy__scheduler *scheduler, convoy__hazards *hazards);
+
+/* Streams and their count, for the description line. */
+int convoy__scheduler_stream_count(const convoy__scheduler *scheduler);
+
+const char *convoy__task_kind_name(convoy__task_kind kind);
+
+#endif /* CONVOY_SCHEDULER_SCHEDULER_H */
