@@ -1,0 +1,462 @@
+/* The scheduler on the host backend: results independent of the stream
+ * count, real overlap, long chains, failure propagation and poisoning,
+ * concurrent submission, deferred tensor destruction and task handles. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "convoy.h"
+
+static convoy_runtime *make_runtime(int streams)
+{
+    convoy_options o;
+    assert_int_equal(convoy_options_init(&o), CONVOY_OK);
+    o.device = CONVOY_DEVICE_CPU;
+    o.streams = streams;
+    convoy_runtime *rt = NULL;
+    assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
+    return rt;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static convoy_tensor *vector(convoy_runtime *rt, int64_t n)
+{
+    convoy_tensor *t = NULL;
+    assert_int_equal(convoy_tensor_create(rt, 1, &n, &t), CONVOY_OK);
+    return t;
+}
+
+/* ---- custom task bodies ---- */
+
+/* accesses[0] read, accesses[1] read-write: b = 0.5 * b + a (elementwise on
+ * the shorter of the two). */
+static convoy_status mix_fn(const convoy_task_context *ctx, void *user_data)
+{
+    int64_t n = convoy_tensor_dim(ctx->accesses[0].tensor, 0);
+    int64_t m = convoy_tensor_dim(ctx->accesses[1].tensor, 0);
+    int64_t len = n < m ? n : m;
+    for (int64_t i = 0; i < len; ++i)
+        ctx->data[1][i] = 0.5f * ctx->data[1][i] + ctx->data[0][i];
+    return CONVOY_OK;
+}
+
+static convoy_status sleep_fn(const convoy_task_context *ctx, void *user_data)
+{
+    usleep((useconds_t)(intptr_t)user_data * 1000);
+    return CONVOY_OK;
+}
+
+static convoy_status fail_fn(const convoy_task_context *ctx, void *user_data)
+{
+    return CONVOY_ERR_TASK_FAILED;
+}
+
+static convoy_status increment_fn(const convoy_task_context *ctx, void *user_data)
+{
+    ctx->data[0][0] += 1.0f;
+    return CONVOY_OK;
+}
+
+static convoy_status count_fn(const convoy_task_context *ctx, void *user_data)
+{
+    __atomic_fetch_add((int *)user_data, 1, __ATOMIC_RELAXED);
+    return CONVOY_OK;
+}
+
+/* ---- (a) random graphs: identical results for 0, 1, 2 and 4 streams ---- */
+
+#define GRAPH_VECTORS 6
+#define GRAPH_STEPS 300
+
+static unsigned next_random(unsigned *state)
+{
+    *state = *state * 1103515245u + 12345u;
+    return (*state >> 8) & 0xffffff;
+}
+
+/* Runs one seeded graph and returns a checksum-free copy of every result. */
+static void run_graph(int streams, unsigned seed, float *results /* GRAPH_VECTORS*64 + 96*2 */)
+{
+    convoy_runtime *rt = make_runtime(streams);
+    convoy_tensor *v[GRAPH_VECTORS];
+    for (int i = 0; i < GRAPH_VECTORS; ++i)
+        v[i] = vector(rt, 32 + 8 * i);
+    const int64_t xd[4] = {1, 2, 5, 5}, wd[4] = {3, 2, 3, 3}, yd[4] = {1, 3, 3, 3};
+    convoy_tensor *x = NULL, *w = NULL, *y = NULL;
+    assert_int_equal(convoy_tensor_create(rt, 4, xd, &x), CONVOY_OK);
+    assert_int_equal(convoy_tensor_create(rt, 4, wd, &w), CONVOY_OK);
+    assert_int_equal(convoy_tensor_create(rt, 4, yd, &y), CONVOY_OK);
+    convoy_conv_params p;
+    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
+
+    /* Host buffers must stay untouched until their transfers finish, so
+     * every upload gets its own. */
+    float *sources = malloc(GRAPH_STEPS * 80 * sizeof *sources);
+    assert_non_null(sources);
+    unsigned state = seed;
+    for (int i = 0; i < GRAPH_STEPS * 80; ++i)
+        sources[i] = (float)(next_random(&state) % 2001) / 1000.0f - 1.0f;
+    for (int i = 0; i < GRAPH_VECTORS; ++i)
+        assert_int_equal(convoy_upload(rt, v[i], sources + i * 80, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, x, sources + 500, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, w, sources + 600, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, y, sources + 700, NULL), CONVOY_OK);
+    for (int step = 0; step < GRAPH_STEPS; ++step) {
+        unsigned r = next_random(&state);
+        int a = (int)(r % GRAPH_VECTORS), b = (int)((r / 7) % GRAPH_VECTORS);
+        switch (r % 5) {
+        case 0:
+            assert_int_equal(convoy_upload(rt, v[a], sources + step * 80, NULL), CONVOY_OK);
+            break;
+        case 1:
+        case 2:
+            if (a == b)
+                b = (b + 1) % GRAPH_VECTORS;
+            {
+                convoy_access acc[2] = {{v[a], CONVOY_READ}, {v[b], CONVOY_READ_WRITE}};
+                assert_int_equal(convoy_submit(rt, mix_fn, NULL, acc, 2, "mix", NULL), CONVOY_OK);
+            }
+            break;
+        case 3: {
+            /* Feed a vector into the conv input, convolve, feed the output back. */
+            convoy_access in[2] = {{v[a], CONVOY_READ}, {x, CONVOY_READ_WRITE}};
+            assert_int_equal(convoy_submit(rt, mix_fn, NULL, in, 2, "to_x", NULL), CONVOY_OK);
+            assert_int_equal(convoy_conv_forward(rt, &p, x, w, y, NULL), CONVOY_OK);
+            convoy_access out[2] = {{y, CONVOY_READ}, {v[b], CONVOY_READ_WRITE}};
+            assert_int_equal(convoy_submit(rt, mix_fn, NULL, out, 2, "from_y", NULL), CONVOY_OK);
+            break;
+        }
+        default: {
+            convoy_access acc[2] = {{v[a], CONVOY_READ}, {w, CONVOY_READ_WRITE}};
+            assert_int_equal(convoy_submit(rt, mix_fn, NULL, acc, 2, "to_w", NULL), CONVOY_OK);
+            break;
+        }
+        }
+    }
+    for (int i = 0; i < GRAPH_VECTORS; ++i)
+        assert_int_equal(convoy_download(rt, v[i], results + i * 80, NULL), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, y, results + GRAPH_VECTORS * 80, NULL), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, w, results + GRAPH_VECTORS * 80 + 27, NULL), CONVOY_OK);
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+    convoy_runtime_destroy(rt);
+    free(sources);
+}
+
+static void test_random_graphs_match_across_stream_counts(void **state)
+{
+    const size_t count = GRAPH_VECTORS * 80 + 27 + 54;
+    float *reference = calloc(count, sizeof(float));
+    float *got = calloc(count, sizeof(float));
+    for (unsigned seed = 1; seed <= 4; ++seed) {
+        memset(reference, 0, count * sizeof(float));
+        run_graph(0, seed, reference);
+        const int stream_counts[3] = {1, 2, 4};
+        for (int s = 0; s < 3; ++s) {
+            memset(got, 0, count * sizeof(float));
+            run_graph(stream_counts[s], seed, got);
+            if (memcmp(reference, got, count * sizeof(float)) != 0) {
+                for (size_t i = 0; i < count; ++i) {
+                    if (reference[i] != got[i]) {
+                        print_error("seed %u streams %d: element %zu is %g, inline gave %g\n",
+                                    seed, stream_counts[s], i, got[i], reference[i]);
+                        break;
+                    }
+                }
+                fail();
+            }
+        }
+    }
+    free(reference);
+    free(got);
+}
+
+/* ---- (b) overlap ---- */
+
+static void test_independent_tasks_overlap(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *a = vector(rt, 4), *b = vector(rt, 4);
+    convoy_access acc_a = {a, CONVOY_READ_WRITE}, acc_b = {b, CONVOY_READ_WRITE};
+    double start = now_ms();
+    assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)50, &acc_a, 1, "sleep a", NULL),
+                     CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)50, &acc_b, 1, "sleep b", NULL),
+                     CONVOY_OK);
+    double submitted = now_ms();
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+    double elapsed = now_ms() - start;
+    /* Submission returned at once, and the two sleeps ran side by side. */
+    assert_true(submitted - start < 25.0);
+    assert_true(elapsed >= 49.0);
+    assert_true(elapsed < 90.0);
+    convoy_runtime_destroy(rt);
+}
+
+/* Dependent tasks do not overlap: a write after a read waits. */
+static void test_dependent_tasks_serialise(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *a = vector(rt, 4);
+    convoy_access read = {a, CONVOY_READ}, write = {a, CONVOY_WRITE};
+    double start = now_ms();
+    assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)30, &read, 1, "r", NULL),
+                     CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)30, &write, 1, "w", NULL),
+                     CONVOY_OK);
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+    assert_true(now_ms() - start >= 59.0);
+    convoy_runtime_destroy(rt);
+}
+
+/* ---- (c) a long chain ---- */
+
+static void test_long_chain_completes_and_frees(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *t = vector(rt, 1);
+    float zero = 0.0f, result = -1.0f;
+    assert_int_equal(convoy_upload(rt, t, &zero, NULL), CONVOY_OK);
+    convoy_access acc = {t, CONVOY_READ_WRITE};
+    for (int i = 0; i < 100000; ++i)
+        assert_int_equal(convoy_submit(rt, increment_fn, NULL, &acc, 1, "inc", NULL), CONVOY_OK);
+    convoy_task *download = NULL;
+    assert_int_equal(convoy_download(rt, t, &result, &download), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(download), CONVOY_OK);
+    convoy_task_release(download);
+    assert_true(result == 100000.0f);
+    convoy_tensor_destroy(t);
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+    convoy_memory_statistics stats;
+    assert_int_equal(convoy_memory_stats(rt, &stats), CONVOY_OK);
+    assert_int_equal(stats.bytes_in_use, 0);
+    convoy_runtime_destroy(rt);
+}
+
+/* ---- (d) failure propagation through a diamond ---- */
+
+static void diamond(int streams)
+{
+    convoy_runtime *rt = make_runtime(streams);
+    convoy_tensor *t1 = vector(rt, 8), *t2 = vector(rt, 8), *t3 = vector(rt, 8),
+                  *t4 = vector(rt, 8), *other = vector(rt, 8);
+    float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1}, out[8];
+    for (int i = 0; i < 8; ++i)
+        out[i] = 42.0f;
+    assert_int_equal(convoy_upload(rt, t2, ones, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, t3, ones, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, t4, ones, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, other, ones, NULL), CONVOY_OK);
+    convoy_task *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL, *dl = NULL;
+    convoy_access wa = {t1, CONVOY_WRITE};
+    assert_int_equal(convoy_submit(rt, fail_fn, NULL, &wa, 1, "top", &a), CONVOY_OK);
+    convoy_access ab[2] = {{t1, CONVOY_READ}, {t2, CONVOY_READ_WRITE}};
+    convoy_access ac[2] = {{t1, CONVOY_READ}, {t3, CONVOY_READ_WRITE}};
+    assert_int_equal(convoy_submit(rt, mix_fn, NULL, ab, 2, "left", &b), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, mix_fn, NULL, ac, 2, "right", &c), CONVOY_OK);
+    int ran = 0;
+    convoy_access ad[3] = {{t2, CONVOY_READ}, {t3, CONVOY_READ}, {t4, CONVOY_WRITE}};
+    assert_int_equal(convoy_submit(rt, count_fn, &ran, ad, 3, "bottom", &d), CONVOY_OK);
+    /* An unrelated task is not affected. */
+    convoy_access ae = {other, CONVOY_READ_WRITE};
+    assert_int_equal(convoy_submit(rt, count_fn, &ran, &ae, 1, "unrelated", &e), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, t4, out, &dl), CONVOY_OK);
+
+    assert_int_equal(convoy_task_wait(a), CONVOY_ERR_TASK_FAILED);
+    assert_non_null(strstr(convoy_last_error_message(), "top"));
+    assert_int_equal(convoy_task_wait(b), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_non_null(strstr(convoy_last_error_message(), "top"));
+    assert_int_equal(convoy_task_wait(c), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_int_equal(convoy_task_wait(d), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_int_equal(convoy_task_wait(e), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(dl), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_int_equal(ran, 1);
+    assert_true(out[0] == 42.0f); /* a poisoned download writes nothing */
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_ERR_TASK_FAILED);
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+
+    /* A successful write clears the poison. */
+    convoy_task *fix = NULL, *dl2 = NULL;
+    assert_int_equal(convoy_upload(rt, t4, ones, &fix), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, t4, out, &dl2), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(dl2), CONVOY_OK);
+    assert_true(out[0] == 1.0f);
+    convoy_task *tasks[8] = {a, b, c, d, e, dl, fix, dl2};
+    for (int i = 0; i < 8; ++i) {
+        assert_int_equal(convoy_task_done(tasks[i]), 1);
+        convoy_task_release(tasks[i]);
+    }
+    convoy_runtime_destroy(rt);
+}
+
+static void test_failure_propagates_through_diamond(void **state)
+{
+    diamond(0);
+    diamond(1);
+    diamond(3);
+}
+
+/* ---- (e) several submitting threads ---- */
+
+typedef struct thread_job {
+    convoy_runtime *rt;
+    convoy_tensor *shared;
+    float result;
+    int chain;
+} thread_job;
+
+static void *submit_chain(void *arg)
+{
+    thread_job *job = arg;
+    int64_t one = 1;
+    convoy_tensor *mine = NULL;
+    if (convoy_tensor_create(job->rt, 1, &one, &mine) != CONVOY_OK)
+        return NULL;
+    float zero = 0.0f;
+    convoy_status s = convoy_upload(job->rt, mine, &zero, NULL);
+    convoy_access acc[2] = {{mine, CONVOY_READ_WRITE}, {job->shared, CONVOY_READ}};
+    for (int i = 0; i < job->chain && s == CONVOY_OK; ++i)
+        s = convoy_submit(job->rt, increment_fn, NULL, acc, 2, "inc", NULL);
+    convoy_task *dl = NULL;
+    if (s == CONVOY_OK)
+        s = convoy_download(job->rt, mine, &job->result, &dl);
+    if (s == CONVOY_OK)
+        s = convoy_task_wait(dl);
+    convoy_task_release(dl);
+    convoy_tensor_destroy(mine);
+    return NULL;
+}
+
+static void test_concurrent_submission(void **state)
+{
+    const int stream_counts[2] = {0, 2};
+    for (int sc = 0; sc < 2; ++sc) {
+        convoy_runtime *rt = make_runtime(stream_counts[sc]);
+        convoy_tensor *shared = vector(rt, 4);
+        float data[4] = {1, 2, 3, 4};
+        assert_int_equal(convoy_upload(rt, shared, data, NULL), CONVOY_OK);
+        pthread_t threads[4];
+        thread_job jobs[4];
+        for (int i = 0; i < 4; ++i) {
+            jobs[i] = (thread_job){rt, shared, -1.0f, 2000 + i};
+            assert_int_equal(pthread_create(&threads[i], NULL, submit_chain, &jobs[i]), 0);
+        }
+        for (int i = 0; i < 4; ++i) {
+            pthread_join(threads[i], NULL);
+            assert_true(jobs[i].result == (float)(2000 + i));
+        }
+        convoy_runtime_destroy(rt);
+    }
+}
+
+/* ---- lifetimes ---- */
+
+/* Destroying a tensor while a slow task still reads it defers the free. */
+static void test_tensor_destroy_waits_for_users(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *src = vector(rt, 16), *dst = vector(rt, 16);
+    float data[16], out[16];
+    for (int i = 0; i < 16; ++i)
+        data[i] = (float)i;
+    assert_int_equal(convoy_upload(rt, src, data, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, dst, data, NULL), CONVOY_OK);
+    convoy_access slow = {src, CONVOY_READ};
+    assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)20, &slow, 1, "slow", NULL),
+                     CONVOY_OK);
+    convoy_access acc[2] = {{src, CONVOY_READ}, {dst, CONVOY_READ_WRITE}};
+    assert_int_equal(convoy_submit(rt, mix_fn, NULL, acc, 2, "mix", NULL), CONVOY_OK);
+    convoy_tensor_destroy(src); /* returns at once */
+    convoy_task *dl = NULL;
+    assert_int_equal(convoy_download(rt, dst, out, &dl), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(dl), CONVOY_OK);
+    convoy_task_release(dl);
+    for (int i = 0; i < 16; ++i)
+        assert_true(out[i] == 1.5f * (float)i);
+    convoy_runtime_destroy(rt);
+}
+
+/* A handle kept past convoy_runtime_destroy still answers wait and done. */
+static void test_handle_outlives_runtime(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *t = vector(rt, 4);
+    convoy_access acc = {t, CONVOY_WRITE};
+    convoy_task *ok = NULL, *bad = NULL;
+    assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)5, &acc, 1, "s", &ok),
+                     CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, fail_fn, NULL, &acc, 1, "f", &bad), CONVOY_OK);
+    convoy_runtime_destroy(rt);
+    assert_int_equal(convoy_task_done(ok), 1);
+    assert_int_equal(convoy_task_wait(ok), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(bad), CONVOY_ERR_TASK_FAILED);
+    convoy_task_release(ok);
+    convoy_task_release(bad);
+}
+
+static void test_task_api_errors(void **state)
+{
+    assert_int_equal(convoy_task_wait(NULL), CONVOY_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(convoy_last_error_message(), "task_wait"));
+    assert_int_equal(convoy_task_done(NULL), 1);
+    convoy_task_release(NULL);
+    convoy_runtime_destroy(NULL);
+    assert_int_equal(convoy_runtime_synchronize(NULL), CONVOY_ERR_INVALID_ARGUMENT);
+    convoy_runtime *rt = make_runtime(1);
+    convoy_tensor *t = vector(rt, 4);
+    /* A task submitted with no name gets the default label and runs. */
+    convoy_access acc = {t, CONVOY_WRITE};
+    convoy_task *task = NULL;
+    assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)1, &acc, 1, NULL, &task),
+                     CONVOY_OK);
+    assert_int_equal(convoy_task_wait(task), CONVOY_OK);
+    convoy_task_release(task);
+    convoy_runtime_destroy(rt);
+}
+
+static convoy_status odd_status_fn(const convoy_task_context *ctx, void *user_data)
+{
+    return (convoy_status)1234;
+}
+
+static void test_custom_task_odd_status(void **state)
+{
+    convoy_runtime *rt = make_runtime(0);
+    convoy_task *task = NULL;
+    assert_int_equal(convoy_submit(rt, odd_status_fn, NULL, NULL, 0, "odd", &task), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(task), CONVOY_ERR_TASK_FAILED);
+    assert_non_null(strstr(convoy_last_error_message(), "1234"));
+    convoy_task_release(task);
+    convoy_runtime_destroy(rt);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_graphs_match_across_stream_counts),
+        cmocka_unit_test(test_independent_tasks_overlap),
+        cmocka_unit_test(test_dependent_tasks_serialise),
+        cmocka_unit_test(test_long_chain_completes_and_frees),
+        cmocka_unit_test(test_failure_propagates_through_diamond),
+        cmocka_unit_test(test_concurrent_submission),
+        cmocka_unit_test(test_tensor_destroy_waits_for_users),
+        cmocka_unit_test(test_handle_outlives_runtime),
+        cmocka_unit_test(test_task_api_errors),
+        cmocka_unit_test(test_custom_task_odd_status),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
