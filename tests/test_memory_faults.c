@@ -1,0 +1,201 @@
+/* Out-of-memory paths through the public API: the N-th backend allocation
+ * fails (CONVOY_TEST_FAIL_ALLOC) for every N a training-step pipeline makes,
+ * and each run either succeeds or fails cleanly, with the failure carried
+ * to the tasks that depend on it. Also: results do not depend on the
+ * workspace limit, and the memory limit is respected. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "convoy.h"
+
+#define X_DIMS {4, 6, 9, 9}
+#define W_DIMS {8, 3, 3, 3}
+#define Y_DIMS {4, 8, 9, 9}
+
+typedef struct pipeline_result {
+    int created;            /* every tensor was created */
+    convoy_status statuses[5]; /* upload, fwd, bwd_data, bwd_filter, download */
+    uint64_t backend_allocations;
+    float output[4 * 8 * 9 * 9];
+} pipeline_result;
+
+static void fill(float *data, size_t count, unsigned seed)
+{
+    for (size_t i = 0; i < count; ++i) {
+        seed = seed * 1664525u + 1013904223u;
+        data[i] = (float)((seed >> 9) % 2001) / 1000.0f - 1.0f;
+    }
+}
+
+/* upload -> forward -> backward_data -> backward_filter -> download */
+static void run_pipeline(long fail_at, int streams, size_t workspace_limit, pipeline_result *r)
+{
+    static float x_host[4 * 6 * 9 * 9], w_host[8 * 3 * 3 * 3], dw_host[8 * 3 * 3 * 3];
+    fill(x_host, sizeof x_host / sizeof *x_host, 1);
+    fill(w_host, sizeof w_host / sizeof *w_host, 2);
+    memset(r, 0, sizeof *r);
+    convoy_options o;
+    assert_int_equal(convoy_options_init(&o), CONVOY_OK);
+    o.device = CONVOY_DEVICE_CPU;
+    o.streams = streams;
+    o.test_fail_alloc = fail_at;
+    o.workspace_limit = workspace_limit;
+    convoy_runtime *rt = NULL;
+    assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
+    convoy_conv_params p;
+    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
+    p.border = CONVOY_BORDER_HALF;
+    p.groups = 2;
+    const int64_t xd[4] = X_DIMS, wd[4] = W_DIMS, yd[4] = Y_DIMS;
+    convoy_tensor *x = NULL, *w = NULL, *y = NULL, *dx = NULL, *dw = NULL;
+    convoy_status s;
+    if ((s = convoy_tensor_create(rt, 4, xd, &x)) != CONVOY_OK ||
+        (s = convoy_tensor_create(rt, 4, wd, &w)) != CONVOY_OK ||
+        (s = convoy_tensor_create(rt, 4, yd, &y)) != CONVOY_OK ||
+        (s = convoy_tensor_create(rt, 4, xd, &dx)) != CONVOY_OK ||
+        (s = convoy_tensor_create(rt, 4, wd, &dw)) != CONVOY_OK) {
+        assert_int_equal(s, CONVOY_ERR_OUT_OF_MEMORY);
+        assert_non_null(strstr(convoy_last_error_message(), "tensor_create"));
+        assert_non_null(strstr(convoy_last_error_message(), "bytes"));
+    } else {
+        r->created = 1;
+        convoy_task *t[6] = {NULL};
+        assert_int_equal(convoy_upload(rt, x, x_host, &t[0]), CONVOY_OK);
+        assert_int_equal(convoy_upload(rt, w, w_host, &t[5]), CONVOY_OK);
+        assert_int_equal(convoy_conv_forward(rt, &p, x, w, y, &t[1]), CONVOY_OK);
+        assert_int_equal(convoy_conv_backward_data(rt, &p, w, y, dx, &t[2]), CONVOY_OK);
+        assert_int_equal(convoy_conv_backward_filter(rt, &p, dx, y, dw, &t[3]), CONVOY_OK);
+        assert_int_equal(convoy_download(rt, dw, dw_host, &t[4]), CONVOY_OK);
+        for (int i = 0; i < 5; ++i)
+            r->statuses[i] = convoy_task_wait(t[i]);
+        assert_int_equal(convoy_task_wait(t[5]), CONVOY_OK);
+        for (int i = 0; i < 6; ++i)
+            convoy_task_release(t[i]);
+        convoy_task *dl = NULL;
+        assert_int_equal(convoy_download(rt, y, r->output, &dl), CONVOY_OK);
+        convoy_status last = convoy_task_wait(dl);
+        assert_true(last == CONVOY_OK || last == CONVOY_ERR_DEPENDENCY_FAILED);
+        convoy_task_release(dl);
+    }
+    convoy_memory_statistics stats;
+    assert_int_equal(convoy_memory_stats(rt, &stats), CONVOY_OK);
+    r->backend_allocations = stats.backend_allocations;
+    convoy_tensor_destroy(x);
+    convoy_tensor_destroy(w);
+    convoy_tensor_destroy(y);
+    convoy_tensor_destroy(dx);
+    convoy_tensor_destroy(dw);
+    (void)convoy_runtime_synchronize(rt);
+    assert_int_equal(convoy_memory_stats(rt, &stats), CONVOY_OK);
+    assert_int_equal(stats.bytes_in_use, 0);
+    convoy_runtime_destroy(rt);
+}
+
+static void test_every_allocation_can_fail(void **state)
+{
+    const int stream_counts[2] = {0, 2};
+    for (int sc = 0; sc < 2; ++sc) {
+        pipeline_result clean;
+        run_pipeline(0, stream_counts[sc], 0, &clean);
+        assert_true(clean.created);
+        for (int i = 0; i < 5; ++i)
+            assert_int_equal(clean.statuses[i], CONVOY_OK);
+        assert_true(clean.backend_allocations >= 2);
+        int failures_seen = 0;
+        for (long n = 1; n <= (long)clean.backend_allocations + 1; ++n) {
+            pipeline_result r;
+            run_pipeline(n, stream_counts[sc], 0, &r);
+            if (!r.created) {
+                failures_seen++;
+                continue;
+            }
+            /* Once a stage fails, every later stage reports the dependency. */
+            int failed = 0;
+            for (int i = 0; i < 5; ++i) {
+                if (failed) {
+                    assert_int_equal(r.statuses[i], CONVOY_ERR_DEPENDENCY_FAILED);
+                } else if (r.statuses[i] != CONVOY_OK) {
+                    assert_int_equal(r.statuses[i], CONVOY_ERR_OUT_OF_MEMORY);
+                    failed = 1;
+                    failures_seen++;
+                }
+            }
+        }
+        assert_true(failures_seen >= 1);
+    }
+}
+
+static double relative_difference(const float *a, const float *b, size_t count)
+{
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+        diff = fmax(diff, fabs((double)a[i] - (double)b[i]));
+        norm = fmax(norm, fabs((double)b[i]));
+    }
+    return diff / (norm > 0.0 ? norm : 1.0);
+}
+
+/* From unlimited down to one image's Toeplitz buffer the results agree. */
+static void test_results_independent_of_workspace_limit(void **state)
+{
+    pipeline_result reference;
+    run_pipeline(0, 0, 0, &reference);
+    const size_t one_image = (size_t)(6 / 2) * 9 * 81 * sizeof(float) * 4;
+    const size_t limits[4] = {(size_t)1 << 24, one_image * 3, one_image * 2, one_image};
+    for (int i = 0; i < 4; ++i) {
+        pipeline_result r;
+        run_pipeline(0, 1, limits[i], &r);
+        for (int k = 0; k < 5; ++k)
+            assert_int_equal(r.statuses[k], CONVOY_OK);
+        assert_true(relative_difference(r.output, reference.output,
+                                        sizeof r.output / sizeof *r.output) < 1e-6);
+    }
+}
+
+/* The pool never holds more than memory_limit, and says so when asked. */
+static void test_memory_limit(void **state)
+{
+    convoy_options o;
+    assert_int_equal(convoy_options_init(&o), CONVOY_OK);
+    o.device = CONVOY_DEVICE_CPU;
+    o.memory_limit = (size_t)8 << 20;
+    convoy_runtime *rt = NULL;
+    assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
+    convoy_tensor *t[8] = {NULL};
+    int64_t n = (int64_t)1 << 20; /* 4 MiB each */
+    int created = 0;
+    for (int i = 0; i < 8; ++i) {
+        convoy_status s = convoy_tensor_create(rt, 1, &n, &t[i]);
+        if (s != CONVOY_OK) {
+            assert_int_equal(s, CONVOY_ERR_OUT_OF_MEMORY);
+            assert_non_null(strstr(convoy_last_error_message(), "limit"));
+            break;
+        }
+        created++;
+    }
+    assert_true(created >= 1 && created < 3);
+    convoy_memory_statistics stats;
+    assert_int_equal(convoy_memory_stats(rt, &stats), CONVOY_OK);
+    assert_true(stats.peak_bytes_in_use <= o.memory_limit);
+    assert_int_equal(stats.limit, o.memory_limit);
+    for (int i = 0; i < 8; ++i)
+        convoy_tensor_destroy(t[i]);
+    convoy_runtime_destroy(rt);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_allocation_can_fail),
+        cmocka_unit_test(test_results_independent_of_workspace_limit),
+        cmocka_unit_test(test_memory_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
