@@ -93,14 +93,15 @@ static convoy_status host_event_synchronize(convoy__backend *be, convoy__event *
     return CONVOY_OK;
 }
 
-/* Host "device" memory is 64-byte aligned so SIMD loads never split lines. */
+/* Host "device" memory is 256-byte aligned, as cudaMalloc's is, so the pool
+ * carves blocks the same way on both backends. */
 static convoy_status host_mem_alloc(convoy__backend *be, size_t bytes, void **out)
 {
-    size_t rounded = (bytes + 63) & ~(size_t)63;
+    size_t rounded = (bytes + 255) & ~(size_t)255;
     if (rounded < bytes)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host allocation of %zu bytes overflows",
                              bytes);
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    void *p = aligned_alloc(256, rounded ? rounded : 256);
     if (!p)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host allocation of %zu bytes failed",
                              bytes);

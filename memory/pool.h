@@ -28,23 +28,25 @@ struct convoy__block {
     size_t requested;         /* what the caller asked for */
     convoy__stream *stream;   /* last stream that used it (NULL: host order) */
     convoy__event *ready;     /* recorded on stream at free; NULL when none needed */
-    convoy__block *next;      /* pool bookkeeping */
     void *segment;            /* pool bookkeeping */
 };
 
 /* limit: most bytes the pool may hold from the backend (in use + cached),
  * 0 = none. fail_alloc_at: when > 0, the fail_alloc_at-th backend
- * allocation fails (fault injection for tests). */
+ * allocation fails (fault injection for tests); an injected failure also
+ * fails that allocation's retry, so the caller sees the out-of-memory path. */
 convoy_status convoy__pool_create(convoy__backend *backend, size_t limit, long fail_alloc_at,
                                   convoy__pool **out);
 
-/* Frees every cached block and the pool. Blocks still in use are leaked to
- * the backend's own teardown; the runtime frees all of them before. */
+/* Returns every segment to the backend, blocks still in use included (their
+ * handles die with the pool), and frees the pool. */
 void convoy__pool_destroy(convoy__pool *pool);
 
 /* Grants bytes (> 0) to work that will run on stream (NULL: no stream,
  * host order). what names the requester for the error message ("tensor
- * 8x64x56x56", "workspace of conv_fwd"). */
+ * 8x64x56x56", "workspace of conv_fwd"). As a last resort before failing, a
+ * request on stream S may take a larger block S itself freed, whole: stream
+ * order makes that safe. */
 convoy_status convoy__pool_alloc(convoy__pool *pool, size_t bytes, convoy__stream *stream,
                                  const char *what, convoy__block **out);
 
@@ -58,7 +60,9 @@ void convoy__pool_stats(convoy__pool *pool, convoy_memory_statistics *stats);
 /* Returns every cached block whose stream has passed it to the backend. */
 convoy_status convoy__pool_trim(convoy__pool *pool);
 
-/* Bytes the pool could still grant under its limit (SIZE_MAX: no limit). */
+/* Bytes the pool could still grant under its limit: limit minus in use
+ * minus blocks still pending on a stream (SIZE_MAX: no limit).
+ * Fragmentation can make a request of nearly that size fail. */
 size_t convoy__pool_available(convoy__pool *pool);
 
 #endif /* CONVOY_MEMORY_POOL_H */

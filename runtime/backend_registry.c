@@ -64,8 +64,9 @@ convoy_status convoy__backend_open(const convoy_options *o, convoy__backend **ou
 #else
     if (o->device == CONVOY_DEVICE_CUDA || (o->require & CONVOY_IMPL_CUDNN))
         return convoy__error(CONVOY_ERR_NO_DEVICE,
-                             "runtime_create: CUDA was requested but this convoy was built "
-                             "without the CUDA backend");
+                             "runtime_create: CUDA was requested%s but this convoy was built "
+                             "without the CUDA backend",
+                             (o->require & CONVOY_IMPL_CUDNN) ? " (CONVOY_REQUIRE=cudnn)" : "");
     snprintf(note, note_size, "(no CUDA: built without the CUDA backend)");
 #endif
     return open_host(o, note, out);
