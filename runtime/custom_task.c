@@ -1,12 +1,16 @@
 /* Custom tasks: a program's own function placed in the dependency graph by
  * the tensors it declares, so loss, optimizer and data-loading steps order
  * themselves against convolutions and transfers like any other task. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/runtime_int.h"
 #include "scheduler/error_detail.h"
+
+/* Accesses a task may have before its payload moves to the heap. */
+#define SMALL 8
 
 /* The payload is variable-sized: the header, then count accesses, then count
  * data pointers, all copied into the task so nothing outlives it. */
@@ -89,30 +93,40 @@ convoy_status convoy_submit(convoy_runtime *rt, convoy_task_fn fn, void *user_da
                                      call, accesses[i].tensor->text, j, i);
         }
     }
+    /* Small tasks build their payload on the stack: submission is the hot
+     * path of programs made of many tiny steps. */
     size_t size = sizeof(custom_payload) + count * (sizeof(convoy_access) + sizeof(float *));
-    custom_payload *p = malloc(size);
-    convoy__hazard_access *hazards = malloc((count ? count : 1) * sizeof *hazards);
+    _Alignas(max_align_t) unsigned char local_payload[sizeof(custom_payload) +
+                                                      SMALL * (sizeof(convoy_access) +
+                                                               sizeof(float *))];
+    convoy__hazard_access local_hazards[SMALL];
+    custom_payload *p = count <= SMALL ? (custom_payload *)(void *)local_payload : malloc(size);
+    convoy__hazard_access *hazards = count <= SMALL ? local_hazards : malloc(count * sizeof *hazards);
     if (!p || !hazards) {
-        free(p);
-        free(hazards);
+        if (count > SMALL) {
+            free(p);
+            free(hazards);
+        }
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory", call);
     }
     p->fn = fn;
     p->user_data = user_data;
     p->device = rt->backend->ops->device;
     p->count = count;
-    snprintf(p->name, sizeof p->name, "%s", name ? name : "custom");
+    convoy__text_join(p->name, sizeof p->name, name ? name : "custom", NULL);
     for (size_t i = 0; i < count; ++i) {
         payload_accesses(p)[i] = accesses[i];
         payload_data(p)[i] = convoy__tensor_data(accesses[i].tensor);
         hazards[i] = (convoy__hazard_access){&accesses[i].tensor->hazards, (int)accesses[i].mode};
     }
     char label[96];
-    snprintf(label, sizeof label, "custom %s", p->name);
+    convoy__text_join(label, sizeof label, "custom ", p->name);
     convoy__task_desc desc = {CONVOY__TASK_CUSTOM, CONVOY__QUEUE_COMPUTE, label, custom_run, NULL,
                               NULL, p, size, hazards, count};
     convoy_status status = convoy__scheduler_submit(rt->scheduler, &desc, task);
-    free(hazards);
-    free(p);
+    if (count > SMALL) {
+        free(hazards);
+        free(p);
+    }
     return status;
 }

@@ -128,7 +128,8 @@ static void task_execute(void *arg, void *native_stream)
             }
         }
     }
-    task->start_us = convoy__prof_now_us();
+    if (s->trace)
+        task->start_us = convoy__prof_now_us();
     if (task->status == CONVOY_OK) {
         convoy__prof_range_push(s->domain, task->label);
         convoy__stream *order_stream = s->backend->ops->enqueue_runs_now ? task->stream : NULL;
@@ -140,7 +141,8 @@ static void task_execute(void *arg, void *native_stream)
             convoy__task_set_failure(task, status, text);
         }
     }
-    task->end_us = convoy__prof_now_us();
+    if (s->trace)
+        task->end_us = convoy__prof_now_us();
     if (task->status != CONVOY_OK)
         note_failure(s, task);
     if (s->trace) {
@@ -322,8 +324,8 @@ static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc
     task->kind = desc->kind;
     task->slot = -1;
     task->run = desc->run;
-    snprintf(task->label, sizeof task->label, "%s",
-             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+    convoy__text_join(task->label, sizeof task->label,
+                      desc->label ? desc->label : convoy__task_kind_name(desc->kind), NULL);
     if (desc->payload_size)
         memcpy(task->payload, desc->payload, desc->payload_size);
     return task;

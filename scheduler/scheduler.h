@@ -125,4 +125,18 @@ int convoy__scheduler_stream_count(const convoy__scheduler *scheduler);
 
 const char *convoy__task_kind_name(convoy__task_kind kind);
 
+/* Writes a then b into dst, truncated to size. Labels are built on every
+ * submit, where snprintf's format parsing would be a large share of the
+ * cost of a small task. */
+static inline void convoy__text_join(char *dst, size_t size, const char *a, const char *b)
+{
+    size_t used = 0;
+    for (const char *parts[2] = {a, b}, **p = parts; p < parts + 2; ++p) {
+        for (const char *c = *p; c && *c && used + 1 < size; ++c)
+            dst[used++] = *c;
+    }
+    if (size)
+        dst[used] = '\0';
+}
+
 #endif /* CONVOY_SCHEDULER_SCHEDULER_H */
