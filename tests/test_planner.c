@@ -1,0 +1,286 @@
+/* Algorithm selection without a GPU: the planner against a mock backend
+ * whose candidates, costs, determinism and timings the test controls. Covers
+ * the plan-cache key, heuristic ranking, exclusion, determinism, workspace
+ * limits, time_once with the persistent tune cache, and
+ * time_on_shape_change. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/planner.h"
+
+typedef struct mock_backend {
+    convoy__backend base;
+    int time_calls;
+    int prepare_calls;
+    int release_calls;
+    double times[4]; /* ms each candidate takes */
+} mock_backend;
+
+static const char *mock_describe(convoy__backend *be)
+{
+    return "mock device";
+}
+
+/* Four candidates: a cuDNN-like fast but non-deterministic one with a big
+ * workspace, a GEMM one with per-image workspace, a 1x1 one for pointwise
+ * geometries, and direct. */
+static int mock_candidates(convoy__backend *be, const convoy__conv_geom *g,
+                           convoy_conv_direction direction, convoy__conv_candidate *out, int max)
+{
+    static const convoy__conv_candidate all[4] = {
+        {CONVOY_IMPL_CUDNN, 7, "cudnn:FAST", 4096, 0, 0, 1.0},
+        {CONVOY_IMPL_GEMM, 0, "gemm", 0, 1000, 1, 2.0},
+        {CONVOY_IMPL_1X1, 0, "1x1", 0, 0, 1, 0.5},
+        {CONVOY_IMPL_DIRECT, 0, "direct", 0, 0, 1, 100.0},
+    };
+    int count = 0;
+    for (int i = 0; i < 4 && count < max; ++i) {
+        if (all[i].impl == CONVOY_IMPL_1X1 && !convoy__geom_is_pointwise(g))
+            continue;
+        out[count++] = all[i];
+    }
+    return count;
+}
+
+static convoy_status mock_prepare(convoy__backend *be, convoy__conv_plan *plan)
+{
+    ((mock_backend *)be)->prepare_calls++;
+    return CONVOY_OK;
+}
+
+static void mock_release(convoy__backend *be, convoy__conv_plan *plan)
+{
+    ((mock_backend *)be)->release_calls++;
+}
+
+static convoy_status mock_time(convoy__backend *be, const convoy__conv_plan *plan, double *ms)
+{
+    mock_backend *m = (mock_backend *)be;
+    m->time_calls++;
+    unsigned impl = plan->candidate.impl;
+    *ms = m->times[impl == CONVOY_IMPL_CUDNN ? 0 : impl == CONVOY_IMPL_GEMM ? 1 : impl == CONVOY_IMPL_1X1 ? 2 : 3];
+    return CONVOY_OK;
+}
+
+static const convoy__backend_ops mock_ops = {
+    .name = "mock",
+    .device = CONVOY_DEVICE_CPU,
+    .describe = mock_describe,
+    .conv_candidates = mock_candidates,
+    .conv_prepare = mock_prepare,
+    .conv_release = mock_release,
+    .conv_time = mock_time,
+};
+
+static void geometry(convoy__conv_geom *g, int64_t batch, int64_t size, int64_t kernel)
+{
+    memset(g, 0, sizeof *g);
+    g->spatial_dims = 2;
+    g->batch = batch;
+    g->in_channels = 4;
+    g->out_channels = 8;
+    g->groups = 1;
+    g->flip = 1;
+    for (int a = 0; a < 3; ++a) {
+        g->in[a] = a ? size : 1;
+        g->kernel[a] = a ? kernel : 1;
+        g->out[a] = a ? size - kernel + 1 : 1;
+        g->stride[a] = g->dilation[a] = 1;
+    }
+}
+
+static convoy__planner *make_planner(mock_backend *m, unsigned exclude, int deterministic,
+                                     convoy_algo_policy policy, size_t limit, const char *cache,
+                                     const char *environment)
+{
+    m->base.ops = &mock_ops;
+    convoy__planner_config config = {&m->base, exclude, deterministic, policy, limit, cache,
+                                     environment, NULL, NULL};
+    convoy__planner *p = NULL;
+    assert_int_equal(convoy__planner_create(&config, &p), CONVOY_OK);
+    return p;
+}
+
+static void test_plan_key_covers_every_field(void **state)
+{
+    convoy__conv_geom base, g;
+    geometry(&base, 2, 10, 3);
+    char a[400], b[400];
+    convoy__plan_key(&base, CONVOY_CONV_FORWARD, a, sizeof a);
+    convoy__plan_key(&base, CONVOY_CONV_FORWARD, b, sizeof b);
+    assert_string_equal(a, b);
+    convoy__plan_key(&base, CONVOY_CONV_BACKWARD_DATA, b, sizeof b);
+    assert_string_not_equal(a, b);
+    int64_t *fields[] = {&g.batch,       &g.in_channels,   &g.out_channels, &g.groups,
+                         &g.in[1],       &g.kernel[2],     &g.out[0],       &g.pad_before[1],
+                         &g.pad_after[2], &g.stride[1],    &g.dilation[2]};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; ++i) {
+        g = base;
+        *fields[i] += 1;
+        convoy__plan_key(&g, CONVOY_CONV_FORWARD, b, sizeof b);
+        assert_string_not_equal(a, b);
+    }
+    g = base;
+    g.flip = 0;
+    convoy__plan_key(&g, CONVOY_CONV_FORWARD, b, sizeof b);
+    assert_string_not_equal(a, b);
+    g = base;
+    g.unshared = 1;
+    convoy__plan_key(&g, CONVOY_CONV_FORWARD, b, sizeof b);
+    assert_string_not_equal(a, b);
+}
+
+static void test_heuristic_exclusion_determinism_workspace(void **state)
+{
+    convoy__conv_geom g;
+    geometry(&g, 4, 10, 3);
+    const convoy__conv_plan *plan = NULL;
+    int cached = -1;
+
+    mock_backend m = {0};
+    convoy__planner *p = make_planner(&m, 0, 0, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "cudnn:FAST");
+    assert_int_equal(plan->workspace_bytes, 4096);
+    assert_int_equal(cached, 0);
+    const convoy__conv_plan *again = NULL;
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &again, &cached),
+                     CONVOY_OK);
+    assert_ptr_equal(plan, again);
+    assert_int_equal(cached, 1);
+    assert_int_equal(m.prepare_calls, 1);
+    assert_int_equal(m.time_calls, 0);
+    convoy__planner_destroy(p);
+    assert_int_equal(m.release_calls, 1);
+
+    /* Determinism drops the fast candidate; a tight limit shrinks the chunk. */
+    mock_backend d = {0};
+    p = make_planner(&d, 0, 1, CONVOY_ALGO_HEURISTIC, 2500, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "gemm");
+    assert_int_equal(plan->images_per_chunk, 2);
+    assert_int_equal(plan->workspace_bytes, 2000);
+    convoy__planner_destroy(p);
+
+    /* Pointwise geometries take the 1x1 path. */
+    convoy__conv_geom pointwise;
+    geometry(&pointwise, 4, 10, 1);
+    mock_backend q = {0};
+    p = make_planner(&q, CONVOY_IMPL_CUDNN, 0, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "t", &pointwise, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "1x1");
+    convoy__planner_destroy(p);
+
+    /* Only direct left and excluded: unsupported, with every reason. */
+    mock_backend x = {0};
+    p = make_planner(&x, CONVOY_IMPL_CUDNN | CONVOY_IMPL_DIRECT, 0, CONVOY_ALGO_HEURISTIC, 500,
+                     NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "conv_forward", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_ERR_UNSUPPORTED);
+    const char *message = convoy_last_error_message();
+    assert_non_null(strstr(message, "conv_forward"));
+    assert_non_null(strstr(message, "cudnn:FAST: excluded"));
+    assert_non_null(strstr(message, "direct: excluded"));
+    assert_non_null(strstr(message, "gemm: "));
+    assert_non_null(strstr(message, "500"));
+    convoy__planner_destroy(p);
+
+}
+
+static void temp_path(char *buffer, size_t size)
+{
+    snprintf(buffer, size, "/tmp/convoy_planner_%d.tune", (int)getpid());
+    unlink(buffer);
+}
+
+static void test_time_once_uses_and_fills_the_tune_cache(void **state)
+{
+    char path[128];
+    temp_path(path, sizeof path);
+    convoy__conv_geom g;
+    geometry(&g, 4, 10, 3);
+    const convoy__conv_plan *plan = NULL;
+
+    mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
+    convoy__planner *p = make_planner(&m, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "gemm"); /* fastest, not cheapest by cost */
+    assert_int_equal(m.time_calls, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_int_equal(m.time_calls, 3);
+    convoy__planner_destroy(p);
+
+    /* A second process with the same environment trusts the file. */
+    mock_backend n = {.times = {1.0, 2.0, 9.0, 50.0}};
+    p = make_planner(&n, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "gemm");
+    assert_int_equal(n.time_calls, 0);
+    convoy__planner_destroy(p);
+
+    /* Another environment (new driver, new library) times again. */
+    mock_backend o = {.times = {1.0, 2.0, 9.0, 50.0}};
+    p = make_planner(&o, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env B");
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "cudnn:FAST");
+    assert_int_equal(o.time_calls, 3);
+    convoy__planner_destroy(p);
+    unlink(path);
+    char lock[160];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    unlink(lock);
+}
+
+static void test_time_on_shape_change_retimes(void **state)
+{
+    convoy__conv_geom a, b;
+    geometry(&a, 4, 10, 3);
+    geometry(&b, 4, 12, 3);
+    const convoy__conv_plan *plan = NULL;
+    mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
+    convoy__planner *p =
+        make_planner(&m, 0, 0, CONVOY_ALGO_TIME_ON_SHAPE_CHANGE, 1 << 20, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_int_equal(m.time_calls, 3);
+    const convoy__conv_plan *first = plan;
+    assert_int_equal(convoy__planner_plan(p, "t", &b, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_int_equal(m.time_calls, 6);
+    /* Back to the first shape: timed again; the old plan stays valid. */
+    m.times[0] = 0.5;
+    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_OK);
+    assert_int_equal(m.time_calls, 9);
+    assert_string_equal(plan->candidate.name, "cudnn:FAST");
+    assert_string_equal(first->candidate.name, "gemm");
+    convoy__planner_destroy(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_key_covers_every_field),
+        cmocka_unit_test(test_heuristic_exclusion_determinism_workspace),
+        cmocka_unit_test(test_time_once_uses_and_fills_the_tune_cache),
+        cmocka_unit_test(test_time_on_shape_change_retimes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
