@@ -1,0 +1,204 @@
+/* conv_bench: the machine's OpenBLAS sgemm rate at 2048^3, then convoy's rate
+ * on every suite layer, and on the CPU the ratio of the two beside the
+ * targets (dense 3x3 / 3x3x3 layers >= 70% of sgemm, the 1x1 layer >= 85%).
+ *
+ * Usage: conv_bench [suite.txt] [layer ...]. Every figure is the median of at
+ * least 5 calls after one warm-up call. On a CPU runtime only the forward
+ * direction is measured (the targets are set for it); on a CUDA runtime all
+ * three directions are, and the CPU sgemm ratio is not shown. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "convoy.h"
+#include "suite.h"
+
+#define SGEMM_SIZE 2048
+#define MIN_RUNS 5
+#define MAX_RUNS 50
+#define MIN_TIME_S 0.25
+
+static const char *const direction_names[3] = {"forward", "backward_data", "backward_filter"};
+
+static void die(const char *what, convoy_status s)
+{
+    fflush(stdout);
+    fprintf(stderr, "conv_bench: %s failed: %s: %s\n", what, convoy_status_name(s),
+            convoy_last_error_message());
+    exit(1);
+}
+
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        convoy_status s_ = (call);                                                                 \
+        if (s_ != CONVOY_OK)                                                                       \
+            die(#call, s_);                                                                        \
+    } while (0)
+
+static float *host_alloc(size_t count)
+{
+    float *p = malloc((count ? count : 1) * sizeof *p);
+    if (!p) {
+        fprintf(stderr, "conv_bench: out of host memory (%zu floats)\n", count);
+        exit(1);
+    }
+    return p;
+}
+
+/* Median GFLOP/s of cblas_sgemm C = A * B at n x n x n, after one warm-up. */
+static double sgemm_gflops(int n)
+{
+    size_t count = (size_t)n * (size_t)n;
+    float *a = host_alloc(count), *b = host_alloc(count), *c = host_alloc(count);
+    suite_fill_random(a, count, 11);
+    suite_fill_random(b, count, 12);
+    double rates[MIN_RUNS];
+    for (int r = -1; r < MIN_RUNS; ++r) {
+        double t0 = suite_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
+        double t = suite_now() - t0;
+        if (r >= 0)
+            rates[r] = 2.0 * (double)n * (double)n * (double)n / t * 1e-9;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return suite_median(rates, MIN_RUNS);
+}
+
+static convoy_tensor *make_random(convoy_runtime *rt, int ndim, const int64_t *dims, uint64_t seed)
+{
+    convoy_tensor *t = NULL;
+    CHECK(convoy_tensor_create(rt, ndim, dims, &t));
+    size_t count = (size_t)suite_numel(ndim, dims);
+    float *host = host_alloc(count);
+    suite_fill_random(host, count, seed);
+    convoy_task *task = NULL;
+    CHECK(convoy_upload(rt, t, host, &task));
+    CHECK(convoy_task_wait(task));
+    convoy_task_release(task);
+    free(host);
+    return t;
+}
+
+/* Median seconds per call of one direction, submit to completion. */
+static double time_direction(convoy_runtime *rt, const convoy_conv_params *p, int d,
+                             convoy_tensor *const t[5], int *runs_out)
+{
+    double times[MAX_RUNS];
+    int runs = 0;
+    double spent = 0.0;
+    for (int r = -1; r < MAX_RUNS && (r < MIN_RUNS || spent < MIN_TIME_S); ++r) {
+        convoy_task *task = NULL;
+        double t0 = suite_now();
+        if (d == CONVOY_CONV_FORWARD)
+            CHECK(convoy_conv_forward(rt, p, t[0], t[1], t[2], &task));
+        else if (d == CONVOY_CONV_BACKWARD_DATA)
+            CHECK(convoy_conv_backward_data(rt, p, t[1], t[2], t[3], &task));
+        else
+            CHECK(convoy_conv_backward_filter(rt, p, t[0], t[2], t[4], &task));
+        CHECK(convoy_task_wait(task));
+        double elapsed = suite_now() - t0;
+        convoy_task_release(task);
+        if (r >= 0) {
+            times[runs++] = elapsed;
+            spent += elapsed;
+        }
+    }
+    *runs_out = runs;
+    return suite_median(times, (size_t)runs);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = argc > 1 ? argv[1] : "bench/conv_suite.txt";
+    suite s;
+    char err[512];
+    if (suite_load(path, &s, err, sizeof err) != 0) {
+        fprintf(stderr, "conv_bench: %s\n", err);
+        return 1;
+    }
+    for (int i = 2; i < argc; ++i) {
+        if (!suite_find(&s, argv[i])) {
+            fprintf(stderr, "conv_bench: no layer '%s' in %s\n", argv[i], path);
+            return 1;
+        }
+    }
+
+    /* The baseline runs before the runtime exists, with OpenBLAS's own
+     * default thread count, so the runtime's BLAS settings cannot shape it. */
+    int blas_threads = openblas_get_num_threads();
+    double sgemm = sgemm_gflops(SGEMM_SIZE);
+    printf("sgemm %dx%dx%d: %.1f GFLOP/s (%s, %d threads, median of %d)\n", SGEMM_SIZE, SGEMM_SIZE,
+           SGEMM_SIZE, sgemm, openblas_get_config(), blas_threads, MIN_RUNS);
+
+    convoy_runtime *rt = NULL;
+    CHECK(convoy_runtime_create(NULL, &rt));
+    int on_cpu = convoy_runtime_device(rt) == CONVOY_DEVICE_CPU;
+    printf("runtime: %s\n", convoy_runtime_describe(rt));
+    printf("%s; median of >= %d calls after 1 warm-up\n\n",
+           on_cpu ? "CPU: forward only, ratio to sgemm" : "GPU: three directions", MIN_RUNS);
+    printf("%-18s %-15s %-7s %10s %9s %5s %8s %8s %s\n", "layer", "direction", "impl", "ms",
+           "GFLOP/s", "runs", "%sgemm", "target", "");
+    fflush(stdout);
+
+    int misses = 0, checked = 0;
+    for (size_t i = 0; i < s.count; ++i) {
+        const suite_layer *l = &s.layers[i];
+        int wanted = argc <= 2;
+        for (int a = 2; a < argc; ++a)
+            wanted = wanted || !strcmp(argv[a], l->name);
+        if (!wanted)
+            continue;
+        int64_t in[5], fl[5], out[5];
+        int nd2 = l->nd + 2;
+        suite_dims(l, in, fl, out);
+        convoy_conv_params p;
+        CHECK(suite_params(l, &p));
+        convoy_tensor *t[5];
+        t[0] = make_random(rt, nd2, in, 1);
+        t[1] = make_random(rt, nd2, fl, 2);
+        t[2] = make_random(rt, nd2, out, 3);
+        t[3] = make_random(rt, nd2, in, 4);
+        t[4] = make_random(rt, nd2, fl, 5);
+
+        for (int d = 0; d < (on_cpu ? 1 : 3); ++d) {
+            convoy_conv_plan_info info;
+            CHECK(convoy_conv_explain(rt, &p, (convoy_conv_direction)d, in, fl, out, &info));
+            int runs = 0;
+            double sec = time_direction(rt, &p, d, t, &runs);
+            double gflops = suite_flops(l) / sec * 1e-9;
+            printf("%-18s %-15s %-7s %10.2f %9.1f %5d", l->name, direction_names[d],
+                   info.implementation, sec * 1e3, gflops, runs);
+            int cls = suite_target_class(l);
+            if (on_cpu && cls) {
+                double want = cls == 1 ? 70.0 : 85.0;
+                double got = 100.0 * gflops / sgemm;
+                printf(" %7.1f%% %7s%% %s\n", got, cls == 1 ? ">=70" : ">=85",
+                       got >= want ? "ok" : "MISS");
+                misses += got < want;
+                ++checked;
+            } else if (on_cpu) {
+                printf(" %7.1f%% %8s\n", 100.0 * gflops / sgemm, "-");
+            } else {
+                printf("\n");
+            }
+            fflush(stdout);
+        }
+        CHECK(convoy_runtime_synchronize(rt));
+        for (int k = 0; k < 5; ++k)
+            convoy_tensor_destroy(t[k]);
+    }
+    if (on_cpu)
+        printf("\n%d of %d targeted layers meet their target (grouped, depthwise and 7x7 layers "
+               "have none)\n",
+               checked - misses, checked);
+    convoy_runtime_destroy(rt);
+    suite_free(&s);
+    return 0;
+}

@@ -1,0 +1,442 @@
+/* Shared machinery of the convolution tests: seeded random data, the runtime
+ * built from the CONVOY_* environment, and running one convolution direction
+ * through the public API (create, upload, conv, download, wait) to compare it
+ * with the double-precision reference of conv_reference.c. */
+#include "conv_cases.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const case_direction_names[3] = {"forward", "backward_data", "backward_filter"};
+
+/* Value written into a result tensor before a convolution: any element the
+ * library fails to write shows up as this. */
+#define CASE_SENTINEL (-777.0f)
+
+/* ---- random data --------------------------------------------------------- */
+
+void case_rng_seed(case_rng *rng, uint64_t seed)
+{
+    rng->state = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+}
+
+/* splitmix64 */
+uint64_t case_rng_next(case_rng *rng)
+{
+    uint64_t z = (rng->state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int case_rng_int(case_rng *rng, int lo, int hi)
+{
+    return lo + (int)(case_rng_next(rng) % (uint64_t)(hi - lo + 1));
+}
+
+float case_rng_value(case_rng *rng)
+{
+    /* A magnitude in [1/64, 1] and a random sign. */
+    double u = (double)(case_rng_next(rng) >> 11) / 9007199254740992.0;
+    double magnitude = 1.0 / 64.0 + u * (1.0 - 1.0 / 64.0);
+    return (float)((case_rng_next(rng) & 1) ? magnitude : -magnitude);
+}
+
+void case_fill(case_rng *rng, float *data, int64_t count)
+{
+    for (int64_t i = 0; i < count; ++i)
+        data[i] = case_rng_value(rng);
+}
+
+/* ---- runtime ------------------------------------------------------------- */
+
+convoy_status case_runtime_create(convoy_runtime **rt)
+{
+    convoy_options options;
+    convoy_status status = convoy_options_init(&options);
+    if (status != CONVOY_OK)
+        return status;
+    return convoy_runtime_create(&options, rt);
+}
+
+int case_setup(void **state)
+{
+    convoy_runtime *rt = NULL;
+    convoy_status status = case_runtime_create(&rt);
+    if (status != CONVOY_OK) {
+        fprintf(stderr, "runtime_create failed: %s: %s\n", convoy_status_name(status),
+                convoy_last_error_message());
+        return -1;
+    }
+    *state = rt;
+    return 0;
+}
+
+int case_teardown(void **state)
+{
+    convoy_runtime_destroy(*state);
+    *state = NULL;
+    return 0;
+}
+
+int case_device_check(const char *program)
+{
+    convoy_runtime *rt = NULL;
+    convoy_status status = case_runtime_create(&rt);
+    if (status == CONVOY_ERR_NO_DEVICE) {
+        printf("%s: skipped, no device: %s\n", program, convoy_last_error_message());
+        return 77;
+    }
+    if (status != CONVOY_OK) {
+        fprintf(stderr, "%s: cannot create a runtime: %s: %s\n", program,
+                convoy_status_name(status), convoy_last_error_message());
+        return 1;
+    }
+    printf("%s: %s\n", program, convoy_runtime_describe(rt));
+    convoy_runtime_destroy(rt);
+    return 0;
+}
+
+/* ---- cases --------------------------------------------------------------- */
+
+static int dims_text(char *buffer, size_t size, const int64_t *dims, int rank)
+{
+    int used = 0;
+    for (int j = 0; j < rank; ++j)
+        used +=
+            snprintf(buffer + used, size - (size_t)used, j ? "x%lld" : "%lld", (long long)dims[j]);
+    return used;
+}
+
+static void describe(conv_case *c)
+{
+    static const char *const borders[4] = {"valid", "full", "half", "explicit"};
+    const convoy_conv_params *p = &c->params;
+    const int nd = p->spatial_dims;
+    char in[64], filt[64], stride[32], dil[32], pads[64] = "";
+    dims_text(in, sizeof in, c->in, nd + 2);
+    dims_text(filt, sizeof filt, c->filt, p->unshared ? 6 : nd + 2);
+    dims_text(stride, sizeof stride, p->stride, nd);
+    dims_text(dil, sizeof dil, p->dilation, nd);
+    if (p->border == CONVOY_BORDER_EXPLICIT) {
+        int used = snprintf(pads, sizeof pads, "(");
+        for (int a = 0; a < nd; ++a)
+            used += snprintf(pads + used, sizeof pads - (size_t)used, "%s%lld,%lld", a ? " " : "",
+                             (long long)p->pad_before[a], (long long)p->pad_after[a]);
+        snprintf(pads + used, sizeof pads - (size_t)used, ")");
+    }
+    snprintf(c->label, sizeof c->label,
+             "%dD input %s filters %s border %s%s stride %s dilation %s groups %lld flip %d%s", nd,
+             in, filt, (unsigned)p->border < 4 ? borders[p->border] : "?", pads, stride, dil,
+             (long long)p->groups, p->flip, p->unshared ? " unshared" : "");
+}
+
+convoy_conv_params case_params(int nd, convoy_border border, const int64_t *stride,
+                               const int64_t *dilation)
+{
+    convoy_conv_params p;
+    memset(&p, 0, sizeof p);
+    if (convoy_conv_params_init(&p, nd) != CONVOY_OK) {
+        /* Fill the documented defaults by hand so a broken init shows up
+         * in the init test, not as noise everywhere else. */
+        p.spatial_dims = nd;
+        p.groups = 1;
+        p.flip = 1;
+        for (int a = 0; a < 3; ++a)
+            p.stride[a] = p.dilation[a] = 1;
+    }
+    p.border = border;
+    for (int a = 0; a < nd; ++a) {
+        if (stride)
+            p.stride[a] = stride[a];
+        if (dilation)
+            p.dilation[a] = dilation[a];
+    }
+    return p;
+}
+
+void case_set_pads(convoy_conv_params *p, const int64_t *pad_before, const int64_t *pad_after)
+{
+    p->border = CONVOY_BORDER_EXPLICIT;
+    for (int a = 0; a < p->spatial_dims; ++a) {
+        p->pad_before[a] = pad_before[a];
+        p->pad_after[a] = pad_after ? pad_after[a] : pad_before[a];
+    }
+}
+
+int case_init(conv_case *c, const convoy_conv_params *params, const int64_t *input_dims,
+              const int64_t *filter_dims)
+{
+    memset(c, 0, sizeof *c);
+    c->params = *params;
+    const int nd = params->spatial_dims;
+    c->in_rank = c->out_rank = nd + 2;
+    c->filt_rank = params->unshared ? 6 : nd + 2;
+    memcpy(c->in, input_dims, (size_t)c->in_rank * sizeof *c->in);
+    memcpy(c->filt, filter_dims, (size_t)c->filt_rank * sizeof *c->filt);
+    describe(c);
+    if (!ref_conv_geom(params, input_dims, filter_dims, &c->geom))
+        return 0;
+    ref_output_dims(&c->geom, c->out);
+    return 1;
+}
+
+/* The dims of operand roles (a, b, result) of one direction. */
+static void direction_dims(const conv_case *c, convoy_conv_direction dir, const int64_t **dims,
+                           int *ranks)
+{
+    const int64_t *in = c->in, *filt = c->filt, *out = c->out;
+    const int64_t *table[3][3] = {{in, filt, out}, {filt, out, in}, {in, out, filt}};
+    const int rin = c->in_rank, rf = c->filt_rank, rout = c->out_rank;
+    const int rank_table[3][3] = {{rin, rf, rout}, {rf, rout, rin}, {rin, rout, rf}};
+    for (int j = 0; j < 3; ++j) {
+        dims[j] = table[dir][j];
+        ranks[j] = rank_table[dir][j];
+    }
+}
+
+static int64_t numel(const int64_t *dims, int rank)
+{
+    int64_t n = 1;
+    for (int j = 0; j < rank; ++j)
+        n *= dims[j];
+    return n;
+}
+
+void case_sizes(const conv_case *c, convoy_conv_direction dir, int64_t *na, int64_t *nb,
+                int64_t *nresult)
+{
+    const int64_t *dims[3];
+    int ranks[3];
+    direction_dims(c, dir, dims, ranks);
+    *na = numel(dims[0], ranks[0]);
+    *nb = numel(dims[1], ranks[1]);
+    *nresult = numel(dims[2], ranks[2]);
+}
+
+static convoy_status report(const conv_case *c, convoy_conv_direction dir, const char *step,
+                            convoy_status status)
+{
+    if (status != CONVOY_OK)
+        printf("  FAIL %s %s: %s returned %s: %s\n", case_direction_names[dir], c->label, step,
+               convoy_status_name(status), convoy_last_error_message());
+    return status;
+}
+
+static convoy_status submit(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                            convoy_tensor *a, convoy_tensor *b, convoy_tensor *r,
+                            convoy_task **task)
+{
+    switch (dir) {
+    case CONVOY_CONV_FORWARD:
+        return convoy_conv_forward(rt, &c->params, a, b, r, task);
+    case CONVOY_CONV_BACKWARD_DATA:
+        return convoy_conv_backward_data(rt, &c->params, a, b, r, task);
+    default:
+        return convoy_conv_backward_filter(rt, &c->params, a, b, r, task);
+    }
+}
+
+convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                       const float *a, const float *b, float *result)
+{
+    const int64_t *dims[3];
+    int ranks[3];
+    direction_dims(c, dir, dims, ranks);
+    const int64_t nresult = numel(dims[2], ranks[2]);
+    convoy_tensor *t[3] = {NULL, NULL, NULL};
+    convoy_task *conv_task = NULL, *down_task = NULL;
+    float *sentinel = malloc((size_t)(nresult > 0 ? nresult : 1) * sizeof *sentinel);
+    convoy_status status = sentinel ? CONVOY_OK : CONVOY_ERR_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < nresult; ++i)
+        sentinel[i] = CASE_SENTINEL;
+    for (int j = 0; j < 3 && status == CONVOY_OK; ++j)
+        status =
+            report(c, dir, "tensor_create", convoy_tensor_create(rt, ranks[j], dims[j], &t[j]));
+    if (status == CONVOY_OK)
+        status = report(c, dir, "upload", convoy_upload(rt, t[0], a, NULL));
+    if (status == CONVOY_OK)
+        status = report(c, dir, "upload", convoy_upload(rt, t[1], b, NULL));
+    if (status == CONVOY_OK)
+        status = report(c, dir, "upload", convoy_upload(rt, t[2], sentinel, NULL));
+    if (status == CONVOY_OK)
+        status = report(c, dir, "conv submit", submit(rt, c, dir, t[0], t[1], t[2], &conv_task));
+    if (status == CONVOY_OK)
+        status = report(c, dir, "download", convoy_download(rt, t[2], result, &down_task));
+    if (status == CONVOY_OK)
+        status = report(c, dir, "conv task", convoy_task_wait(conv_task));
+    if (status == CONVOY_OK)
+        status = report(c, dir, "download task", convoy_task_wait(down_task));
+    convoy_task_release(conv_task);
+    convoy_task_release(down_task);
+    /* Nothing may still read the host buffers once this returns. */
+    convoy_status sync = convoy_runtime_synchronize(rt);
+    if (status == CONVOY_OK)
+        status = report(c, dir, "runtime_synchronize", sync);
+    for (int j = 0; j < 3; ++j)
+        convoy_tensor_destroy(t[j]);
+    free(sentinel);
+    return status;
+}
+
+void case_reference(const conv_case *c, convoy_conv_direction dir, const float *a, const float *b,
+                    double *result)
+{
+    switch (dir) {
+    case CONVOY_CONV_FORWARD:
+        ref_conv_forward(&c->geom, a, b, result);
+        break;
+    case CONVOY_CONV_BACKWARD_DATA:
+        ref_conv_backward_data(&c->geom, a, b, result);
+        break;
+    default:
+        ref_conv_backward_filter(&c->geom, a, b, result);
+        break;
+    }
+}
+
+int case_compare(const char *label, const float *got, const double *ref, int64_t count, double rtol)
+{
+    double ref_inf = 0.0, worst = 0.0;
+    for (int64_t i = 0; i < count; ++i)
+        ref_inf = fmax(ref_inf, fabs(ref[i]));
+    const double tol = rtol * fmax(1.0, ref_inf);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < count; ++i) {
+        const double err = fabs((double)got[i] - ref[i]);
+        if (err <= tol) /* false for NaN */
+            continue;
+        if (bad < 5)
+            printf("  mismatch %s: index %lld got %.9g ref %.9g (tol %.3g)\n", label, (long long)i,
+                   (double)got[i], ref[i], tol);
+        worst = isnan(err) ? err : fmax(worst, err);
+        ++bad;
+    }
+    if (bad)
+        printf("  FAIL %s: %lld of %lld elements off, worst error %.3g, ||ref||_inf %.3g\n", label,
+               (long long)bad, (long long)count, worst, ref_inf);
+    return bad == 0;
+}
+
+int case_check(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir, uint64_t seed)
+{
+    int64_t na, nb, nr;
+    case_sizes(c, dir, &na, &nb, &nr);
+    float *a = malloc((size_t)(na > 0 ? na : 1) * sizeof *a);
+    float *b = malloc((size_t)(nb > 0 ? nb : 1) * sizeof *b);
+    float *got = malloc((size_t)(nr > 0 ? nr : 1) * sizeof *got);
+    double *ref = malloc((size_t)(nr > 0 ? nr : 1) * sizeof *ref);
+    int ok = 0;
+    if (a && b && got && ref) {
+        case_rng rng;
+        case_rng_seed(&rng, seed);
+        case_fill(&rng, a, na);
+        case_fill(&rng, b, nb);
+        if (case_run(rt, c, dir, a, b, got) == CONVOY_OK) {
+            char label[560];
+            snprintf(label, sizeof label, "%s %s", case_direction_names[dir], c->label);
+            case_reference(c, dir, a, b, ref);
+            ok = case_compare(label, got, ref, nr, 1e-5);
+        }
+    }
+    free(a);
+    free(b);
+    free(got);
+    free(ref);
+    return ok;
+}
+
+int case_check_all(convoy_runtime *rt, const conv_case *c, uint64_t seed)
+{
+    int failures = 0;
+    for (int dir = 0; dir < 3; ++dir)
+        failures += !case_check(rt, c, (convoy_conv_direction)dir, seed + (uint64_t)dir);
+    return failures;
+}
+
+/* ---- error checks ---------------------------------------------------------- */
+
+int case_failure_ok(const char *what, convoy_status got, convoy_status expected,
+                    const char *const *words)
+{
+    const char *message = convoy_last_error_message();
+    int ok = got == expected && message != NULL;
+    for (int i = 0; ok && words[i]; ++i)
+        ok = strstr(message, words[i]) != NULL;
+    if (!ok) {
+        printf("  FAIL %s: expected %s, got %s, message \"%s\"; expected words:", what,
+               convoy_status_name(expected), convoy_status_name(got), message ? message : "(null)");
+        for (int i = 0; words[i]; ++i)
+            printf(" \"%s\"", words[i]);
+        printf("\n");
+    }
+    return ok;
+}
+
+convoy_tensor *case_store_add(case_store *s, int ndim, const int64_t *dims)
+{
+    if (s->count >= CASE_MAX_STORED)
+        return NULL;
+    const int i = s->count;
+    const int64_t n = numel(dims, ndim);
+    float *host = malloc((size_t)(n > 0 ? n : 1) * sizeof *host);
+    if (!host)
+        return NULL;
+    for (int64_t k = 0; k < n; ++k)
+        host[k] = (float)(i * 1000 + k % 997) * 0.25f + 0.125f;
+    convoy_tensor *t = NULL;
+    if (convoy_tensor_create(s->rt, ndim, dims, &t) != CONVOY_OK ||
+        convoy_upload(s->rt, t, host, NULL) != CONVOY_OK) {
+        printf("  cannot store a tensor: %s\n", convoy_last_error_message());
+        convoy_tensor_destroy(t);
+        if (convoy_runtime_synchronize(s->rt) != CONVOY_OK)
+            printf("  runtime_synchronize failed: %s\n", convoy_last_error_message());
+        free(host);
+        return NULL;
+    }
+    s->tensors[i] = t;
+    s->host[i] = host;
+    s->numel[i] = n;
+    s->count++;
+    return t;
+}
+
+int case_store_unchanged(case_store *s)
+{
+    int ok = 1;
+    for (int i = 0; i < s->count && ok; ++i) {
+        const int64_t n = s->numel[i];
+        float *got = malloc((size_t)(n > 0 ? n : 1) * sizeof *got);
+        convoy_task *task = NULL;
+        convoy_status status =
+            got ? convoy_download(s->rt, s->tensors[i], got, &task) : CONVOY_ERR_OUT_OF_MEMORY;
+        if (status == CONVOY_OK)
+            status = convoy_task_wait(task);
+        convoy_task_release(task);
+        if (status != CONVOY_OK) {
+            printf("  FAIL download of stored tensor %d: %s: %s\n", i, convoy_status_name(status),
+                   convoy_last_error_message());
+            ok = 0;
+        }
+        for (int64_t k = 0; k < n && ok; ++k) {
+            if (got[k] != s->host[i][k]) {
+                printf("  FAIL stored tensor %d element %lld changed: %g, was %g\n", i,
+                       (long long)k, (double)got[k], (double)s->host[i][k]);
+                ok = 0;
+            }
+        }
+        free(got);
+    }
+    return ok;
+}
+
+void case_store_free(case_store *s)
+{
+    convoy_runtime_destroy(s->rt);
+    s->rt = NULL;
+    for (int i = 0; i < s->count; ++i)
+        free(s->host[i]);
+    s->count = 0;
+}
