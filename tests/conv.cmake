@@ -13,7 +13,7 @@ convoy_add_test(test_conv_cuda TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv cuda
   ENV CONVOY_DEVICE=cuda)
 convoy_add_test(test_conv_cpu_streams TARGET test_conv
-  SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
+  SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv tsan
   ENV "CONVOY_DEVICE=cpu;CONVOY_STREAMS=2")
 convoy_add_test(test_conv_cpu_direct TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
@@ -38,7 +38,7 @@ convoy_add_test(test_conv_grads_cuda TARGET test_conv_grads
   SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv cuda
   ENV CONVOY_DEVICE=cuda)
 convoy_add_test(test_conv_grads_cpu_streams TARGET test_conv_grads
-  SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv
+  SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv tsan
   ENV "CONVOY_DEVICE=cpu;CONVOY_STREAMS=2")
 convoy_add_test(test_conv_grads_cpu_direct TARGET test_conv_grads
   SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv
@@ -52,5 +52,5 @@ convoy_add_test(test_conv_errors_cuda TARGET test_conv_errors
   SOURCES test_conv_errors.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv cuda
   ENV CONVOY_DEVICE=cuda)
 convoy_add_test(test_conv_errors_cpu_streams TARGET test_conv_errors
-  SOURCES test_conv_errors.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
+  SOURCES test_conv_errors.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv tsan
   ENV "CONVOY_DEVICE=cpu;CONVOY_STREAMS=2")
