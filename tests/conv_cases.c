@@ -11,6 +11,10 @@
 
 const char *const case_direction_names[3] = {"forward", "backward_data", "backward_filter"};
 
+const char *const case_operand_names[3][3] = {{"input", "filters", "output"},
+                                              {"grad_input", "filters", "grad_output"},
+                                              {"input", "grad_filters", "grad_output"}};
+
 /* Value written into a result tensor before a convolution: any element the
  * library fails to write shows up as this. */
 #define CASE_SENTINEL (-777.0f)
@@ -166,6 +170,20 @@ void case_set_pads(convoy_conv_params *p, const int64_t *pad_before, const int64
     }
 }
 
+convoy_conv_params case_listed_params(const listed_case *l)
+{
+    int64_t stride[3], dilation[3];
+    for (int a = 0; a < 3; ++a) {
+        stride[a] = l->stride[a] ? l->stride[a] : 1;
+        dilation[a] = l->dilation[a] ? l->dilation[a] : 1;
+    }
+    convoy_conv_params p = case_params(l->nd, l->border, stride, dilation);
+    if (l->border == CONVOY_BORDER_EXPLICIT)
+        case_set_pads(&p, l->pad_before, l->pad_after);
+    p.groups = l->groups;
+    return p;
+}
+
 int case_init(conv_case *c, const convoy_conv_params *params, const int64_t *input_dims,
               const int64_t *filter_dims)
 {
@@ -180,6 +198,34 @@ int case_init(conv_case *c, const convoy_conv_params *params, const int64_t *inp
     if (!ref_conv_geom(params, input_dims, filter_dims, &c->geom))
         return 0;
     ref_output_dims(&c->geom, c->out);
+    return 1;
+}
+
+/* Checks convoy_conv_output_dims against the reference formula: the same dims
+ * for a valid case, CONVOY_ERR_SHAPE exactly when an output extent is < 1. */
+int case_check_output_dims(const conv_case *c, int valid)
+{
+    int64_t got[6] = {-1, -1, -1, -1, -1, -1};
+    convoy_status status = convoy_conv_output_dims(&c->params, c->in, c->filt, got);
+    if (!valid) {
+        if (status == CONVOY_ERR_SHAPE)
+            return 1;
+        printf("  FAIL output_dims %s: expected CONVOY_ERR_SHAPE, got %s\n", c->label,
+               convoy_status_name(status));
+        return 0;
+    }
+    if (status != CONVOY_OK) {
+        printf("  FAIL output_dims %s: %s: %s\n", c->label, convoy_status_name(status),
+               convoy_last_error_message());
+        return 0;
+    }
+    for (int j = 0; j < c->out_rank; ++j) {
+        if (got[j] != c->out[j]) {
+            printf("  FAIL output_dims %s: dim %d is %lld, expected %lld\n", c->label, j,
+                   (long long)got[j], (long long)c->out[j]);
+            return 0;
+        }
+    }
     return 1;
 }
 
@@ -225,17 +271,17 @@ static convoy_status report(const conv_case *c, convoy_conv_direction dir, const
     return status;
 }
 
-static convoy_status submit(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
-                            convoy_tensor *a, convoy_tensor *b, convoy_tensor *r,
-                            convoy_task **task)
+convoy_status case_submit(convoy_runtime *rt, const convoy_conv_params *p,
+                          convoy_conv_direction dir, convoy_tensor *x, convoy_tensor *w,
+                          convoy_tensor *y, convoy_task **task)
 {
     switch (dir) {
     case CONVOY_CONV_FORWARD:
-        return convoy_conv_forward(rt, &c->params, a, b, r, task);
+        return convoy_conv_forward(rt, p, x, w, y, task);
     case CONVOY_CONV_BACKWARD_DATA:
-        return convoy_conv_backward_data(rt, &c->params, a, b, r, task);
+        return convoy_conv_backward_data(rt, p, w, y, x, task);
     default:
-        return convoy_conv_backward_filter(rt, &c->params, a, b, r, task);
+        return convoy_conv_backward_filter(rt, p, x, y, w, task);
     }
 }
 
@@ -246,6 +292,8 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
     int ranks[3];
     direction_dims(c, dir, dims, ranks);
     const int64_t nresult = numel(dims[2], ranks[2]);
+    /* Where the forward roles sit among (a, b, result) of each direction. */
+    static const int x_of[3] = {0, 2, 0}, w_of[3] = {1, 0, 2}, y_of[3] = {2, 1, 1};
     convoy_tensor *t[3] = {NULL, NULL, NULL};
     convoy_task *conv_task = NULL, *down_task = NULL;
     float *sentinel = malloc((size_t)(nresult > 0 ? nresult : 1) * sizeof *sentinel);
@@ -262,7 +310,9 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
     if (status == CONVOY_OK)
         status = report(c, dir, "upload", convoy_upload(rt, t[2], sentinel, NULL));
     if (status == CONVOY_OK)
-        status = report(c, dir, "conv submit", submit(rt, c, dir, t[0], t[1], t[2], &conv_task));
+        status = report(
+            c, dir, "conv submit",
+            case_submit(rt, &c->params, dir, t[x_of[dir]], t[w_of[dir]], t[y_of[dir]], &conv_task));
     if (status == CONVOY_OK)
         status = report(c, dir, "download", convoy_download(rt, t[2], result, &down_task));
     if (status == CONVOY_OK)

@@ -58,6 +58,20 @@ int case_init(conv_case *c, const convoy_conv_params *params, const int64_t *inp
 convoy_conv_params case_params(int nd, convoy_border border, const int64_t *stride,
                                const int64_t *dilation);
 
+/* A convolution written as a table row: zero stride/dilation entries mean 1. */
+typedef struct listed_case {
+    int nd;
+    int64_t in[5];
+    int64_t filt[5];
+    int64_t groups;
+    convoy_border border;
+    int64_t pad_before[3], pad_after[3]; /* EXPLICIT only */
+    int64_t stride[3], dilation[3];
+} listed_case;
+
+/* The params of a table row (flip on, shared filters). */
+convoy_conv_params case_listed_params(const listed_case *l);
+
 /* Sets an explicit symmetric (pad_after NULL) or asymmetric padding. */
 void case_set_pads(convoy_conv_params *p, const int64_t *pad_before, const int64_t *pad_after);
 
@@ -73,6 +87,10 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
 /* The reference result of one direction, same operand roles as case_run. */
 void case_reference(const conv_case *c, convoy_conv_direction dir, const float *a, const float *b,
                     double *result);
+
+/* convoy_conv_output_dims against the reference: the same dims when valid,
+ * CONVOY_ERR_SHAPE exactly when not. 1 when it agrees; prints otherwise. */
+int case_check_output_dims(const conv_case *c, int valid);
 
 /* Element counts of the operands of one direction: its two inputs and result. */
 void case_sizes(const conv_case *c, convoy_conv_direction dir, int64_t *na, int64_t *nb,
@@ -90,6 +108,16 @@ int case_check(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir
 int case_check_all(convoy_runtime *rt, const conv_case *c, uint64_t seed);
 
 extern const char *const case_direction_names[3];
+
+/* The public names of the operands of each direction, in forward roles
+ * (input, filters, output): what error messages call them. */
+extern const char *const case_operand_names[3][3];
+
+/* Submits one direction with operands in forward roles (x input, w filters,
+ * y output), whichever of them that direction writes. */
+convoy_status case_submit(convoy_runtime *rt, const convoy_conv_params *p,
+                          convoy_conv_direction dir, convoy_tensor *x, convoy_tensor *w,
+                          convoy_tensor *y, convoy_task **task);
 
 /* ---- error checks ---------------------------------------------------------- */
 

@@ -47,34 +47,6 @@ static const border_spec borders3d[5] = {
 
 /* ---- grids ----------------------------------------------------------------- */
 
-/* Checks convoy_conv_output_dims against the reference formula: the same dims
- * for a valid case, CONVOY_ERR_SHAPE exactly when an output extent is < 1. */
-static int check_output_dims(const conv_case *c, int valid)
-{
-    int64_t got[6] = {-1, -1, -1, -1, -1, -1};
-    convoy_status status = convoy_conv_output_dims(&c->params, c->in, c->filt, got);
-    if (!valid) {
-        if (status == CONVOY_ERR_SHAPE)
-            return 1;
-        printf("  FAIL output_dims %s: expected CONVOY_ERR_SHAPE, got %s\n", c->label,
-               convoy_status_name(status));
-        return 0;
-    }
-    if (status != CONVOY_OK) {
-        printf("  FAIL output_dims %s: %s: %s\n", c->label, convoy_status_name(status),
-               convoy_last_error_message());
-        return 0;
-    }
-    for (int j = 0; j < c->out_rank; ++j) {
-        if (got[j] != c->out[j]) {
-            printf("  FAIL output_dims %s: dim %d is %lld, expected %lld\n", c->label, j,
-                   (long long)got[j], (long long)c->out[j]);
-            return 0;
-        }
-    }
-    return 1;
-}
-
 typedef struct grid {
     int nd;
     const int64_t *pairs; /* npairs x 2 x (nd + 2) */
@@ -110,7 +82,7 @@ static void run_grid(convoy_runtime *rt, const grid *gr, convoy_conv_direction d
                         conv_case c;
                         const int valid = case_init(&c, &p, in, filt);
                         if (dir == CONVOY_CONV_FORWARD)
-                            failures += !check_output_dims(&c, valid);
+                            failures += !case_check_output_dims(&c, valid);
                         if (!valid) {
                             ++skipped;
                             continue;
@@ -160,21 +132,6 @@ static void test_grid3d_backward_filter(void **state)
 
 /* ---- hand-picked cases ------------------------------------------------------ */
 
-typedef struct listed_case {
-    int nd;
-    int64_t in[5];
-    int64_t filt[5];
-    int64_t groups;
-    convoy_border border;
-    int64_t pad_before[3], pad_after[3];
-    int64_t stride[3], dilation[3]; /* 0 = 1 */
-} listed_case;
-
-static int64_t or_one(int64_t v)
-{
-    return v ? v : 1;
-}
-
 /* Every case in both flip settings and all three directions. */
 static void run_listed(convoy_runtime *rt, const listed_case *list, int count, uint64_t seed)
 {
@@ -182,15 +139,7 @@ static void run_listed(convoy_runtime *rt, const listed_case *list, int count, u
     for (int i = 0; i < count; ++i) {
         const listed_case *l = &list[i];
         for (int flip = 0; flip <= 1; ++flip) {
-            int64_t stride[3], dilation[3];
-            for (int a = 0; a < 3; ++a) {
-                stride[a] = or_one(l->stride[a]);
-                dilation[a] = or_one(l->dilation[a]);
-            }
-            convoy_conv_params p = case_params(l->nd, l->border, stride, dilation);
-            if (l->border == CONVOY_BORDER_EXPLICIT)
-                case_set_pads(&p, l->pad_before, l->pad_after);
-            p.groups = l->groups;
+            convoy_conv_params p = case_listed_params(l);
             p.flip = flip;
             conv_case c;
             if (!case_init(&c, &p, l->in, l->filt)) {
@@ -198,7 +147,7 @@ static void run_listed(convoy_runtime *rt, const listed_case *list, int count, u
                 ++failures;
                 continue;
             }
-            failures += !check_output_dims(&c, 1);
+            failures += !case_check_output_dims(&c, 1);
             failures += case_check_all(rt, &c, seed + (uint64_t)(i * 8 + flip * 4));
         }
     }
@@ -332,7 +281,7 @@ static void test_unshared(void **state)
             p.unshared = 1;
             conv_case c;
             assert_true(case_init(&c, &p, u->in, filt));
-            failures += !check_output_dims(&c, 1);
+            failures += !case_check_output_dims(&c, 1);
             failures += case_check_all(rt, &c, 4000 + (uint64_t)(i * 8 + flip * 4));
             /* Regions one off on either axis do not fit the output. */
             int64_t off[6];
@@ -522,17 +471,10 @@ static void test_output_too_small(void **state)
     };
     for (size_t i = 0; i < sizeof list / sizeof list[0]; ++i) {
         const listed_case *l = &list[i];
-        int64_t stride[3], dilation[3];
-        for (int a = 0; a < 3; ++a) {
-            stride[a] = or_one(l->stride[a]);
-            dilation[a] = or_one(l->dilation[a]);
-        }
-        convoy_conv_params p = case_params(l->nd, l->border, stride, dilation);
-        if (l->border == CONVOY_BORDER_EXPLICIT)
-            case_set_pads(&p, l->pad_before, l->pad_after);
+        const convoy_conv_params p = case_listed_params(l);
         conv_case c;
         assert_false(case_init(&c, &p, l->in, l->filt));
-        assert_true(check_output_dims(&c, 0));
+        assert_true(case_check_output_dims(&c, 0));
         const int rank = l->nd + 2;
         const int64_t ones[5] = {1, 1, 1, 1, 1};
         convoy_tensor *x = NULL, *w = NULL, *y = NULL;
@@ -555,7 +497,7 @@ static void test_output_too_small(void **state)
     assert_true(case_init(&c, &p, in, filt));
     assert_int_equal(c.out[2], 1);
     assert_int_equal(c.out[3], 1);
-    assert_true(check_output_dims(&c, 1));
+    assert_true(case_check_output_dims(&c, 1));
     assert_int_equal(case_check_all(rt, &c, 6500), 0);
 }
 

@@ -73,13 +73,7 @@ static void expect_conv(fixture *f, convoy_runtime *rt, const convoy_conv_params
                         convoy_tensor *y, convoy_status expected, const char *const *words)
 {
     convoy_task *task = NULL;
-    convoy_status got;
-    if (dir == CONVOY_CONV_FORWARD)
-        got = convoy_conv_forward(rt, p, x, w, y, &task);
-    else if (dir == CONVOY_CONV_BACKWARD_DATA)
-        got = convoy_conv_backward_data(rt, p, w, y, x, &task);
-    else
-        got = convoy_conv_backward_filter(rt, p, x, y, w, &task);
+    const convoy_status got = case_submit(rt, p, dir, x, w, y, &task);
     const char *all[8] = {call_names[dir]};
     for (int i = 0; words[i] && i < 6; ++i)
         all[i + 1] = words[i];
@@ -101,25 +95,33 @@ static void expect_conv_all(fixture *f, const convoy_conv_params *p, convoy_tens
         EXPECT_CONV(f, f->s.rt, p, (convoy_conv_direction)dir, x, w, y, expected, word);
 }
 
+/* In every direction, each operand in turn replaced by bad[j]: the message
+ * names that operand (and word, when not NULL). */
+static void expect_each_operand(fixture *f, convoy_tensor *const bad[3], convoy_status expected,
+                                const char *word)
+{
+    for (int dir = 0; dir < 3; ++dir) {
+        for (int j = 0; j < 3; ++j) {
+            convoy_tensor *ops[3] = {f->x, f->w, f->y};
+            ops[j] = bad[j];
+            EXPECT_CONV(f, f->s.rt, &f->p, (convoy_conv_direction)dir, ops[0], ops[1], ops[2],
+                        expected, case_operand_names[dir][j], word);
+        }
+    }
+}
+
 /* ---- NULL arguments ------------------------------------------------------------ */
 
 static void test_null_conv_arguments(void **state)
 {
     fixture *f = *state;
-    static const char *const names[3][3] = {{"input", "filters", "output"},
-                                            {"grad_input", "filters", "grad_output"},
-                                            {"input", "grad_filters", "grad_output"}};
     for (int dir = 0; dir < 3; ++dir) {
         const convoy_conv_direction d = (convoy_conv_direction)dir;
         EXPECT_CONV(f, NULL, &f->p, d, f->x, f->w, f->y, CONVOY_ERR_INVALID_ARGUMENT, "runtime");
         EXPECT_CONV(f, f->s.rt, NULL, d, f->x, f->w, f->y, CONVOY_ERR_INVALID_ARGUMENT, "params");
-        EXPECT_CONV(f, f->s.rt, &f->p, d, NULL, f->w, f->y, CONVOY_ERR_INVALID_ARGUMENT,
-                    names[dir][0]);
-        EXPECT_CONV(f, f->s.rt, &f->p, d, f->x, NULL, f->y, CONVOY_ERR_INVALID_ARGUMENT,
-                    names[dir][1]);
-        EXPECT_CONV(f, f->s.rt, &f->p, d, f->x, f->w, NULL, CONVOY_ERR_INVALID_ARGUMENT,
-                    names[dir][2]);
     }
+    convoy_tensor *const none[3] = {NULL, NULL, NULL};
+    expect_each_operand(f, none, CONVOY_ERR_INVALID_ARGUMENT, NULL);
     /* The task pointer may be NULL: the call still runs. */
     assert_int_equal(convoy_conv_forward(f->s.rt, &f->p, f->x, f->w, f->y, NULL), CONVOY_OK);
     assert_int_equal(convoy_runtime_synchronize(f->s.rt), CONVOY_OK);
@@ -235,15 +237,8 @@ static void test_rank_mismatch(void **state)
     /* One tensor of the wrong rank at a time, for a 2D convolution. */
     const int64_t x5[5] = {2, 3, 6, 6, 1}, w5[5] = {4, 3, 3, 3, 1}, y5[5] = {2, 4, 4, 4, 1};
     convoy_tensor *tx = track(f, 5, x5), *tw = track(f, 5, w5), *ty = track(f, 5, y5);
-    static const char *const names[3][3] = {{"input", "filters", "output"},
-                                            {"grad_input", "filters", "grad_output"},
-                                            {"input", "grad_filters", "grad_output"}};
-    for (int dir = 0; dir < 3; ++dir) {
-        const convoy_conv_direction d = (convoy_conv_direction)dir;
-        EXPECT_CONV(f, f->s.rt, &f->p, d, tx, f->w, f->y, CONVOY_ERR_SHAPE, names[dir][0], "rank");
-        EXPECT_CONV(f, f->s.rt, &f->p, d, f->x, tw, f->y, CONVOY_ERR_SHAPE, names[dir][1], "rank");
-        EXPECT_CONV(f, f->s.rt, &f->p, d, f->x, f->w, ty, CONVOY_ERR_SHAPE, names[dir][2], "rank");
-    }
+    convoy_tensor *const rank5[3] = {tx, tw, ty};
+    expect_each_operand(f, rank5, CONVOY_ERR_SHAPE, "rank");
     /* Unshared wants 6D filters. */
     convoy_conv_params pu = f->p;
     pu.unshared = 1;
@@ -358,18 +353,8 @@ static void test_foreign_runtime(void **state)
     assert_int_equal(convoy_tensor_create(other, 4, x, &ox), CONVOY_OK);
     assert_int_equal(convoy_tensor_create(other, 4, w, &ow), CONVOY_OK);
     assert_int_equal(convoy_tensor_create(other, 4, y, &oy), CONVOY_OK);
-    static const char *const names[3][3] = {{"input", "filters", "output"},
-                                            {"grad_input", "filters", "grad_output"},
-                                            {"input", "grad_filters", "grad_output"}};
-    for (int dir = 0; dir < 3; ++dir) {
-        const convoy_conv_direction d = (convoy_conv_direction)dir;
-        EXPECT_CONV(f, f->s.rt, &f->p, d, ox, f->w, f->y, CONVOY_ERR_INVALID_ARGUMENT,
-                    names[dir][0], "runtime");
-        EXPECT_CONV(f, f->s.rt, &f->p, d, f->x, ow, f->y, CONVOY_ERR_INVALID_ARGUMENT,
-                    names[dir][1], "runtime");
-        EXPECT_CONV(f, f->s.rt, &f->p, d, f->x, f->w, oy, CONVOY_ERR_INVALID_ARGUMENT,
-                    names[dir][2], "runtime");
-    }
+    convoy_tensor *const foreign[3] = {ox, ow, oy};
+    expect_each_operand(f, foreign, CONVOY_ERR_INVALID_ARGUMENT, "runtime");
     float *host = calloc(288, sizeof *host);
     assert_non_null(host);
     convoy_task *task = NULL;
@@ -538,21 +523,14 @@ static void test_exclude_everything(void **state)
 static void test_status_names(void **state)
 {
     (void)state;
+    /* Every code of the public list is named after its identifier. */
     static const struct {
         convoy_status status;
         const char *name;
     } names[] = {
-        {CONVOY_OK, "CONVOY_OK"},
-        {CONVOY_ERR_INVALID_ARGUMENT, "CONVOY_ERR_INVALID_ARGUMENT"},
-        {CONVOY_ERR_SHAPE, "CONVOY_ERR_SHAPE"},
-        {CONVOY_ERR_UNSUPPORTED, "CONVOY_ERR_UNSUPPORTED"},
-        {CONVOY_ERR_OUT_OF_MEMORY, "CONVOY_ERR_OUT_OF_MEMORY"},
-        {CONVOY_ERR_NO_DEVICE, "CONVOY_ERR_NO_DEVICE"},
-        {CONVOY_ERR_BACKEND, "CONVOY_ERR_BACKEND"},
-        {CONVOY_ERR_DEPENDENCY_FAILED, "CONVOY_ERR_DEPENDENCY_FAILED"},
-        {CONVOY_ERR_BUSY, "CONVOY_ERR_BUSY"},
-        {CONVOY_ERR_INTERNAL, "CONVOY_ERR_INTERNAL"},
-        {CONVOY_ERR_TASK_FAILED, "CONVOY_ERR_TASK_FAILED"},
+#define STATUS_ENTRY(name, value, text) {name, #name},
+        CONVOY_STATUS_LIST(STATUS_ENTRY)
+#undef STATUS_ENTRY
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i)
         assert_string_equal(convoy_status_name(names[i].status), names[i].name);
