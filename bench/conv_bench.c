@@ -194,10 +194,17 @@ int main(int argc, char **argv)
         for (int k = 0; k < 5; ++k)
             convoy_tensor_destroy(t[k]);
     }
-    if (on_cpu)
+    if (on_cpu) {
         printf("\n%d of %d targeted layers meet their target (grouped, depthwise and 7x7 layers "
                "have none)\n",
                checked - misses, checked);
+        /* A second baseline shows whether other work shared the cores meanwhile. */
+        double again = sgemm_gflops(SGEMM_SIZE);
+        double drift = 100.0 * (again - sgemm) / sgemm;
+        printf("sgemm again at the end: %.1f GFLOP/s (%+.0f%%)%s\n", again, drift,
+               drift > 10.0 || drift < -10.0 ? ": the machine was busy, the ratios are unreliable"
+                                             : "");
+    }
     convoy_runtime_destroy(rt);
     suite_free(&s);
     return 0;

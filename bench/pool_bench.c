@@ -88,7 +88,7 @@ int main(void)
     printf("%-8s %10s %12s %12s %10s %8s\n", "size", "pairs/run", "convoy ns", "malloc ns",
            "hit rate", "target");
 
-    int misses = 0;
+    int misses = 0, sizes = 0;
     for (size_t bytes = 256; bytes <= ((size_t)64 << 20); bytes *= 4) {
         int64_t elements = (int64_t)(bytes / sizeof(float));
         long iterations = 200000;
@@ -118,10 +118,11 @@ int main(void)
                iterations, pool, plain, requests ? 100.0 * (double)hits / (double)requests : 0.0,
                pool <= TARGET_NS ? "ok" : "MISS");
         misses += pool > TARGET_NS;
+        ++sizes;
         fflush(stdout);
     }
-    printf("\ntarget <= %.0f ns per cached pair: %s\n", TARGET_NS,
-           misses ? "missed at some sizes" : "met at every size");
+    printf("\ntarget <= %.0f ns per cached pair: met at %d of %d sizes\n", TARGET_NS,
+           sizes - misses, sizes);
     convoy_runtime_destroy(rt);
     return 0;
 }
