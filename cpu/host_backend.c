@@ -310,8 +310,9 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config,
         size_t len = end ? (size_t)(end - blas) : strlen(blas);
         snprintf(version, sizeof version, "%.*s", (int)len, blas);
     }
-    snprintf(h->description, sizeof h->description, "cpu: %s, %d BLAS threads per task%s%s",
-             version, openblas_get_num_threads(), config->note ? " " : "",
+    int threads = openblas_get_num_threads();
+    snprintf(h->description, sizeof h->description, "cpu: %s, %d BLAS thread%s per task%s%s",
+             version, threads, threads == 1 ? "" : "s", config->note ? " " : "",
              config->note ? config->note : "");
     *out = &h->base;
     return CONVOY_OK;

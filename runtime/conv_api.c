@@ -174,7 +174,7 @@ convoy_status convoy_conv_explain(convoy_runtime *rt, const convoy_conv_params *
                                         : "direct");
     snprintf(info->algorithm, sizeof info->algorithm, "%s", plan->candidate.name);
     info->workspace_bytes = plan->workspace_bytes;
-    info->images_per_chunk = plan->images_per_chunk;
+    info->images_per_chunk = impl == CONVOY_IMPL_GEMM ? plan->images_per_chunk : 0;
     info->from_cache = from_cache;
     return CONVOY_OK;
 }

@@ -13,16 +13,30 @@
 
 static const char *const axis_names[2][3] = {{"H", "W", ""}, {"D", "H", "W"}};
 
+/* Called for every tensor created, so it formats digits by hand rather than
+ * through snprintf. */
 void convoy__dims_text(const int64_t *dims, int rank, char *buffer, size_t size)
 {
     size_t used = 0;
-    buffer[0] = '\0';
-    for (int i = 0; i < rank && used < size; ++i) {
-        int n = snprintf(buffer + used, size - used, i ? "x%lld" : "%lld", (long long)dims[i]);
-        if (n < 0)
+    for (int i = 0; i < rank; ++i) {
+        char digits[24];
+        int count = 0;
+        uint64_t value = dims[i] < 0 ? (uint64_t)(-(dims[i] + 1)) + 1 : (uint64_t)dims[i];
+        do {
+            digits[count++] = (char)('0' + value % 10);
+            value /= 10;
+        } while (value);
+        if (dims[i] < 0)
+            digits[count++] = '-';
+        if (used + (size_t)count + (i ? 1u : 0u) + 1 > size)
             break;
-        used += (size_t)n;
+        if (i)
+            buffer[used++] = 'x';
+        while (count)
+            buffer[used++] = digits[--count];
     }
+    if (size)
+        buffer[used] = '\0';
 }
 
 convoy_status convoy__conv_check_params(const char *call, const convoy_conv_params *p)

@@ -58,7 +58,7 @@ convoy_status convoy_tensor_create(convoy_runtime *rt, int ndim, const int64_t *
     convoy__dims_text(dims, ndim, t->text, sizeof t->text);
     if (bytes > 0) {
         char what[128];
-        snprintf(what, sizeof what, "tensor %s", t->text);
+        convoy__text_join(what, sizeof what, "tensor ", t->text);
         convoy_status status = convoy__pool_alloc(rt->pool, bytes, NULL, what, &t->storage);
         if (status != CONVOY_OK) {
             free(t);
@@ -109,10 +109,15 @@ void convoy_tensor_destroy(convoy_tensor *t)
     if (!t)
         return;
     convoy_runtime *rt = t->runtime;
+    /* No task still uses the tensor: free it now, no release task needed. */
+    if (convoy__scheduler_clear_if_idle(rt->scheduler, &t->hazards)) {
+        unlink_and_free(t, NULL);
+        return;
+    }
     release_payload payload = {t};
     convoy__hazard_access access = {&t->hazards, CONVOY__ACCESS_RELEASE};
     char label[128];
-    snprintf(label, sizeof label, "release %s", t->text);
+    convoy__text_join(label, sizeof label, "release ", t->text);
     convoy__task_desc desc = {CONVOY__TASK_RELEASE, CONVOY__QUEUE_COMPUTE, label, release_run,
                               NULL, NULL, &payload, sizeof payload, &access, 1};
     if (convoy__scheduler_submit(rt->scheduler, &desc, NULL) != CONVOY_OK) {

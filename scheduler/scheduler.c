@@ -231,6 +231,19 @@ void convoy__hazards_clear(convoy__scheduler *s, convoy__hazards *h)
         pthread_mutex_unlock(&s->lock);
 }
 
+int convoy__scheduler_clear_if_idle(convoy__scheduler *s, convoy__hazards *h)
+{
+    const convoy__backend_ops *ops = s->backend->ops;
+    pthread_mutex_lock(&s->lock);
+    int idle = !h->last_writer || ops->event_query(s->backend, h->last_writer->event, NULL);
+    for (int i = 0; i < h->reader_count && idle; ++i)
+        idle = ops->event_query(s->backend, h->readers[i]->event, NULL);
+    pthread_mutex_unlock(&s->lock);
+    if (idle)
+        convoy__hazards_clear(s, h);
+    return idle;
+}
+
 /* Collects the dependencies of every access; 0 when host memory ran out. */
 static int collect_dependencies(convoy_task *task, const convoy__task_desc *desc)
 {

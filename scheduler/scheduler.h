@@ -117,6 +117,11 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *scheduler, const convo
  * call (with its message), or CONVOY_OK. */
 convoy_status convoy__scheduler_synchronize(convoy__scheduler *scheduler);
 
+/* When every task named in the hazard record has completed, drops the
+ * references and returns 1: the tensor may be freed at once. Returns 0 when
+ * some task may still use it. */
+int convoy__scheduler_clear_if_idle(convoy__scheduler *scheduler, convoy__hazards *hazards);
+
 /* Drops a hazard record's task references (tensor teardown at destroy). */
 void convoy__hazards_clear(convoy__scheduler *scheduler, convoy__hazards *hazards);
 
