@@ -33,13 +33,12 @@ static void run_pointwise(const convoy__conv_geom *g, convoy_conv_direction dire
                             (int)c_grp, 1.0f, w, (int)c_grp, x, (int)s, 0.0f, y, (int)s);
                 break;
             case CONVOY_CONV_BACKWARD_DATA:
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c_grp, (int)s,
-                            (int)m_grp, 1.0f, w, (int)c_grp, y, (int)s, 0.0f, x, (int)s);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c_grp, (int)s, (int)m_grp,
+                            1.0f, w, (int)c_grp, y, (int)s, 0.0f, x, (int)s);
                 break;
             case CONVOY_CONV_BACKWARD_FILTER:
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m_grp, (int)c_grp,
-                            (int)s, 1.0f, y, (int)s, x, (int)s, n == 0 ? 0.0f : 1.0f, w,
-                            (int)c_grp);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m_grp, (int)c_grp, (int)s,
+                            1.0f, y, (int)s, x, (int)s, n == 0 ? 0.0f : 1.0f, w, (int)c_grp);
                 break;
             }
         }
@@ -52,11 +51,11 @@ convoy_status convoy__cpu_conv_1x1(const convoy__conv_geom *geom, convoy_conv_di
     if (!geom || !buffers)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "1x1 convolution: NULL argument");
     if (!convoy__geom_is_pointwise(geom))
-        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
-                             "1x1 convolution: the geometry is not pointwise (kernel %lldx%lldx%lld, "
-                             "stride or padding not neutral, or unshared filters)",
-                             (long long)geom->kernel[0], (long long)geom->kernel[1],
-                             (long long)geom->kernel[2]);
+        return convoy__error(
+            CONVOY_ERR_INVALID_ARGUMENT,
+            "1x1 convolution: the geometry is not pointwise (kernel %lldx%lldx%lld, "
+            "stride or padding not neutral, or unshared filters)",
+            (long long)geom->kernel[0], (long long)geom->kernel[1], (long long)geom->kernel[2]);
     for (int a = 0; a < 3; ++a) {
         if (geom->out[a] != geom->in[a])
             return convoy__error(CONVOY_ERR_INTERNAL,

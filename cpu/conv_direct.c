@@ -2,7 +2,6 @@
  * over the CONV_SEMANTICS.md sums, accumulating in double. It is the library's reference and
  * its last resort, so it favours being obviously right over speed and needs no workspace. */
 #include <stdint.h>
-#include <string.h>
 
 #include "cpu/conv_cpu.h"
 #include "kernels/conv_index.h"
@@ -31,8 +30,8 @@ static direct_dims dims_of(const convoy__conv_geom *g)
 
 /* Offset of filter (m, ci, tap 0) for output position o: shared filters ignore o, unshared
  * ones keep one (C/g, k0, k1, k2) block per output position. */
-static int64_t filter_base(const convoy__conv_geom *g, const direct_dims *d, int64_t m,
-                           int64_t o, int64_t ci)
+static int64_t filter_base(const convoy__conv_geom *g, const direct_dims *d, int64_t m, int64_t o,
+                           int64_t ci)
 {
     int64_t block = g->unshared ? m * d->out_volume + o : m;
     return (block * d->group_in + ci) * d->kernel_volume;
@@ -184,9 +183,8 @@ static void direct_backward_filter(const convoy__conv_geom *g, const float *x, c
                 for (t[0] = 0; t[0] < g->kernel[0]; ++t[0])
                     for (t[1] = 0; t[1] < g->kernel[1]; ++t[1])
                         for (t[2] = 0; t[2] < g->kernel[2]; ++t[2], ++ti)
-                            dw_block[ti] = (float)filter_entry(g, &d, x, dy, m,
-                                                               grp * d.group_in + ci, t,
-                                                               o_begin, o_end);
+                            dw_block[ti] = (float)filter_entry(
+                                g, &d, x, dy, m, grp * d.group_in + ci, t, o_begin, o_end);
             }
         }
     }

@@ -167,8 +167,8 @@ static int64_t padded_offset(const convoy__conv_geom *g, const ref_layout *r, in
 }
 
 /* Filter offset of (m, o, ci, t); o only matters for unshared filters. */
-static int64_t filter_offset(const convoy__conv_geom *g, const ref_layout *r, int64_t m,
-                             int64_t o, int64_t ci, int64_t t)
+static int64_t filter_offset(const convoy__conv_geom *g, const ref_layout *r, int64_t m, int64_t o,
+                             int64_t ci, int64_t t)
 {
     int64_t block = g->unshared ? m * r->out_volume + o : m;
     return (block * r->group_in + ci) * r->kvol + t;
@@ -183,18 +183,18 @@ static double *reference(const convoy__conv_geom *g, convoy_conv_direction direc
     int64_t n_x = g->batch * g->in_channels, n_w = convoy__geom_filter_numel(g);
     double *xp = calloc((size_t)(n_x * r.padded_volume + 1), sizeof(double));
     double *wf = calloc((size_t)(n_w + 1), sizeof(double)); /* w' of CONV_SEMANTICS.md 3 */
-    double *result = calloc((size_t)(convoy__geom_output_numel(g) + convoy__geom_input_numel(g) +
-                                     n_w + 1),
-                            sizeof(double));
+    double *result =
+        calloc((size_t)(convoy__geom_output_numel(g) + convoy__geom_input_numel(g) + n_w + 1),
+               sizeof(double));
     assert_true(xp && wf && result);
     if (direction != CONVOY_CONV_BACKWARD_DATA) {
         for (int64_t nc = 0; nc < n_x; ++nc)
             for (int64_t p = 0; p < in_volume; ++p) {
                 int64_t p0 = p / (g->in[1] * g->in[2]), p1 = p / g->in[2] % g->in[1];
                 int64_t p2 = p % g->in[2];
-                int64_t q = ((p0 + g->pad_before[0]) * r.padded[1] + p1 + g->pad_before[1]) *
-                                r.padded[2] +
-                            p2 + g->pad_before[2];
+                int64_t q =
+                    ((p0 + g->pad_before[0]) * r.padded[1] + p1 + g->pad_before[1]) * r.padded[2] +
+                    p2 + g->pad_before[2];
                 xp[nc * r.padded_volume + q] = x[nc * in_volume + p];
             }
     }
@@ -231,9 +231,9 @@ static double *reference(const convoy__conv_geom *g, convoy_conv_direction direc
             for (int64_t p = 0; p < in_volume; ++p) {
                 int64_t p0 = p / (g->in[1] * g->in[2]), p1 = p / g->in[2] % g->in[1];
                 int64_t p2 = p % g->in[2];
-                int64_t q = ((p0 + g->pad_before[0]) * r.padded[1] + p1 + g->pad_before[1]) *
-                                r.padded[2] +
-                            p2 + g->pad_before[2];
+                int64_t q =
+                    ((p0 + g->pad_before[0]) * r.padded[1] + p1 + g->pad_before[1]) * r.padded[2] +
+                    p2 + g->pad_before[2];
                 result[nc * in_volume + p] = dxp[nc * r.padded_volume + q];
             }
     if (dwf) /* the gradient of w' flipped back to w's order */
@@ -345,8 +345,8 @@ static void check_im2col(const convoy__conv_geom *g, const float *x)
             int64_t src = convoy__im2col_source(g, r, j);
             float want = src < 0 ? 0.0f : x[src];
             if (got != want && bad++ < 5)
-                print_message("  im2col[%lld, %lld] got %g want %g\n", (long long)r,
-                              (long long)j, (double)got, (double)want);
+                print_message("  im2col[%lld, %lld] got %g want %g\n", (long long)r, (long long)j,
+                              (double)got, (double)want);
             lhs += (double)got * (double)c[r * ld + j];
             magnitude += fabs((double)got * (double)c[r * ld + j]);
         }
@@ -357,8 +357,8 @@ static void check_im2col(const convoy__conv_geom *g, const float *x)
             float want = convoy__col2im_gather(g, c, ld, ch, pc);
             float got = image[ch * in_volume + p];
             if (got != want && bad++ < 5)
-                print_message("  col2im[%lld, %lld] got %g want %g\n", (long long)ch,
-                              (long long)p, (double)got, (double)want);
+                print_message("  col2im[%lld, %lld] got %g want %g\n", (long long)ch, (long long)p,
+                              (double)got, (double)want);
             rhs += (double)x[ch * in_volume + p] * (double)got;
         }
     if (fabs(lhs - rhs) > 1e-5 * magnitude + 1e-9) {
@@ -417,7 +417,7 @@ static void test_grid_2d(void **state)
     (void)state;
     int before = cases_run;
     static const int64_t shapes[][2][4] = {
-        {{8, 1, 6, 6}, {5, 1, 2, 2}}, {{8, 1, 8, 8}, {4, 1, 3, 3}},  {{2, 1, 7, 7}, {2, 1, 3, 3}},
+        {{8, 1, 6, 6}, {5, 1, 2, 2}},   {{8, 1, 8, 8}, {4, 1, 3, 3}}, {{2, 1, 7, 7}, {2, 1, 3, 3}},
         {{6, 1, 10, 11}, {1, 1, 2, 3}}, {{2, 1, 6, 5}, {4, 1, 1, 3}}, {{1, 5, 9, 9}, {4, 5, 3, 2}},
     };
     static const int64_t strides[][2] = {{1, 1}, {2, 2}, {2, 4}};
@@ -494,11 +494,22 @@ static const conv_case option_cases[] = {
     /* asymmetric padding, 2D and 3D */
     {2, {2, 3, 7, 8}, {2, 3, 3, 2}, {1, 1}, {1, 1}, EXPLICIT, {1, 2}, {2, 1}, 1, 1, 0},
     {2, {2, 2, 6, 9}, {3, 2, 2, 3}, {2, 3}, {2, 1}, EXPLICIT, {2, 0}, {1, 0}, 1, 1, 0},
-    {3, {2, 2, 5, 6, 4}, {2, 2, 2, 3, 2}, {1, 2, 1}, {1, 1, 2}, EXPLICIT, {1, 0, 2}, {0, 2, 1},
-     1, 1, 0},
-    /* wide images (one image per GEMM) and a cache-trimmed chunk */
+    {3,
+     {2, 2, 5, 6, 4},
+     {2, 2, 2, 3, 2},
+     {1, 2, 1},
+     {1, 1, 2},
+     EXPLICIT,
+     {1, 0, 2},
+     {0, 2, 1},
+     1,
+     1,
+     0},
+    /* wide images (one image per GEMM, straight into the output), 2D and 3D */
     {2, {3, 3, 34, 34}, {4, 3, 3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 1, 1, 0},
-    {2, {3, 256, 20, 20}, {2, 128, 3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 2, 1, 0},
+    {3, {3, 2, 8, 8, 9}, {3, 2, 3, 2, 3}, {1, 1, 1}, {1, 1, 1}, HALF, {0}, {0}, 1, 1, 0},
+    /* a 1.8 MB column matrix per image: the GEMM path trims a chunk of 3 to 2 + 1 */
+    {2, {3, 128, 20, 20}, {2, 64, 3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 2, 1, 0},
     /* pointwise: the 1x1 path (and gemm, direct) with groups and in 3D */
     {2, {3, 6, 5, 7}, {4, 6, 1, 1}, {1, 1}, {1, 1}, VALID, {0}, {0}, 1, 1, 0},
     {2, {2, 6, 4, 4}, {4, 3, 1, 1}, {1, 1}, {2, 3}, VALID, {0}, {0}, 2, 0, 0},
@@ -572,8 +583,8 @@ static void test_bad_arguments(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grid_2d),      cmocka_unit_test(test_grid_3d),
-        cmocka_unit_test(test_options),      cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_grid_2d),       cmocka_unit_test(test_grid_3d),
+        cmocka_unit_test(test_options),       cmocka_unit_test(test_empty),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
