@@ -36,9 +36,11 @@ size_t convoy__cpu_gemm_workspace_fixed(const convoy__conv_geom *geom,
 size_t convoy__cpu_gemm_workspace_per_image(const convoy__conv_geom *geom,
                                             convoy_conv_direction direction);
 
-/* Runs the GEMM path with images_per_chunk images per im2col chunk, using
- * workspace (at least fixed + per_image * images_per_chunk bytes). Handles
- * groups, unshared filters, flip, stride, dilation, asymmetric padding. */
+/* Runs the GEMM path with at most images_per_chunk images per im2col chunk
+ * (it may put fewer in one GEMM when that is faster), using workspace (at
+ * least fixed + per_image * images_per_chunk bytes; may be NULL when batch,
+ * C or M is 0). Handles groups, unshared filters, flip, stride, dilation,
+ * asymmetric padding. */
 convoy_status convoy__cpu_conv_gemm(const convoy__conv_geom *geom, convoy_conv_direction direction,
                                     const convoy__conv_buffers *buffers, int64_t images_per_chunk,
                                     float *workspace);
