@@ -29,6 +29,9 @@ bench: build
 	$(BUILD)/bench/conv_bench bench/conv_suite.txt
 	$(BUILD)/bench/task_overhead
 	$(BUILD)/bench/pool_bench
+	$(BUILD)/bench/pipeline_bench bench/conv_suite.txt
+	@if [ -x $(BUILD)/bench/cudnn_compare ]; then \
+	  $(BUILD)/bench/cudnn_compare bench/conv_suite.txt || [ $$? -eq 77 ]; fi
 
 # AddressSanitizer + UndefinedBehaviorSanitizer, CPU backend only (the CUDA
 # backend cannot run without a GPU, and the sanitizers do not see into it).
