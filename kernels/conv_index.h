@@ -19,12 +19,6 @@
 
 #include "scheduler/conv_geometry.h"
 
-#ifdef __CUDACC__
-#define CONVOY_HD __host__ __device__
-#else
-#define CONVOY_HD
-#endif
-
 /* Kernel tap whose weight multiplies position t of the column matrix. */
 CONVOY_HD static inline int64_t convoy__conv_tap(const convoy__conv_geom *g, int axis, int64_t t)
 {

@@ -12,6 +12,13 @@
 
 #include "convoy.h"
 
+/* The helpers below also run in CUDA kernels. */
+#ifdef __CUDACC__
+#define CONVOY_HD __host__ __device__
+#else
+#define CONVOY_HD
+#endif
+
 typedef struct convoy__conv_geom {
     int spatial_dims;       /* 2 or 3, as the caller asked; informational */
     int64_t batch;          /* N */
@@ -43,38 +50,38 @@ typedef struct convoy__conv_buffers {
 
 /* Sizes derived from a geometry; all products are known to fit in int64
  * because the runtime checked them when it built the geometry. */
-static inline int64_t convoy__geom_in_spatial(const convoy__conv_geom *g)
+CONVOY_HD static inline int64_t convoy__geom_in_spatial(const convoy__conv_geom *g)
 {
     return g->in[0] * g->in[1] * g->in[2];
 }
 
-static inline int64_t convoy__geom_out_spatial(const convoy__conv_geom *g)
+CONVOY_HD static inline int64_t convoy__geom_out_spatial(const convoy__conv_geom *g)
 {
     return g->out[0] * g->out[1] * g->out[2];
 }
 
-static inline int64_t convoy__geom_kernel_spatial(const convoy__conv_geom *g)
+CONVOY_HD static inline int64_t convoy__geom_kernel_spatial(const convoy__conv_geom *g)
 {
     return g->kernel[0] * g->kernel[1] * g->kernel[2];
 }
 
 /* Rows of one group's im2col matrix: (C/g) * k0 * k1 * k2. */
-static inline int64_t convoy__geom_col_rows(const convoy__conv_geom *g)
+CONVOY_HD static inline int64_t convoy__geom_col_rows(const convoy__conv_geom *g)
 {
     return (g->in_channels / g->groups) * convoy__geom_kernel_spatial(g);
 }
 
-static inline int64_t convoy__geom_input_numel(const convoy__conv_geom *g)
+CONVOY_HD static inline int64_t convoy__geom_input_numel(const convoy__conv_geom *g)
 {
     return g->batch * g->in_channels * convoy__geom_in_spatial(g);
 }
 
-static inline int64_t convoy__geom_output_numel(const convoy__conv_geom *g)
+CONVOY_HD static inline int64_t convoy__geom_output_numel(const convoy__conv_geom *g)
 {
     return g->batch * g->out_channels * convoy__geom_out_spatial(g);
 }
 
-static inline int64_t convoy__geom_filter_numel(const convoy__conv_geom *g)
+CONVOY_HD static inline int64_t convoy__geom_filter_numel(const convoy__conv_geom *g)
 {
     int64_t shared = g->out_channels * convoy__geom_col_rows(g);
     return g->unshared ? shared * convoy__geom_out_spatial(g) : shared;
@@ -82,7 +89,7 @@ static inline int64_t convoy__geom_filter_numel(const convoy__conv_geom *g)
 
 /* 1 for a convolution that needs no im2col: 1x1x1 kernel, stride 1, no
  * padding, shared filters. */
-static inline int convoy__geom_is_pointwise(const convoy__conv_geom *g)
+CONVOY_HD static inline int convoy__geom_is_pointwise(const convoy__conv_geom *g)
 {
     for (int a = 0; a < 3; ++a) {
         if (g->kernel[a] != 1 || g->stride[a] != 1 || g->pad_before[a] != 0 ||
