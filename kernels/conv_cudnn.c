@@ -1,0 +1,336 @@
+/* The cuDNN paths of the CUDA backend, on cuDNN 9's legacy convolution API: one candidate per
+ * algorithm cuDNN's heuristic (cudnnGetConvolution*Algorithm_v7) ranks and its workspace
+ * query accepts, descriptors built once per plan, and cudnnConvolutionForward /
+ * BackwardData / BackwardFilter with alpha 1, beta 0 on the caller's stream. Built without
+ * cuDNN, the same entry points offer nothing. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda_backend_int.h"
+#include "kernels/cuda_check.h"
+#include "kernels/cudnn_desc.h"
+#include "scheduler/error_detail.h"
+
+#ifdef CONVOY_HAVE_CUDNN
+
+/* kernels/cudnn_desc.c names algorithms by these numeric values. */
+_Static_assert(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM == 1 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED == 7 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT == 8,
+               "cuDNN forward algorithm values changed");
+_Static_assert(CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING == 3 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED == 5 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT == 6,
+               "cuDNN backward-data algorithm values changed");
+_Static_assert(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 == 3 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING == 6 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT == 7,
+               "cuDNN backward-filter algorithm values changed");
+
+/* Costs below the GEMM path's: cuDNN's own ranking, best first (cuda_conv.c places the
+ * other implementations around these). */
+#define CUDNN_FIRST_COST 1.0
+
+/* A plan's descriptors (plan->backend_data). */
+typedef struct cudnn_plan {
+    cudnnTensorDescriptor_t input, output;
+    cudnnFilterDescriptor_t filters;
+    cudnnConvolutionDescriptor_t conv;
+} cudnn_plan;
+
+static void destroy_descriptors(cudnn_plan *p)
+{
+    if (p->conv)
+        cudnnDestroyConvolutionDescriptor(p->conv);
+    if (p->filters)
+        cudnnDestroyFilterDescriptor(p->filters);
+    if (p->output)
+        cudnnDestroyTensorDescriptor(p->output);
+    if (p->input)
+        cudnnDestroyTensorDescriptor(p->input);
+    memset(p, 0, sizeof *p);
+}
+
+/* Fills p (zeroed by the caller) from d. Math is restricted to FMA: cuDNN's default would
+ * allow TF32 tensor cores on Ampere and later, whose 10-bit mantissa inputs break float32
+ * agreement with the CPU and GEMM paths. On failure p holds whatever was created; the caller
+ * destroys it. */
+static convoy_status build_descriptors(const convoy__cudnn_dims *d, cudnn_plan *p)
+{
+    CONVOY__CUDNN_TRY(cudnnCreateTensorDescriptor(&p->input));
+    CONVOY__CUDNN_TRY(cudnnCreateTensorDescriptor(&p->output));
+    CONVOY__CUDNN_TRY(cudnnCreateFilterDescriptor(&p->filters));
+    CONVOY__CUDNN_TRY(cudnnCreateConvolutionDescriptor(&p->conv));
+    CONVOY__CUDNN_TRY(cudnnSetTensorNdDescriptor(p->input, CUDNN_DATA_FLOAT, d->nb_dims, d->input,
+                                                 d->input_strides));
+    CONVOY__CUDNN_TRY(cudnnSetTensorNdDescriptor(p->output, CUDNN_DATA_FLOAT, d->nb_dims, d->output,
+                                                 d->output_strides));
+    CONVOY__CUDNN_TRY(cudnnSetFilterNdDescriptor(p->filters, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                                 d->nb_dims, d->filter));
+    CONVOY__CUDNN_TRY(cudnnSetConvolutionNdDescriptor(
+        p->conv, d->nb_dims - 2, d->pad, d->stride, d->dilation,
+        d->cross_correlation ? CUDNN_CROSS_CORRELATION : CUDNN_CONVOLUTION, CUDNN_DATA_FLOAT));
+    CONVOY__CUDNN_TRY(cudnnSetConvolutionGroupCount(p->conv, d->groups));
+    CONVOY__CUDNN_TRY(cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH));
+    /* The geometry's output extents must be what cuDNN computes from these descriptors. */
+    int out[5];
+    CONVOY__CUDNN_TRY(
+        cudnnGetConvolutionNdForwardOutputDim(p->conv, p->input, p->filters, d->nb_dims, out));
+    for (int i = 0; i < d->nb_dims; ++i) {
+        if (out[i] != d->output[i])
+            return convoy__error(CONVOY_ERR_INTERNAL,
+                                 "cuDNN: output dim %d is %d by cuDNN's formula but %d in the "
+                                 "geometry",
+                                 i, out[i], d->output[i]);
+    }
+    return CONVOY_OK;
+}
+
+static convoy_status descriptors_for(const convoy__conv_geom *geom, cudnn_plan *p)
+{
+    convoy__cudnn_dims d;
+    const char *why = NULL;
+    memset(p, 0, sizeof *p);
+    if (!convoy__cudnn_expressible(geom, &d, &why))
+        return convoy__error(CONVOY_ERR_UNSUPPORTED, "cuDNN: %s", why);
+    convoy_status status = build_descriptors(&d, p);
+    if (status != CONVOY_OK)
+        destroy_descriptors(p);
+    return status;
+}
+
+/* Results reporting tensor-core math are skipped: they would round inputs to TF32 (see
+ * build_descriptors). */
+static int fma_math(cudnnMathType_t math)
+{
+    return math == CUDNN_DEFAULT_MATH || math == CUDNN_FMA_MATH;
+}
+
+static void add(convoy__conv_candidate *out, int max, int *count, convoy_conv_direction direction,
+                int algo, size_t workspace, int reported_deterministic)
+{
+    for (int i = 0; i < *count; ++i) {
+        if (out[i].impl == CONVOY_IMPL_CUDNN && out[i].algo == algo)
+            return; /* cuDNN lists an algorithm once per math type; keep its best rank */
+    }
+    if (*count >= max)
+        return;
+    int rank = 0;
+    for (int i = 0; i < *count; ++i)
+        rank += out[i].impl == CONVOY_IMPL_CUDNN;
+    convoy__conv_candidate *c = &out[(*count)++];
+    memset(c, 0, sizeof *c);
+    c->impl = CONVOY_IMPL_CUDNN;
+    c->algo = algo;
+    snprintf(c->name, sizeof c->name, "cudnn:%s", convoy__cudnn_algo_name(direction, algo));
+    c->workspace_fixed = workspace;
+    c->workspace_per_image = 0;
+    c->deterministic = reported_deterministic && !convoy__cudnn_algo_uses_atomics(direction, algo);
+    c->cost = CUDNN_FIRST_COST + rank;
+}
+
+/* The heuristic ranking of one direction, each entry checked with its workspace query. */
+static void list_forward(convoy__cuda_backend *be, const cudnn_plan *p, convoy__conv_candidate *out,
+                         int max, int *count)
+{
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int returned = 0;
+    if (cudnnGetConvolutionForwardAlgorithm_v7(be->cudnn, p->input, p->filters, p->conv, p->output,
+                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
+                                               perf) != CUDNN_STATUS_SUCCESS)
+        return;
+    for (int i = 0; i < returned; ++i) {
+        size_t bytes = 0;
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || !fma_math(perf[i].mathType) ||
+            cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, p->input, p->filters, p->conv,
+                                                    p->output, perf[i].algo,
+                                                    &bytes) != CUDNN_STATUS_SUCCESS)
+            continue;
+        add(out, max, count, CONVOY_CONV_FORWARD, (int)perf[i].algo, bytes,
+            perf[i].determinism == CUDNN_DETERMINISTIC);
+    }
+}
+
+static void list_backward_data(convoy__cuda_backend *be, const cudnn_plan *p,
+                               convoy__conv_candidate *out, int max, int *count)
+{
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int returned = 0;
+    if (cudnnGetConvolutionBackwardDataAlgorithm_v7(be->cudnn, p->filters, p->output, p->conv,
+                                                    p->input, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                    &returned, perf) != CUDNN_STATUS_SUCCESS)
+        return;
+    for (int i = 0; i < returned; ++i) {
+        size_t bytes = 0;
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || !fma_math(perf[i].mathType) ||
+            cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, p->filters, p->output, p->conv,
+                                                         p->input, perf[i].algo,
+                                                         &bytes) != CUDNN_STATUS_SUCCESS)
+            continue;
+        add(out, max, count, CONVOY_CONV_BACKWARD_DATA, (int)perf[i].algo, bytes,
+            perf[i].determinism == CUDNN_DETERMINISTIC);
+    }
+}
+
+static void list_backward_filter(convoy__cuda_backend *be, const cudnn_plan *p,
+                                 convoy__conv_candidate *out, int max, int *count)
+{
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int returned = 0;
+    if (cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+            be->cudnn, p->input, p->output, p->conv, p->filters,
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf) != CUDNN_STATUS_SUCCESS)
+        return;
+    for (int i = 0; i < returned; ++i) {
+        size_t bytes = 0;
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || !fma_math(perf[i].mathType) ||
+            cudnnGetConvolutionBackwardFilterWorkspaceSize(be->cudnn, p->input, p->output, p->conv,
+                                                           p->filters, perf[i].algo,
+                                                           &bytes) != CUDNN_STATUS_SUCCESS)
+            continue;
+        add(out, max, count, CONVOY_CONV_BACKWARD_FILTER, (int)perf[i].algo, bytes,
+            perf[i].determinism == CUDNN_DETERMINISTIC);
+    }
+}
+
+void convoy__cudnn_candidates(convoy__cuda_backend *be, const convoy__conv_geom *geom,
+                              convoy_conv_direction direction, convoy__conv_candidate *out, int max,
+                              int *count)
+{
+    if (!be->has_cudnn || !convoy__cudnn_expressible(geom, NULL, NULL))
+        return;
+    cudnn_plan p;
+    if (descriptors_for(geom, &p) != CONVOY_OK)
+        return;
+    pthread_mutex_lock(&be->lock);
+    switch (direction) {
+    case CONVOY_CONV_FORWARD:
+        list_forward(be, &p, out, max, count);
+        break;
+    case CONVOY_CONV_BACKWARD_DATA:
+        list_backward_data(be, &p, out, max, count);
+        break;
+    case CONVOY_CONV_BACKWARD_FILTER:
+        list_backward_filter(be, &p, out, max, count);
+        break;
+    }
+    pthread_mutex_unlock(&be->lock);
+    destroy_descriptors(&p);
+}
+
+convoy_status convoy__cudnn_prepare(convoy__cuda_backend *be, convoy__conv_plan *plan)
+{
+    if (!be->has_cudnn)
+        return convoy__error(CONVOY_ERR_UNSUPPORTED, "cuDNN is not in use by this backend");
+    cudnn_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuDNN: out of host memory for a plan");
+    convoy_status status = descriptors_for(&plan->geom, p);
+    if (status != CONVOY_OK) {
+        free(p);
+        return status;
+    }
+    plan->backend_data = p;
+    return CONVOY_OK;
+}
+
+void convoy__cudnn_release(convoy__cuda_backend *be, convoy__conv_plan *plan)
+{
+    (void)be;
+    cudnn_plan *p = plan->backend_data;
+    if (p) {
+        destroy_descriptors(p);
+        free(p);
+    }
+    plan->backend_data = NULL;
+}
+
+convoy_status convoy__cudnn_run(convoy__cuda_backend *be, cudaStream_t stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *b,
+                                void *workspace)
+{
+    const cudnn_plan *p = plan->backend_data;
+    if (!p || !be->has_cudnn)
+        return convoy__error(CONVOY_ERR_INTERNAL, "cuDNN: plan %s was not prepared",
+                             plan->candidate.name);
+    const float one = 1.0f, zero = 0.0f;
+    size_t bytes = workspace ? plan->workspace_bytes : 0;
+    CONVOY__CUDNN_TRY(cudnnSetStream(be->cudnn, stream));
+    switch (plan->direction) {
+    case CONVOY_CONV_FORWARD:
+        CONVOY__CUDNN_TRY(cudnnConvolutionForward(be->cudnn, &one, p->input, b->input, p->filters,
+                                                  b->filters, p->conv,
+                                                  (cudnnConvolutionFwdAlgo_t)plan->candidate.algo,
+                                                  workspace, bytes, &zero, p->output, b->output));
+        break;
+    case CONVOY_CONV_BACKWARD_DATA:
+        CONVOY__CUDNN_TRY(cudnnConvolutionBackwardData(
+            be->cudnn, &one, p->filters, b->filters, p->output, b->output, p->conv,
+            (cudnnConvolutionBwdDataAlgo_t)plan->candidate.algo, workspace, bytes, &zero, p->input,
+            b->input));
+        break;
+    case CONVOY_CONV_BACKWARD_FILTER:
+        CONVOY__CUDNN_TRY(cudnnConvolutionBackwardFilter(
+            be->cudnn, &one, p->input, b->input, p->output, b->output, p->conv,
+            (cudnnConvolutionBwdFilterAlgo_t)plan->candidate.algo, workspace, bytes, &zero,
+            p->filters, b->filters));
+        break;
+    }
+    return CONVOY_OK;
+}
+
+void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size)
+{
+    size_t v = cudnnGetVersion();
+    /* cuDNN 9 encodes its version as major * 10000 + minor * 100 + patch. */
+    snprintf(text, size, "cuDNN %zu.%zu.%zu%s", v / 10000, v % 10000 / 100, v % 100,
+             be->has_cudnn ? "" : " (not in use)");
+}
+
+#else /* !CONVOY_HAVE_CUDNN */
+
+void convoy__cudnn_candidates(convoy__cuda_backend *be, const convoy__conv_geom *geom,
+                              convoy_conv_direction direction, convoy__conv_candidate *out, int max,
+                              int *count)
+{
+    (void)be;
+    (void)geom;
+    (void)direction;
+    (void)out;
+    (void)max;
+    (void)count;
+}
+
+convoy_status convoy__cudnn_prepare(convoy__cuda_backend *be, convoy__conv_plan *plan)
+{
+    (void)be;
+    (void)plan;
+    return convoy__error(CONVOY_ERR_UNSUPPORTED, "convoy was built without cuDNN");
+}
+
+void convoy__cudnn_release(convoy__cuda_backend *be, convoy__conv_plan *plan)
+{
+    (void)be;
+    plan->backend_data = NULL;
+}
+
+convoy_status convoy__cudnn_run(convoy__cuda_backend *be, cudaStream_t stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                void *workspace)
+{
+    (void)be;
+    (void)stream;
+    (void)plan;
+    (void)buffers;
+    (void)workspace;
+    return convoy__error(CONVOY_ERR_UNSUPPORTED, "convoy was built without cuDNN");
+}
+
+void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size)
+{
+    (void)be;
+    snprintf(text, size, "no cuDNN (not built)");
+}
+
+#endif /* CONVOY_HAVE_CUDNN */

@@ -1,0 +1,525 @@
+/* The CUDA backend: the backend interface (scheduler/backend.h) on one CUDA device. Streams
+ * are non-blocking cudaStream_t (never the legacy default stream), events are cudaEvent_t
+ * without timing, memory comes from cudaMalloc / cudaHostAlloc, and work functions run at
+ * enqueue time on the submitting thread, where they only enqueue. Convolutions are in
+ * kernels/cuda_conv.c. Creation fails cleanly, with the reason, on machines without a usable
+ * driver or device, so the runtime can fall back to the CPU. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda_backend_int.h"
+#include "kernels/cuda_check.h"
+#include "scheduler/error_detail.h"
+
+#ifdef CONVOY_HAVE_NVTX
+#include "nvtx3/nvToolsExtCudaRt.h"
+#endif
+
+/* What a convoy__event points at. `armed` is 0 until the event is recorded on a stream (and
+ * again after a record on the NULL stream, which completes it at once), so queries and waits
+ * on such an event need no CUDA call and never touch the legacy default stream. */
+typedef struct cuda_event {
+    cudaEvent_t native;
+    atomic_int armed;
+} cuda_event;
+
+convoy_status convoy__cuda_use_device(const convoy__cuda_backend *be)
+{
+    int current = -1;
+    CONVOY__CUDA_TRY(cudaGetDevice(&current));
+    if (current != be->device)
+        CONVOY__CUDA_TRY(cudaSetDevice(be->device));
+    return CONVOY_OK;
+}
+
+convoy_status convoy__cuda_bind_blas(convoy__cuda_backend *be, cudaStream_t stream)
+{
+    /* cublasSetStream also resets the handle to cuBLAS's own workspace pool, so a stream's
+     * pinned workspace is set again after it on every use. */
+    CONVOY__CUBLAS_TRY(cublasSetStream(be->cublas, stream));
+    if (!be->deterministic)
+        return CONVOY_OK;
+    convoy__cuda_stream *s = be->streams;
+    while (s && s->native != stream)
+        s = s->next;
+    if (!s)
+        return CONVOY_OK; /* a private timing stream: nothing runs beside it on this handle */
+    if (!s->blas_workspace)
+        CONVOY__CUDA_TRY(cudaMalloc(&s->blas_workspace, be->blas_workspace_bytes));
+    CONVOY__CUBLAS_TRY(cublasSetWorkspace(be->cublas, s->blas_workspace, be->blas_workspace_bytes));
+    return CONVOY_OK;
+}
+
+/* ---- lifetime and description ------------------------------------------------------------ */
+
+static void cuda_destroy(convoy__backend *base)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    if (!be)
+        return;
+    (void)convoy__cuda_use_device(be);
+#ifdef CONVOY_HAVE_CUDNN
+    if (be->cudnn)
+        (void)cudnnDestroy(be->cudnn);
+#endif
+    if (be->cublas)
+        (void)cublasDestroy(be->cublas);
+    if (be->private_stream) {
+        (void)cudaStreamSynchronize(be->private_stream);
+        (void)cudaStreamDestroy(be->private_stream);
+    }
+    (void)cudaGetLastError();
+    pthread_mutex_destroy(&be->lock);
+    free(be);
+}
+
+static const char *cuda_describe(convoy__backend *base)
+{
+    return convoy__cuda_of(base)->description;
+}
+
+/* ---- streams ----------------------------------------------------------------------------- */
+
+static convoy_status cuda_stream_create(convoy__backend *base, const char *name,
+                                        convoy__stream **out)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    convoy__cuda_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda: out of host memory for a stream");
+    status = CONVOY__CUDA_CHECK(cudaStreamCreateWithFlags(&s->native, cudaStreamNonBlocking));
+    if (status != CONVOY_OK) {
+        free(s);
+        return status;
+    }
+#ifdef CONVOY_HAVE_NVTX
+    if (name)
+        nvtxNameCudaStreamA(s->native, name);
+#else
+    (void)name;
+#endif
+    pthread_mutex_lock(&be->lock);
+    s->next = be->streams;
+    be->streams = s;
+    pthread_mutex_unlock(&be->lock);
+    *out = (convoy__stream *)s;
+    return CONVOY_OK;
+}
+
+static void cuda_stream_destroy(convoy__backend *base, convoy__stream *stream)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy__cuda_stream *s = (convoy__cuda_stream *)stream;
+    if (!s)
+        return;
+    pthread_mutex_lock(&be->lock);
+    convoy__cuda_stream **link = &be->streams;
+    while (*link && *link != s)
+        link = &(*link)->next;
+    if (*link)
+        *link = s->next;
+    pthread_mutex_unlock(&be->lock);
+    (void)convoy__cuda_use_device(be);
+    /* The interface promises the stream's queued work is done when this returns. */
+    (void)cudaStreamSynchronize(s->native);
+    (void)cudaStreamDestroy(s->native);
+    (void)cudaFree(s->blas_workspace);
+    (void)cudaGetLastError();
+    free(s);
+}
+
+/* CUDA work functions only enqueue, so they run now, on this thread, with the stream's
+ * handle. The NULL stream means "inline": the work goes to the private stream, which is
+ * waited for, so it has finished when this returns as it would have on the host. */
+static convoy_status cuda_stream_enqueue(convoy__backend *base, convoy__stream *stream,
+                                         convoy__work_fn fn, void *arg)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    if (stream) {
+        fn(arg, ((convoy__cuda_stream *)stream)->native);
+        return CONVOY_OK;
+    }
+    fn(arg, be->private_stream);
+    return CONVOY__CUDA_CHECK(cudaStreamSynchronize(be->private_stream));
+}
+
+static void *cuda_stream_native(convoy__backend *base, convoy__stream *stream)
+{
+    return stream ? (void *)((convoy__cuda_stream *)stream)->native
+                  : (void *)convoy__cuda_of(base)->private_stream;
+}
+
+/* The stream work with a NULL native stream goes to, and whether it must be waited for. */
+static cudaStream_t native_or_private(convoy__cuda_backend *be, void *native_stream)
+{
+    return native_stream ? (cudaStream_t)native_stream : be->private_stream;
+}
+
+static convoy_status finish_if_private(convoy__cuda_backend *be, void *native_stream)
+{
+    return native_stream ? CONVOY_OK
+                         : CONVOY__CUDA_CHECK(cudaStreamSynchronize(be->private_stream));
+}
+
+/* ---- events ------------------------------------------------------------------------------- */
+
+static convoy_status cuda_event_create(convoy__backend *base, convoy__event **out)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    cuda_event *e = malloc(sizeof *e);
+    if (!e)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda: out of host memory for an event");
+    status = CONVOY__CUDA_CHECK(cudaEventCreateWithFlags(&e->native, cudaEventDisableTiming));
+    if (status != CONVOY_OK) {
+        free(e);
+        return status;
+    }
+    atomic_init(&e->armed, 0);
+    *out = (convoy__event *)e;
+    return CONVOY_OK;
+}
+
+static void cuda_event_destroy(convoy__backend *base, convoy__event *event)
+{
+    (void)base;
+    cuda_event *e = (cuda_event *)event;
+    if (!e)
+        return;
+    /* cudaEventDestroy may be called while the event is pending; CUDA releases it later. */
+    (void)cudaEventDestroy(e->native);
+    free(e);
+}
+
+static convoy_status cuda_event_record(convoy__backend *base, convoy__event *event,
+                                       convoy__stream *stream)
+{
+    (void)base;
+    cuda_event *e = (cuda_event *)event;
+    if (!stream) {
+        atomic_store_explicit(&e->armed, 0, memory_order_release);
+        return CONVOY_OK;
+    }
+    CONVOY__CUDA_TRY(cudaEventRecord(e->native, ((convoy__cuda_stream *)stream)->native));
+    atomic_store_explicit(&e->armed, 1, memory_order_release);
+    return CONVOY_OK;
+}
+
+static convoy_status cuda_stream_wait_event(convoy__backend *base, convoy__stream *stream,
+                                            convoy__event *event)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    cuda_event *e = (cuda_event *)event;
+    if (!atomic_load_explicit(&e->armed, memory_order_acquire))
+        return CONVOY_OK;
+    cudaStream_t s = stream ? ((convoy__cuda_stream *)stream)->native : be->private_stream;
+    CONVOY__CUDA_TRY(cudaStreamWaitEvent(s, e->native, 0));
+    return CONVOY_OK;
+}
+
+static int cuda_event_query(convoy__backend *base, convoy__event *event, convoy_status *error)
+{
+    (void)base;
+    cuda_event *e = (cuda_event *)event;
+    if (error)
+        *error = CONVOY_OK;
+    if (!atomic_load_explicit(&e->armed, memory_order_acquire))
+        return 1;
+    cudaError_t result = cudaEventQuery(e->native);
+    if (result == cudaSuccess)
+        return 1;
+    if (result == cudaErrorNotReady) {
+        /* Not an error, but CUDA keeps it as the thread's last error; a later launch check
+         * on this thread would otherwise report it. */
+        (void)cudaGetLastError();
+        return 0;
+    }
+    /* A failure of earlier asynchronous work: report it as complete, with the error, so no
+     * one waits forever on an event a faulted context will never fire. */
+    convoy_status status =
+        convoy__cuda_fail((int)result, "cudaEventQuery(event)", __FILE__, __LINE__);
+    if (error)
+        *error = status;
+    return 1;
+}
+
+static convoy_status cuda_event_synchronize(convoy__backend *base, convoy__event *event)
+{
+    (void)base;
+    cuda_event *e = (cuda_event *)event;
+    if (!atomic_load_explicit(&e->armed, memory_order_acquire))
+        return CONVOY_OK;
+    CONVOY__CUDA_TRY(cudaEventSynchronize(e->native));
+    return CONVOY_OK;
+}
+
+/* ---- memory ------------------------------------------------------------------------------- */
+
+static convoy_status cuda_mem_alloc(convoy__backend *base, size_t bytes, void **out)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    void *p = NULL;
+    status = CONVOY__CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    if (status != CONVOY_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "device allocation of %zu bytes", bytes);
+        convoy__error_prefix(what);
+        return status;
+    }
+    *out = p;
+    return CONVOY_OK;
+}
+
+static void cuda_mem_free(convoy__backend *base, void *ptr)
+{
+    if (!ptr)
+        return;
+    (void)convoy__cuda_use_device(convoy__cuda_of(base));
+    (void)cudaFree(ptr);
+    (void)cudaGetLastError();
+}
+
+/* Portable, so the staging memory stays page-locked for every context in the process. */
+static convoy_status cuda_host_alloc(convoy__backend *base, size_t bytes, void **out)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    void *p = NULL;
+    status = CONVOY__CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable));
+    if (status != CONVOY_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "page-locked host allocation of %zu bytes", bytes);
+        convoy__error_prefix(what);
+        return status;
+    }
+    *out = p;
+    return CONVOY_OK;
+}
+
+static void cuda_host_free(convoy__backend *base, void *ptr)
+{
+    (void)base;
+    if (!ptr)
+        return;
+    (void)cudaFreeHost(ptr);
+    (void)cudaGetLastError();
+}
+
+static convoy_status cuda_copy(convoy__backend *base, void *native_stream, void *dst,
+                               const void *src, size_t bytes, int kind)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    static const enum cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
+                                                 cudaMemcpyDeviceToDevice};
+    if (kind < 0 || kind > 2)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda copy: kind %d", kind);
+    if (bytes == 0)
+        return CONVOY_OK;
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    CONVOY__CUDA_TRY(
+        cudaMemcpyAsync(dst, src, bytes, kinds[kind], native_or_private(be, native_stream)));
+    return finish_if_private(be, native_stream);
+}
+
+static convoy_status cuda_host_callback(convoy__backend *base, void *native_stream,
+                                        void (*fn)(void *), void *arg)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    CONVOY__CUDA_TRY(cudaLaunchHostFunc(native_or_private(be, native_stream), fn, arg));
+    return finish_if_private(be, native_stream);
+}
+
+static convoy_status cuda_zero(convoy__backend *base, void *native_stream, void *dst, size_t bytes)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    if (bytes == 0)
+        return CONVOY_OK;
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
+    CONVOY__CUDA_TRY(cudaMemsetAsync(dst, 0, bytes, native_or_private(be, native_stream)));
+    return finish_if_private(be, native_stream);
+}
+
+static size_t cuda_memory_capacity(convoy__backend *base)
+{
+    size_t free_bytes = 0, total = 0;
+    if (convoy__cuda_use_device(convoy__cuda_of(base)) != CONVOY_OK ||
+        cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return total;
+}
+
+static const convoy__backend_ops cuda_ops = {
+    .name = "cuda",
+    .device = CONVOY_DEVICE_CUDA,
+    .enqueue_runs_now = 1,
+    .destroy = cuda_destroy,
+    .describe = cuda_describe,
+    .stream_create = cuda_stream_create,
+    .stream_destroy = cuda_stream_destroy,
+    .stream_enqueue = cuda_stream_enqueue,
+    .stream_native = cuda_stream_native,
+    .event_create = cuda_event_create,
+    .event_destroy = cuda_event_destroy,
+    .event_record = cuda_event_record,
+    .stream_wait_event = cuda_stream_wait_event,
+    .event_query = cuda_event_query,
+    .event_synchronize = cuda_event_synchronize,
+    .mem_alloc = cuda_mem_alloc,
+    .mem_free = cuda_mem_free,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .copy = cuda_copy,
+    .host_callback = cuda_host_callback,
+    .zero = cuda_zero,
+    .memory_capacity = cuda_memory_capacity,
+    .conv_candidates = convoy__cuda_conv_candidates,
+    .conv_prepare = convoy__cuda_conv_prepare,
+    .conv_release = convoy__cuda_conv_release,
+    .conv_run = convoy__cuda_conv_run,
+    .conv_time = convoy__cuda_conv_time,
+};
+
+/* ---- creation ------------------------------------------------------------------------------ */
+
+static void set_why(char *why, size_t why_size, const char *text)
+{
+    if (why && why_size)
+        snprintf(why, why_size, "%s", text);
+}
+
+/* Checks that CUDA and the device are usable; on failure the CUDA error text becomes why. */
+static convoy_status open_device(int index, struct cudaDeviceProp *prop, char *why, size_t why_size)
+{
+    char text[256];
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e == cudaSuccess && count == 0)
+        e = cudaErrorNoDevice;
+    if (e == cudaSuccess && (index < 0 || index >= count)) {
+        snprintf(text, sizeof text, "device index %d is out of range: %d CUDA device%s", index,
+                 count, count == 1 ? "" : "s");
+        set_why(why, why_size, text);
+        return convoy__error(CONVOY_ERR_NO_DEVICE, "cuda: %s", text);
+    }
+    /* cudaSetDevice initialises the device's primary context, so an unusable device
+     * (exclusive-process mode taken, no memory, driver mismatch) shows up here. */
+    if (e == cudaSuccess)
+        e = cudaSetDevice(index);
+    if (e == cudaSuccess)
+        e = cudaGetDeviceProperties(prop, index);
+    if (e != cudaSuccess) {
+        snprintf(text, sizeof text, "%s", cudaGetErrorString(e));
+        set_why(why, why_size, text);
+        (void)cudaGetLastError();
+        return convoy__error(CONVOY_ERR_NO_DEVICE, "cuda: device %d is not usable: %s (%s %d)",
+                             index, text, cudaGetErrorName(e), (int)e);
+    }
+    return CONVOY_OK;
+}
+
+static void describe(convoy__cuda_backend *be, const struct cudaDeviceProp *prop)
+{
+    int driver = 0, runtime = 0, blas = 0;
+    (void)cudaDriverGetVersion(&driver);
+    (void)cudaRuntimeGetVersion(&runtime);
+    (void)cublasGetVersion(be->cublas, &blas);
+    char dnn[96];
+    convoy__cudnn_describe(be, dnn, sizeof dnn);
+    /* CUDA encodes versions as major * 1000 + minor * 10, cuBLAS as major * 10000 + minor *
+     * 100 + patch. */
+    snprintf(be->description, sizeof be->description,
+             "cuda: %.200s (sm_%d%d, %zu MiB), driver %d.%d, runtime %d.%d, %s, cuBLAS %d.%d.%d",
+             prop->name, prop->major, prop->minor, (size_t)(prop->totalGlobalMem >> 20),
+             driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10, dnn,
+             blas / 10000, blas % 10000 / 100, blas % 100);
+}
+
+/* Undoes a partly built backend; tearing down must not replace the message that says what
+ * failed, which also becomes why. */
+static convoy_status abandon(convoy__cuda_backend *be, convoy_status status, char *why,
+                             size_t why_size)
+{
+    char saved[512];
+    snprintf(saved, sizeof saved, "%s", convoy__error_text());
+    set_why(why, why_size, saved);
+    cuda_destroy(&be->base);
+    convoy__error_set_text(saved);
+    return status;
+}
+
+convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, convoy__backend **out,
+                                          char *why, size_t why_size)
+{
+    set_why(why, why_size, "");
+    if (!config || !out) {
+        set_why(why, why_size, "NULL config or out");
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda backend: NULL config or out");
+    }
+    struct cudaDeviceProp prop;
+    memset(&prop, 0, sizeof prop);
+    convoy_status status = open_device(config->device_index, &prop, why, why_size);
+    if (status != CONVOY_OK)
+        return status;
+    convoy__cuda_backend *be = calloc(1, sizeof *be);
+    if (!be) {
+        set_why(why, why_size, "out of host memory");
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda backend: out of host memory");
+    }
+    be->base.ops = &cuda_ops;
+    be->device = config->device_index;
+    be->deterministic = config->deterministic != 0;
+    /* cuBLAS's documented workspace recommendation: 32 MiB on Hopper and later, 4 MiB before. */
+    be->blas_workspace_bytes = (size_t)(prop.major >= 9 ? 32 : 4) << 20;
+    if (pthread_mutex_init(&be->lock, NULL) != 0) {
+        free(be);
+        set_why(why, why_size, "cannot create a mutex");
+        return convoy__error(CONVOY_ERR_INTERNAL, "cuda backend: pthread_mutex_init failed");
+    }
+    if ((status = CONVOY__CUDA_CHECK(
+             cudaStreamCreateWithFlags(&be->private_stream, cudaStreamNonBlocking))) != CONVOY_OK ||
+        (status = CONVOY__CUBLAS_CHECK(cublasCreate(&be->cublas))) != CONVOY_OK ||
+        (status = CONVOY__CUBLAS_CHECK(cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH))) !=
+            CONVOY_OK)
+        return abandon(be, status, why, why_size);
+#ifdef CONVOY_HAVE_CUDNN
+    /* cuDNN is optional: when it cannot start, the GEMM and direct paths still run, and
+     * describe() says it is not in use (CONVOY_REQUIRE=cudnn turns that into an error). */
+    if (config->use_cudnn && cudnnCreate(&be->cudnn) == CUDNN_STATUS_SUCCESS)
+        be->has_cudnn = 1;
+    else
+        be->cudnn = NULL;
+#endif
+    (void)cudaGetLastError();
+    describe(be, &prop);
+    *out = &be->base;
+    return CONVOY_OK;
+}
+
+int convoy__cuda_backend_has_cudnn(convoy__backend *backend)
+{
+    return backend && backend->ops == &cuda_ops && convoy__cuda_of(backend)->has_cudnn;
+}

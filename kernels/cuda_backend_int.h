@@ -1,0 +1,103 @@
+/* The CUDA backend's internal state, shared by the files of kernels/ that implement it:
+ * cuda_backend.c (device, streams, events, memory), cuda_conv.c (the convolution entry
+ * points), conv_gemm_cuda.c (cuBLAS paths) and conv_cudnn.c (cuDNN paths). Needs the CUDA
+ * headers, so only kernels/ includes it.
+ *
+ * Locking. The scheduler enqueues (and so calls conv_run) under its own lock, but the planner
+ * calls conv_candidates, conv_prepare and conv_time under a different one, from whatever
+ * thread submits, and a runtime may be used from many threads. The cuBLAS and cuDNN handles
+ * keep the stream they were last given, so "set the stream, then call" must not interleave
+ * between threads: every use of a handle happens under `lock`, which also guards the stream
+ * list. It is always the innermost lock and is never held while waiting for the device. */
+#ifndef CONVOY_KERNELS_CUDA_BACKEND_INT_H
+#define CONVOY_KERNELS_CUDA_BACKEND_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#ifdef CONVOY_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
+#include "kernels/cuda_backend.h"
+
+/* What a convoy__stream points at on CUDA. */
+typedef struct convoy__cuda_stream {
+    cudaStream_t native;
+    void *blas_workspace; /* cuBLAS workspace of this stream (deterministic mode), lazily */
+    struct convoy__cuda_stream *next;
+} convoy__cuda_stream;
+
+typedef struct convoy__cuda_backend {
+    convoy__backend base;
+    int device;
+    int deterministic; /* pin one cuBLAS workspace per stream (see cuda_bind_blas) */
+    size_t blas_workspace_bytes;
+    cudaStream_t private_stream; /* for the interface's NULL ("run now") stream */
+    pthread_mutex_t lock;        /* guards the handles and the stream list; see above */
+    cublasHandle_t cublas;
+    convoy__cuda_stream *streams;
+#ifdef CONVOY_HAVE_CUDNN
+    cudnnHandle_t cudnn;
+#endif
+    int has_cudnn;
+    char description[640];
+} convoy__cuda_backend;
+
+static inline convoy__cuda_backend *convoy__cuda_of(convoy__backend *be)
+{
+    return (convoy__cuda_backend *)be;
+}
+
+/* Makes the backend's device current on the calling thread. Every entry point that creates
+ * or enqueues device work calls it first, because the current device is per thread and a
+ * runtime may be driven from threads that never chose one. The device is left current. */
+convoy_status convoy__cuda_use_device(const convoy__cuda_backend *be);
+
+/* Points the cuBLAS handle at stream, and in deterministic mode at that stream's own
+ * workspace (allocated on first use): cuBLAS only promises bit-reproducible results across
+ * concurrent streams when each stream has its own workspace. Caller holds be->lock. */
+convoy_status convoy__cuda_bind_blas(convoy__cuda_backend *be, cudaStream_t stream);
+
+/* ---- convolution entry points (cuda_conv.c) -------------------------------------------- */
+
+int convoy__cuda_conv_candidates(convoy__backend *be, const convoy__conv_geom *geom,
+                                 convoy_conv_direction direction, convoy__conv_candidate *out,
+                                 int max);
+convoy_status convoy__cuda_conv_prepare(convoy__backend *be, convoy__conv_plan *plan);
+void convoy__cuda_conv_release(convoy__backend *be, convoy__conv_plan *plan);
+convoy_status convoy__cuda_conv_run(convoy__backend *be, void *native_stream,
+                                    const convoy__conv_plan *plan,
+                                    const convoy__conv_buffers *buffers, void *workspace);
+convoy_status convoy__cuda_conv_time(convoy__backend *be, const convoy__conv_plan *plan,
+                                     double *ms);
+
+/* ---- cuBLAS paths (conv_gemm_cuda.c); caller holds be->lock ---------------------------- */
+
+convoy_status convoy__cuda_conv_gemm(convoy__cuda_backend *be, cudaStream_t stream,
+                                     const convoy__conv_plan *plan,
+                                     const convoy__conv_buffers *buffers, void *workspace);
+convoy_status convoy__cuda_conv_1x1(convoy__cuda_backend *be, cudaStream_t stream,
+                                    const convoy__conv_plan *plan,
+                                    const convoy__conv_buffers *buffers);
+
+/* ---- cuDNN paths (conv_cudnn.c); stubs when built without cuDNN ------------------------- */
+
+/* Appends one candidate per cuDNN algorithm usable for the geometry to out[*count ..max);
+ * any cuDNN failure just adds nothing. Takes be->lock itself. */
+void convoy__cudnn_candidates(convoy__cuda_backend *be, const convoy__conv_geom *geom,
+                              convoy_conv_direction direction, convoy__conv_candidate *out, int max,
+                              int *count);
+/* Builds the plan's descriptors into plan->backend_data. */
+convoy_status convoy__cudnn_prepare(convoy__cuda_backend *be, convoy__conv_plan *plan);
+void convoy__cudnn_release(convoy__cuda_backend *be, convoy__conv_plan *plan);
+/* Runs a prepared cuDNN plan on stream; caller holds be->lock. */
+convoy_status convoy__cudnn_run(convoy__cuda_backend *be, cudaStream_t stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                void *workspace);
+/* "cuDNN 9.19.0" into text, or why it is not in use. */
+void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size);
+
+#endif /* CONVOY_KERNELS_CUDA_BACKEND_INT_H */

@@ -1,0 +1,642 @@
+/* The CUDA backend's host-side parts, on any machine: creation fails cleanly without a usable
+ * GPU (and describes itself and lists candidates with one), the error mapping of the check
+ * macros, what cuDNN can express, and the GEMM, 1x1 and direct paths run step for step on the
+ * CPU: the driver of kernels/gemm_driver.c with host versions of its primitives, built on the
+ * same index headers the CUDA kernels use, and a GEMM emulator that checks every call's
+ * column-major arguments and memory ranges, against a double-precision reference written
+ * here from the CONV_SEMANTICS.md formulas. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "convoy.h"
+#include "kernels/chunk_index.h"
+#include "kernels/cuda_backend.h"
+#include "kernels/cuda_check.h"
+#include "kernels/cudnn_desc.h"
+#include "kernels/direct_index.h"
+#include "kernels/gemm_driver.h"
+#include "scheduler/conv_geometry.h"
+
+/* ---- geometry and data ------------------------------------------------------------------- */
+
+/* One convolution; 2D cases leave axis 0 neutral (extent, kernel, stride, dilation 1). */
+typedef struct tcase {
+    int nd;
+    int64_t n, c, m, groups;
+    int64_t in[3], k[3], s[3], d[3], pb[3], pa[3];
+    int flip, unshared;
+} tcase;
+
+static convoy__conv_geom geom_of(const tcase *t)
+{
+    convoy__conv_geom g;
+    memset(&g, 0, sizeof g);
+    g.spatial_dims = t->nd;
+    g.batch = t->n;
+    g.in_channels = t->c;
+    g.out_channels = t->m;
+    g.groups = t->groups;
+    g.flip = t->flip;
+    g.unshared = t->unshared;
+    for (int a = 0; a < 3; ++a) {
+        g.in[a] = t->in[a];
+        g.kernel[a] = t->k[a];
+        g.stride[a] = t->s[a];
+        g.dilation[a] = t->d[a];
+        g.pad_before[a] = t->pb[a];
+        g.pad_after[a] = t->pa[a];
+        int64_t dk = (t->k[a] - 1) * t->d[a] + 1;
+        g.out[a] = (t->in[a] + t->pb[a] + t->pa[a] - dk) / t->s[a] + 1;
+        assert_true(g.out[a] >= 1);
+    }
+    return g;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static float random_value(void)
+{
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    float v = (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    return v == 0.0f ? 0.25f : v;
+}
+
+static float *floats(int64_t n, int random)
+{
+    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    for (int64_t i = 0; i < n; ++i)
+        p[i] = random ? random_value() : NAN;
+    return p;
+}
+
+/* ---- the reference: CONV_SEMANTICS.md sections 3, 4, 6, 7, by scattering ---------------- */
+
+/* Adds every term of the convolution to the written operand, in double. The kernel tap whose
+ * weight multiplies input position o*s + t*d - pl is t reversed when flipping. */
+static void reference(const convoy__conv_geom *g, convoy_conv_direction dir, const float *x,
+                      const float *w, const float *y, double *out)
+{
+    int64_t cg = g->in_channels / g->groups, mg = g->out_channels / g->groups;
+    int64_t kv = g->kernel[0] * g->kernel[1] * g->kernel[2];
+    int64_t iv = g->in[0] * g->in[1] * g->in[2], ov = g->out[0] * g->out[1] * g->out[2];
+    for (int64_t n = 0; n < g->batch; ++n)
+        for (int64_t m = 0; m < g->out_channels; ++m)
+            for (int64_t o = 0; o < ov; ++o)
+                for (int64_t cc = 0; cc < cg; ++cc)
+                    for (int64_t t = 0; t < kv; ++t) {
+                        int64_t oo[3] = {o / (g->out[1] * g->out[2]), o / g->out[2] % g->out[1],
+                                         o % g->out[2]};
+                        int64_t tt[3] = {t / (g->kernel[1] * g->kernel[2]),
+                                         t / g->kernel[2] % g->kernel[1], t % g->kernel[2]};
+                        int64_t xi = 0, wt = 0, inside = 1;
+                        for (int a = 0; a < 3; ++a) {
+                            int64_t q =
+                                oo[a] * g->stride[a] + tt[a] * g->dilation[a] - g->pad_before[a];
+                            inside &= q >= 0 && q < g->in[a];
+                            xi = xi * g->in[a] + q;
+                            wt = wt * g->kernel[a] + (g->flip ? g->kernel[a] - 1 - tt[a] : tt[a]);
+                        }
+                        if (!inside)
+                            continue;
+                        int64_t c = m / mg * cg + cc;
+                        int64_t xo = (n * g->in_channels + c) * iv + xi;
+                        int64_t wo = ((g->unshared ? m * ov + o : m) * cg + cc) * kv + wt;
+                        int64_t yo = (n * g->out_channels + m) * ov + o;
+                        if (dir == CONVOY_CONV_FORWARD)
+                            out[yo] += (double)x[xo] * w[wo];
+                        else if (dir == CONVOY_CONV_BACKWARD_DATA)
+                            out[xo] += (double)y[yo] * w[wo];
+                        else
+                            out[wo] += (double)y[yo] * x[xo];
+                    }
+}
+
+/* ---- host primitives and a checking GEMM emulator ---------------------------------------- */
+
+/* The buffers a run may touch; every GEMM operand range must lie inside one of them. */
+typedef struct region {
+    const float *base;
+    int64_t count;
+} region;
+
+typedef struct host_ctx {
+    region regions[4];
+    int calls;
+} host_ctx;
+
+static void assert_inside(const host_ctx *h, const float *first, int64_t span)
+{
+    for (int i = 0; i < 4; ++i) {
+        const region *r = &h->regions[i];
+        if (r->base && first >= r->base && first + span <= r->base + r->count)
+            return;
+    }
+    fail_msg("a GEMM operand (%lld elements) lies outside every buffer", (long long)span);
+}
+
+/* Elements spanned by a column-major rows x cols matrix with leading dimension ld. */
+static int64_t span_of(int64_t rows, int64_t cols, int64_t ld)
+{
+    return rows == 0 || cols == 0 ? 0 : (cols - 1) * ld + rows;
+}
+
+/* cuBLAS's column-major strided-batched SGEMM, as documented: beta == 0 never reads C. */
+static convoy_status host_gemm(void *context, const convoy__gemm *g)
+{
+    host_ctx *h = context;
+    assert_int_equal(convoy__gemm_check(g, "test"), CONVOY_OK);
+    h->calls++;
+    for (int64_t i = 0; i < g->batch; ++i) {
+        const float *a = g->a + i * g->stride_a, *b = g->b + i * g->stride_b;
+        float *c = g->c + i * g->stride_c;
+        assert_inside(h, a, span_of(g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda));
+        assert_inside(h, b, span_of(g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb));
+        assert_inside(h, c, span_of(g->m, g->n, g->ldc));
+        for (int64_t col = 0; col < g->n; ++col)
+            for (int64_t row = 0; row < g->m; ++row) {
+                double sum = 0.0;
+                for (int64_t p = 0; p < g->k; ++p) {
+                    float av = g->trans_a ? a[p + row * g->lda] : a[row + p * g->lda];
+                    float bv = g->trans_b ? b[col + p * g->ldb] : b[p + col * g->ldb];
+                    sum += (double)av * bv;
+                }
+                float *dst = &c[row + col * g->ldc];
+                *dst = g->beta == 0.0f ? (float)(g->alpha * sum)
+                                       : (float)(g->alpha * sum + g->beta * *dst);
+            }
+    }
+    return CONVOY_OK;
+}
+
+static convoy_status host_im2col(void *context, const convoy__conv_geom *g, const float *images,
+                                 int64_t count, float *col)
+{
+    (void)context;
+    int64_t total =
+        g->in_channels * convoy__geom_kernel_spatial(g) * count * convoy__geom_out_spatial(g);
+    for (int64_t i = 0; i < total; ++i)
+        col[i] = convoy__im2col_chunk_value(g, images, count, i);
+    return CONVOY_OK;
+}
+
+static convoy_status host_col2im(void *context, const convoy__conv_geom *g, const float *col,
+                                 int64_t count, float *images)
+{
+    (void)context;
+    int64_t total = count * g->in_channels * convoy__geom_in_spatial(g);
+    for (int64_t i = 0; i < total; ++i)
+        images[i] = convoy__col2im_chunk_value(g, col, count, i);
+    return CONVOY_OK;
+}
+
+static convoy_status host_swap(void *context, const float *src, float *dst, int64_t a_count,
+                               int64_t b_count, int64_t inner)
+{
+    (void)context;
+    for (int64_t i = 0; i < a_count * b_count * inner; ++i)
+        dst[i] = src[convoy__swap_axes_source(i, a_count, b_count, inner)];
+    return CONVOY_OK;
+}
+
+static convoy_status host_zero(void *context, float *dst, int64_t count)
+{
+    (void)context;
+    memset(dst, 0, (size_t)count * sizeof(float));
+    return CONVOY_OK;
+}
+
+/* ---- one path, one direction, against the reference ------------------------------------- */
+
+enum path { PATH_GEMM, PATH_1X1, PATH_DIRECT };
+
+static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, enum path path,
+                       int64_t chunk)
+{
+    int64_t nx = convoy__geom_input_numel(g), nw = convoy__geom_filter_numel(g);
+    int64_t ny = convoy__geom_output_numel(g);
+    float *x = floats(nx, dir != CONVOY_CONV_BACKWARD_DATA);
+    float *w = floats(nw, dir != CONVOY_CONV_BACKWARD_FILTER);
+    float *y = floats(ny, dir != CONVOY_CONV_FORWARD);
+    float *written = dir == CONVOY_CONV_FORWARD ? y : dir == CONVOY_CONV_BACKWARD_DATA ? x : w;
+    int64_t count = dir == CONVOY_CONV_FORWARD ? ny : dir == CONVOY_CONV_BACKWARD_DATA ? nx : nw;
+    double *want = calloc((size_t)(count > 0 ? count : 1), sizeof(double));
+    assert_non_null(want);
+    reference(g, dir, x, w, y, want);
+
+    convoy__conv_buffers b = {x, w, y};
+    host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {NULL, 0}}, 0};
+    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero};
+    size_t bytes = 0;
+    float *ws = NULL;
+    if (path == PATH_GEMM) {
+        bytes = convoy__gemm_workspace_fixed(g, dir) +
+                convoy__gemm_workspace_per_image(g, dir) * (size_t)chunk;
+        ws = floats((int64_t)(bytes / sizeof(float)), 0);
+        h.regions[3] = (region){ws, (int64_t)(bytes / sizeof(float))};
+        assert_int_equal(convoy__gemm_conv(&ops, g, dir, &b, chunk, ws, bytes), CONVOY_OK);
+    } else if (path == PATH_1X1) {
+        assert_int_equal(convoy__gemm_conv_1x1(&ops, g, dir, &b), CONVOY_OK);
+    } else {
+        for (int64_t i = 0; i < count; ++i)
+            written[i] =
+                (float)(dir == CONVOY_CONV_FORWARD ? convoy__direct_forward_value(g, x, w, i)
+                        : dir == CONVOY_CONV_BACKWARD_DATA
+                            ? convoy__direct_backward_data_value(g, w, y, i)
+                            : convoy__direct_backward_filter_value(g, x, y, i));
+    }
+    for (int64_t i = 0; i < count; ++i) {
+        double err = fabs((double)written[i] - want[i]);
+        if (!(err <= 1e-4 + 1e-4 * fabs(want[i])))
+            fail_msg("path %d dir %d chunk %lld: element %lld is %g, want %g", (int)path, (int)dir,
+                     (long long)chunk, (long long)i, (double)written[i], want[i]);
+    }
+    free(ws);
+    free(want);
+    free(x);
+    free(w);
+    free(y);
+}
+
+static const tcase cases[] = {
+    /* nd  n  c  m  g   in          k          s          d          pb         pa    flip un */
+    {2, 3, 2, 4, 1, {1, 6, 5}, {1, 3, 2}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}, 1, 0},
+    {2, 4, 4, 6, 2, {1, 7, 6}, {1, 3, 3}, {1, 2, 1}, {1, 1, 2}, {0, 1, 2}, {0, 2, 0}, 0, 0},
+    {2, 2, 3, 2, 1, {1, 5, 5}, {1, 2, 3}, {1, 1, 2}, {1, 2, 1}, {0, 3, 1}, {0, 3, 1}, 1, 0},
+    {2, 2, 4, 4, 2, {1, 4, 4}, {1, 3, 2}, {1, 3, 2}, {1, 1, 1}, {0, 2, 1}, {0, 2, 1}, 1, 1},
+    {2, 3, 2, 3, 1, {1, 5, 4}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0, 1, 0}, {0, 0, 1}, 0, 1},
+    {3, 3, 2, 4, 2, {4, 5, 3}, {2, 3, 2}, {1, 2, 1}, {2, 1, 1}, {1, 1, 0}, {1, 1, 0}, 1, 0},
+    {3, 2, 3, 3, 3, {3, 4, 5}, {3, 1, 2}, {2, 1, 2}, {1, 1, 1}, {2, 0, 1}, {2, 0, 1}, 0, 0},
+    /* strides that leave input rows no window covers (they must come back as 0) */
+    {2, 2, 2, 2, 1, {1, 8, 7}, {1, 2, 2}, {1, 3, 3}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}, 1, 0},
+};
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+static void test_gemm_mapping(void **state)
+{
+    (void)state;
+    /* Row-major C (3 x 4) = op(A) op(B) with k = 5, padded leading dims, batch 2, for every
+     * transpose combination, through the column-major emulator. */
+    for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb) {
+            int64_t m = 3, n = 4, k = 5;
+            int64_t lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 1, ldc = n + 3;
+            int64_t sa = (ta ? k : m) * lda + 1, sb = (tb ? n : k) * ldb, sc = m * ldc + 2;
+            float *a = floats(2 * sa, 1), *b = floats(2 * sb, 1), *c = floats(2 * sc, 1);
+            float *before = malloc((size_t)(2 * sc) * sizeof(float));
+            assert_non_null(before);
+            memcpy(before, c, (size_t)(2 * sc) * sizeof(float));
+            convoy__gemm r = {ta, tb, m, n, k, 1.5f, 0.5f, a, lda, sa, b, ldb, sb, c, ldc, sc, 2};
+            host_ctx h = {{{a, 2 * sa}, {b, 2 * sb}, {c, 2 * sc}, {NULL, 0}}, 0};
+            convoy__gemm col = convoy__gemm_to_column_major(&r);
+            assert_int_equal(col.m, n);
+            assert_int_equal(col.n, m);
+            assert_true(col.a == b && col.b == a && col.trans_a == tb && col.trans_b == ta);
+            assert_int_equal(host_gemm(&h, &col), CONVOY_OK);
+            for (int64_t i = 0; i < 2; ++i)
+                for (int64_t row = 0; row < m; ++row)
+                    for (int64_t j = 0; j < n; ++j) {
+                        double sum = 0.0;
+                        for (int64_t p = 0; p < k; ++p)
+                            sum += (double)(ta ? a[i * sa + p * lda + row]
+                                               : a[i * sa + row * lda + p]) *
+                                   (tb ? b[i * sb + j * ldb + p] : b[i * sb + p * ldb + j]);
+                        double want = 1.5 * sum + 0.5 * before[i * sc + row * ldc + j];
+                        assert_true(fabs(c[i * sc + row * ldc + j] - want) < 1e-4);
+                    }
+            free(before);
+            free(a);
+            free(b);
+            free(c);
+        }
+}
+
+static void test_gemm_check(void **state)
+{
+    (void)state;
+    float dummy = 0.0f;
+    convoy__gemm ok = {0, 1, 4, 3, 2, 1.0f, 0.0f, &dummy, 4, 0, &dummy, 3, 0, &dummy, 4, 0, 1};
+    assert_int_equal(convoy__gemm_check(&ok, "ok"), CONVOY_OK);
+    convoy__gemm bad = ok;
+    bad.lda = 3; /* A is m x k = 4 x 2 untransposed: needs lda >= 4 */
+    assert_int_equal(convoy__gemm_check(&bad, "bad lda"), CONVOY_ERR_INTERNAL);
+    assert_non_null(strstr(convoy_last_error_message(), "lda"));
+    bad = ok;
+    bad.ldb = 2; /* B is stored n x k = 3 x 2 when transposed: needs ldb >= 3 */
+    assert_int_equal(convoy__gemm_check(&bad, "bad ldb"), CONVOY_ERR_INTERNAL);
+    bad = ok;
+    bad.ldc = 1;
+    assert_int_equal(convoy__gemm_check(&bad, "bad ldc"), CONVOY_ERR_INTERNAL);
+    bad = ok;
+    bad.batch = 0;
+    assert_int_equal(convoy__gemm_check(&bad, "bad batch"), CONVOY_ERR_INTERNAL);
+}
+
+static void test_paths_all_cases(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        convoy__conv_geom g = geom_of(&cases[i]);
+        for (int dir = 0; dir < 3; ++dir) {
+            check_path(&g, (convoy_conv_direction)dir, PATH_DIRECT, 0);
+            int64_t chunks[] = {1, 2, g.batch};
+            for (int c = 0; c < 3; ++c)
+                check_path(&g, (convoy_conv_direction)dir, PATH_GEMM, chunks[c]);
+        }
+    }
+}
+
+static void test_pointwise(void **state)
+{
+    (void)state;
+    tcase t[] = {
+        {2, 3, 4, 6, 2, {1, 3, 5}, {1, 1, 1}, {1, 1, 1}, {1, 2, 3}, {0}, {0}, 1, 0},
+        {3, 2, 3, 2, 1, {2, 3, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; ++i) {
+        convoy__conv_geom g = geom_of(&t[i]);
+        assert_true(convoy__geom_is_pointwise(&g));
+        for (int dir = 0; dir < 3; ++dir) {
+            check_path(&g, (convoy_conv_direction)dir, PATH_1X1, 0);
+            check_path(&g, (convoy_conv_direction)dir, PATH_GEMM, 2);
+        }
+    }
+}
+
+/* N, C or M zero: every path zero-fills the written operand and issues no GEMM. */
+static void test_empty(void **state)
+{
+    (void)state;
+    tcase t[] = {
+        {2, 0, 2, 2, 1, {1, 4, 4}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0},
+        {2, 2, 0, 2, 1, {1, 4, 4}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0},
+        {3, 2, 2, 0, 1, {2, 3, 3}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; ++i) {
+        convoy__conv_geom g = geom_of(&t[i]);
+        for (int dir = 0; dir < 3; ++dir) {
+            check_path(&g, (convoy_conv_direction)dir, PATH_GEMM, 1);
+            check_path(&g, (convoy_conv_direction)dir, PATH_DIRECT, 0);
+        }
+    }
+}
+
+static void test_workspace_model(void **state)
+{
+    (void)state;
+    convoy__conv_geom g = geom_of(&cases[1]); /* C 4, k 3x3, P = out0*out1*out2 */
+    size_t p = (size_t)convoy__geom_out_spatial(&g), rows = 4 * 9;
+    assert_int_equal(convoy__gemm_workspace_fixed(&g, CONVOY_CONV_FORWARD), 0);
+    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD), rows * p * 4);
+    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_BACKWARD_DATA), rows * p * 4);
+    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_BACKWARD_FILTER),
+                     (rows + 6) * p * 4);
+    convoy__conv_geom u = geom_of(&cases[3]); /* unshared: one image's column matrix, fixed */
+    assert_int_equal(convoy__gemm_workspace_per_image(&u, CONVOY_CONV_FORWARD), 0);
+    assert_int_equal(convoy__gemm_workspace_fixed(&u, CONVOY_CONV_FORWARD),
+                     (size_t)(4 * 6 * convoy__geom_out_spatial(&u)) * 4);
+
+    /* A workspace for two images shrinks a requested chunk of four; less than one fails. */
+    float dummy[4] = {0};
+    convoy__conv_buffers b = {dummy, dummy, dummy};
+    host_ctx h = {{{NULL, 0}}, 0};
+    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero};
+    size_t one = convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD);
+    assert_int_equal(convoy__gemm_conv(&ops, &g, CONVOY_CONV_FORWARD, &b, 4, dummy, one - 4),
+                     CONVOY_ERR_INTERNAL);
+    assert_int_equal(convoy__gemm_conv(&ops, &g, CONVOY_CONV_FORWARD, &b, 0, dummy, one),
+                     CONVOY_ERR_INTERNAL);
+    assert_int_equal(convoy__gemm_conv(&ops, &g, 7, &b, 1, dummy, one),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+}
+
+static void test_chunk_shrinks_to_workspace(void **state)
+{
+    (void)state;
+    convoy__conv_geom g = geom_of(&cases[0]);
+    int64_t nx = convoy__geom_input_numel(&g), nw = convoy__geom_filter_numel(&g);
+    int64_t ny = convoy__geom_output_numel(&g);
+    float *x = floats(nx, 1), *w = floats(nw, 1), *y = floats(ny, 0);
+    size_t two = 2 * convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD);
+    float *ws = floats((int64_t)(two / 4), 0);
+    host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {ws, (int64_t)(two / 4)}}, 0};
+    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero};
+    convoy__conv_buffers b = {x, w, y};
+    assert_int_equal(convoy__gemm_conv(&ops, &g, CONVOY_CONV_FORWARD, &b, 3, ws, two), CONVOY_OK);
+    double *want = calloc((size_t)ny, sizeof(double));
+    reference(&g, CONVOY_CONV_FORWARD, x, w, y, want);
+    for (int64_t i = 0; i < ny; ++i)
+        assert_true(fabs(y[i] - want[i]) <= 1e-4 + 1e-4 * fabs(want[i]));
+    free(want);
+    free(ws);
+    free(x);
+    free(w);
+    free(y);
+}
+
+static void test_cudnn_expressible(void **state)
+{
+    (void)state;
+    convoy__cudnn_dims d;
+    const char *why = NULL;
+    convoy__conv_geom g = geom_of(&cases[2]); /* 2D, symmetric pads 3/1, stride, dilation */
+    assert_int_equal(convoy__cudnn_expressible(&g, &d, &why), 1);
+    assert_null(why);
+    assert_int_equal(d.nb_dims, 4);
+    int in[4] = {2, 3, 5, 5}, filt[4] = {2, 3, 2, 3};
+    int out[4] = {2, 2, (int)g.out[1], (int)g.out[2]};
+    assert_memory_equal(d.input, in, sizeof in);
+    assert_memory_equal(d.filter, filt, sizeof filt);
+    assert_memory_equal(d.output, out, sizeof out);
+    int istr[4] = {75, 25, 5, 1};
+    assert_memory_equal(d.input_strides, istr, sizeof istr);
+    assert_int_equal(d.output_strides[0], 2 * g.out[1] * g.out[2]);
+    assert_int_equal(d.pad[0], 3);
+    assert_int_equal(d.pad[1], 1);
+    assert_int_equal(d.stride[1], 2);
+    assert_int_equal(d.dilation[0], 2);
+    assert_int_equal(d.groups, 1);
+    assert_int_equal(d.cross_correlation, 0); /* flip on: CUDNN_CONVOLUTION */
+
+    g = geom_of(&cases[5]); /* 3D, groups 2, correlation off -> flip on */
+    assert_int_equal(convoy__cudnn_expressible(&g, &d, NULL), 1);
+    assert_int_equal(d.nb_dims, 5);
+    assert_int_equal(d.filter[1], 1);
+    assert_int_equal(d.groups, 2);
+    assert_int_equal(d.pad[0], 1);
+    assert_int_equal(d.dilation[0], 2);
+    g = geom_of(&cases[6]);
+    assert_int_equal(convoy__cudnn_expressible(&g, &d, NULL), 1);
+    assert_int_equal(d.cross_correlation, 1);
+    assert_int_equal(d.groups, 3);
+
+    g = geom_of(&cases[1]); /* asymmetric padding */
+    assert_int_equal(convoy__cudnn_expressible(&g, &d, &why), 0);
+    assert_non_null(strstr(why, "asymmetric"));
+    g = geom_of(&cases[3]); /* unshared */
+    assert_int_equal(convoy__cudnn_expressible(&g, &d, &why), 0);
+    assert_non_null(strstr(why, "unshared"));
+    g = geom_of(&cases[0]);
+    g.batch = 0;
+    assert_int_equal(convoy__cudnn_expressible(&g, NULL, &why), 0);
+    g = geom_of(&cases[0]);
+    g.in[1] = (int64_t)1 << 33; /* beyond int */
+    g.out[1] = g.in[1] - 2;
+    assert_int_equal(convoy__cudnn_expressible(&g, NULL, &why), 0);
+    g = geom_of(&cases[0]);
+    g.out[2] += 1; /* an output size cuDNN would not compute */
+    assert_int_equal(convoy__cudnn_expressible(&g, NULL, &why), 0);
+}
+
+static void test_cudnn_names(void **state)
+{
+    (void)state;
+    assert_string_equal(convoy__cudnn_algo_name(CONVOY_CONV_FORWARD, 1), "IMPLICIT_PRECOMP_GEMM");
+    assert_string_equal(convoy__cudnn_algo_name(CONVOY_CONV_FORWARD, 7), "WINOGRAD_NONFUSED");
+    assert_string_equal(convoy__cudnn_algo_name(CONVOY_CONV_FORWARD, 8), "UNKNOWN");
+    assert_string_equal(convoy__cudnn_algo_name(CONVOY_CONV_BACKWARD_DATA, 3), "FFT_TILING");
+    assert_string_equal(convoy__cudnn_algo_name(CONVOY_CONV_BACKWARD_FILTER, 3), "ALGO_3");
+    assert_string_equal(convoy__cudnn_algo_name(CONVOY_CONV_BACKWARD_FILTER, 6), "FFT_TILING");
+    assert_string_equal(convoy__cudnn_algo_name(CONVOY_CONV_BACKWARD_FILTER, -1), "UNKNOWN");
+    assert_true(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_BACKWARD_DATA, 0));
+    assert_false(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_BACKWARD_DATA, 1));
+    assert_true(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_BACKWARD_FILTER, 0));
+    assert_true(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_BACKWARD_FILTER, 3));
+    assert_false(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_BACKWARD_FILTER, 1));
+    assert_false(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_FORWARD, 0));
+}
+
+static convoy_status try_cuda(cudaError_t e)
+{
+    CONVOY__CUDA_TRY(e);
+    return CONVOY_OK;
+}
+
+static void test_error_mapping(void **state)
+{
+    (void)state;
+    assert_int_equal(CONVOY__CUDA_CHECK(cudaSuccess), CONVOY_OK);
+    assert_int_equal(CONVOY__CUDA_CHECK(cudaErrorMemoryAllocation), CONVOY_ERR_OUT_OF_MEMORY);
+    const char *msg = convoy_last_error_message();
+    assert_non_null(strstr(msg, "cudaErrorMemoryAllocation failed: "));
+    assert_non_null(strstr(msg, "test_cuda_host.c:"));
+    assert_int_equal(try_cuda(cudaErrorInvalidValue), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "(cudaErrorInvalidValue 1)"));
+    assert_int_equal(try_cuda(cudaSuccess), CONVOY_OK);
+    assert_int_equal(CONVOY__CUBLAS_CHECK(CUBLAS_STATUS_ALLOC_FAILED), CONVOY_ERR_OUT_OF_MEMORY);
+    assert_non_null(strstr(convoy_last_error_message(), "cuBLAS status 3"));
+    assert_int_equal(CONVOY__CUBLAS_CHECK(CUBLAS_STATUS_EXECUTION_FAILED), CONVOY_ERR_BACKEND);
+    assert_int_equal(CONVOY__CUBLAS_CHECK(CUBLAS_STATUS_SUCCESS), CONVOY_OK);
+    assert_int_equal(convoy__cudnn_fail(2000, "cudnnThing()", "a/b/c.c", 7), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "cudnnThing() failed"));
+    assert_non_null(strstr(convoy_last_error_message(), "at b/c.c:7"));
+    assert_int_equal(CONVOY_CEIL_DIV(257, 256), 2);
+    assert_int_equal(CONVOY_CEIL_DIV(256, 256), 1);
+}
+
+static void check_candidates(convoy__backend *be)
+{
+    tcase pw = {2, 2, 4, 4, 1, {1, 8, 8}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0};
+    const tcase *list[] = {&cases[0], &cases[1], &cases[3], &pw};
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; ++i) {
+        convoy__conv_geom g = geom_of(list[i]);
+        for (int dir = 0; dir < 3; ++dir) {
+            convoy__conv_candidate c[CONVOY__MAX_CANDIDATES];
+            int n = be->ops->conv_candidates(be, &g, (convoy_conv_direction)dir, c,
+                                             CONVOY__MAX_CANDIDATES);
+            int gemm = 0, direct = 0, one = 0, dnn = 0;
+            for (int j = 0; j < n; ++j) {
+                gemm += c[j].impl == CONVOY_IMPL_GEMM;
+                direct += c[j].impl == CONVOY_IMPL_DIRECT && c[j].deterministic;
+                one += c[j].impl == CONVOY_IMPL_1X1;
+                dnn += c[j].impl == CONVOY_IMPL_CUDNN;
+                if (c[j].impl == CONVOY_IMPL_CUDNN)
+                    assert_int_equal(strncmp(c[j].name, "cudnn:", 6), 0);
+            }
+            assert_int_equal(gemm, 1);
+            assert_int_equal(direct, 1);
+            assert_int_equal(one, convoy__geom_is_pointwise(&g));
+            if (!convoy__cudnn_expressible(&g, NULL, NULL) || !convoy__cuda_backend_has_cudnn(be))
+                assert_int_equal(dnn, 0);
+        }
+    }
+}
+
+/* Without a GPU (this test's usual home) creation must fail with CONVOY_ERR_NO_DEVICE and
+ * the driver's reason; with one it must describe itself and offer candidates. */
+static void test_create(void **state)
+{
+    (void)state;
+    convoy__cuda_config config = {0, 0, 1};
+    convoy__backend *be = NULL;
+    char why[256] = "unchanged";
+    convoy_status status = convoy__cuda_backend_create(&config, &be, why, sizeof why);
+    if (status != CONVOY_OK) {
+        assert_int_equal(status, CONVOY_ERR_NO_DEVICE);
+        assert_null(be);
+        assert_true(why[0] != '\0' && strcmp(why, "unchanged") != 0);
+        assert_true(convoy_last_error_message()[0] != '\0');
+        printf("no usable GPU here: %s\n", why);
+        return;
+    }
+    const char *text = be->ops->describe(be);
+    printf("%s\n", text);
+    assert_int_equal(strncmp(text, "cuda: ", 6), 0);
+    assert_non_null(strstr(text, "cuBLAS"));
+    assert_int_equal(be->ops->device, CONVOY_DEVICE_CUDA);
+    assert_int_equal(be->ops->enqueue_runs_now, 1);
+    assert_true(be->ops->memory_capacity(be) > 0);
+    check_candidates(be);
+    be->ops->destroy(be);
+}
+
+static void test_bad_device_index(void **state)
+{
+    (void)state;
+    int indices[] = {9999, -1};
+    for (int i = 0; i < 2; ++i) {
+        convoy__cuda_config config = {indices[i], 0, 1};
+        convoy__backend *be = NULL;
+        char why[256] = "";
+        assert_int_equal(convoy__cuda_backend_create(&config, &be, why, sizeof why),
+                         CONVOY_ERR_NO_DEVICE);
+        assert_null(be);
+        assert_true(why[0] != '\0');
+    }
+    convoy__backend *be = NULL;
+    char why[64];
+    assert_int_equal(convoy__cuda_backend_create(NULL, &be, why, sizeof why),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+    assert_int_equal(convoy__cuda_backend_has_cudnn(NULL), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_mapping),
+        cmocka_unit_test(test_gemm_check),
+        cmocka_unit_test(test_paths_all_cases),
+        cmocka_unit_test(test_pointwise),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_workspace_model),
+        cmocka_unit_test(test_chunk_shrinks_to_workspace),
+        cmocka_unit_test(test_cudnn_expressible),
+        cmocka_unit_test(test_cudnn_names),
+        cmocka_unit_test(test_error_mapping),
+        cmocka_unit_test(test_create),
+        cmocka_unit_test(test_bad_device_index),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
