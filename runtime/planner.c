@@ -192,26 +192,18 @@ static int filter_candidates(convoy__planner *p, const convoy__conv_geom *g,
     return count;
 }
 
-/* Candidates the cost model ranks this many times worse than the best are
- * not timed: on the CPU the direct loops take seconds on a real layer and
- * never win against the GEMM path. */
-#define HOPELESS_COST_RATIO 10.0
-
 /* Picks the fastest candidate by timing each; falls back to the cost order
- * for a candidate whose timing fails. */
+ * for a candidate whose timing fails. The direct loops are the last resort,
+ * not a contender: they are timed only when nothing else applies, since on
+ * a real layer one run takes seconds and never wins. */
 static int time_candidates(convoy__planner *p, const convoy__conv_geom *g,
                            convoy_conv_direction direction, const viable *v, int count,
                            double *best_ms)
 {
     convoy__backend *be = p->config.backend;
-    double cheapest = v[0].candidate.cost;
-    for (int i = 1; i < count; ++i) {
-        if (v[i].candidate.cost < cheapest)
-            cheapest = v[i].candidate.cost;
-    }
     int best = -1;
     for (int i = 0; i < count; ++i) {
-        if (v[i].candidate.cost > HOPELESS_COST_RATIO * (cheapest > 0.0 ? cheapest : 1.0))
+        if (v[i].candidate.impl == CONVOY_IMPL_DIRECT && count > 1)
             continue;
         convoy__conv_plan trial = {.geom = *g,
                                    .direction = direction,

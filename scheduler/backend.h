@@ -123,7 +123,11 @@ struct convoy__backend_ops {
     /* Total device memory in bytes, 0 when unknown (host). */
     size_t (*memory_capacity)(convoy__backend *be);
 
-    /* -- convolution -- */
+    /* -- convolution --
+     * conv_candidates, conv_prepare, conv_release and conv_time are called by
+     * the planner under its own lock, from any submitting thread, outside the
+     * scheduler's lock; conv_run is called from a work function. A backend
+     * that shares library handles between them guards them itself. */
     /* Lists every candidate the backend has for this convolution, regardless
      * of exclusions (the planner filters). Writes at most max entries. */
     int (*conv_candidates)(convoy__backend *be, const convoy__conv_geom *geom,

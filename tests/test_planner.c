@@ -217,7 +217,7 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
                      CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm"); /* fastest, not cheapest by cost */
-    /* direct costs 100x the best candidate by the model and is not timed. */
+    /* direct, the last resort, is not timed while anything else applies. */
     assert_int_equal(m.time_calls, 2);
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
                      CONVOY_OK);
