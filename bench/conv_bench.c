@@ -24,20 +24,8 @@
 
 static const char *const direction_names[3] = {"forward", "backward_data", "backward_filter"};
 
-static void die(const char *what, convoy_status s)
-{
-    fflush(stdout);
-    fprintf(stderr, "conv_bench: %s failed: %s: %s\n", what, convoy_status_name(s),
-            convoy_last_error_message());
-    exit(1);
-}
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        convoy_status s_ = (call);                                                                 \
-        if (s_ != CONVOY_OK)                                                                       \
-            die(#call, s_);                                                                        \
-    } while (0)
+#define SUITE_PROGRAM "conv_bench"
+#define CHECK(call) SUITE_CHECK(call)
 
 static float *host_alloc(size_t count)
 {

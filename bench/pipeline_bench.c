@@ -21,20 +21,8 @@
 #define RUNS 3
 #define TARGET_RATIO 0.60
 
-static void die(const char *what, convoy_status s)
-{
-    fflush(stdout);
-    fprintf(stderr, "pipeline_bench: %s failed: %s: %s\n", what, convoy_status_name(s),
-            convoy_last_error_message());
-    exit(1);
-}
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        convoy_status s_ = (call);                                                                 \
-        if (s_ != CONVOY_OK)                                                                       \
-            die(#call, s_);                                                                        \
-    } while (0)
+#define SUITE_PROGRAM "pipeline_bench"
+#define CHECK(call) SUITE_CHECK(call)
 
 static float *host_alloc(size_t count)
 {

@@ -30,20 +30,8 @@ static convoy_status empty_task(const convoy_task_context *context, void *user_d
     return CONVOY_OK;
 }
 
-static void die(const char *what, convoy_status s)
-{
-    fflush(stdout);
-    fprintf(stderr, "task_overhead: %s failed: %s: %s\n", what, convoy_status_name(s),
-            convoy_last_error_message());
-    exit(1);
-}
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        convoy_status s_ = (call);                                                                 \
-        if (s_ != CONVOY_OK)                                                                       \
-            die(#call, s_);                                                                        \
-    } while (0)
+#define SUITE_PROGRAM "task_overhead"
+#define CHECK(call) SUITE_CHECK(call)
 
 /* One batch: submit count tasks, synchronize. Returns seconds. */
 static double batch(convoy_runtime *rt, int mode, long count, convoy_tensor **tensors)

@@ -23,20 +23,8 @@
 
 static const char *const direction_names[3] = {"forward", "backward_data", "backward_filter"};
 
-static void die(const char *what, convoy_status s)
-{
-    fflush(stdout);
-    fprintf(stderr, "convoy_demo: %s failed: %s: %s\n", what, convoy_status_name(s),
-            convoy_last_error_message());
-    exit(1);
-}
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        convoy_status s_ = (call);                                                                 \
-        if (s_ != CONVOY_OK)                                                                       \
-            die(#call, s_);                                                                        \
-    } while (0)
+#define SUITE_PROGRAM "convoy_demo"
+#define CHECK(call) SUITE_CHECK(call)
 
 /* The tensors one layer needs: x (input), w (filters), y (output, also used as
  * grad_output), dx (grad_input), dw (grad_filters). */

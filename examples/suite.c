@@ -291,6 +291,14 @@ int suite_target_class(const suite_layer *l)
 
 /* ---- shared helpers --------------------------------------------------- */
 
+void suite_die(const char *program, const char *what, convoy_status status)
+{
+    fflush(stdout);
+    fprintf(stderr, "%s: %s failed: %s: %s\n", program, what, convoy_status_name(status),
+            convoy_last_error_message());
+    exit(1);
+}
+
 double suite_now(void)
 {
     struct timespec ts;

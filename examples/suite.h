@@ -78,6 +78,19 @@ int suite_target_class(const suite_layer *l);
 /* Monotonic wall clock in seconds. */
 double suite_now(void);
 
+/* Prints "<program>: <what> failed: <status>: <detail>" to stderr and exits 1:
+ * these are programs, so a failed call ends them. */
+void suite_die(const char *program, const char *what, convoy_status status);
+
+/* Runs a convoy call and ends the program through suite_die if it fails;
+ * SUITE_PROGRAM must name the program. */
+#define SUITE_CHECK(call)                                                                          \
+    do {                                                                                           \
+        convoy_status suite_s_ = (call);                                                           \
+        if (suite_s_ != CONVOY_OK)                                                                 \
+            suite_die(SUITE_PROGRAM, #call, suite_s_);                                             \
+    } while (0)
+
 /* Median of count values (sorts them in place). 0 for count 0. */
 double suite_median(double *values, size_t count);
 
