@@ -25,8 +25,7 @@ void convoy__cpu_conv_direct(const convoy__conv_geom *geom, convoy_conv_directio
     case CONVOY_CONV_BACKWARD_DATA: {
         const int64_t count = convoy__geom_input_numel(geom);
         for (int64_t i = 0; i < count; ++i)
-            b->input[i] =
-                (float)convoy__direct_backward_data_value(geom, b->filters, b->output, i);
+            b->input[i] = (float)convoy__direct_backward_data_value(geom, b->filters, b->output, i);
         break;
     }
     case CONVOY_CONV_BACKWARD_FILTER: {

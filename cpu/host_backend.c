@@ -36,8 +36,7 @@ static const char *host_describe(convoy__backend *be)
     return as_host(be)->description;
 }
 
-static convoy_status host_stream_create(convoy__backend *be, const char *name,
-                                        convoy__stream **out)
+static convoy_status host_stream_create(convoy__backend *be, const char *name, convoy__stream **out)
 {
     return convoy__host_stream_create(as_host(be)->sync, name, out);
 }
@@ -114,8 +113,8 @@ static void host_mem_free(convoy__backend *be, void *ptr)
     free(ptr);
 }
 
-static convoy_status host_copy(convoy__backend *be, void *native_stream, void *dst,
-                               const void *src, size_t bytes, int kind)
+static convoy_status host_copy(convoy__backend *be, void *native_stream, void *dst, const void *src,
+                               size_t bytes, int kind)
 {
     if (bytes)
         memcpy(dst, src, bytes);
@@ -192,8 +191,8 @@ static convoy_status host_conv_run(convoy__backend *be, void *native_stream,
     case CONVOY_IMPL_1X1:
         return convoy__cpu_conv_1x1(&plan->geom, plan->direction, buffers);
     case CONVOY_IMPL_GEMM:
-        return convoy__cpu_conv_gemm(&plan->geom, plan->direction, buffers,
-                                     plan->images_per_chunk, workspace);
+        return convoy__cpu_conv_gemm(&plan->geom, plan->direction, buffers, plan->images_per_chunk,
+                                     workspace);
     case CONVOY_IMPL_DIRECT:
         convoy__cpu_conv_direct(&plan->geom, plan->direction, buffers);
         return CONVOY_OK;
@@ -234,8 +233,8 @@ static convoy_status host_conv_time(convoy__backend *be, const convoy__conv_plan
                                      : NULL;
     convoy_status status = CONVOY_OK;
     if (!b.input || !b.filters || !b.output || (plan->workspace_bytes && !ws)) {
-        status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY,
-                               "host backend: no memory to time %s", plan->candidate.name);
+        status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host backend: no memory to time %s",
+                               plan->candidate.name);
     } else {
         double best = 0.0;
         for (int run = 0; run < 3 && status == CONVOY_OK; ++run) {
@@ -285,8 +284,7 @@ static const convoy__backend_ops host_ops = {
     .conv_time = host_conv_time,
 };
 
-convoy_status convoy__host_backend_create(const convoy__host_config *config,
-                                          convoy__backend **out)
+convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out)
 {
     host_backend *h = calloc(1, sizeof *h);
     if (!h)

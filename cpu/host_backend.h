@@ -7,11 +7,10 @@
 #include "scheduler/backend.h"
 
 typedef struct convoy__host_config {
-    int blas_threads;  /* OpenBLAS threads for each task; 0 = leave OpenBLAS's default */
-    const char *note;  /* appended to describe(), e.g. why CUDA was not used; may be NULL */
+    int blas_threads; /* OpenBLAS threads for each task; 0 = leave OpenBLAS's default */
+    const char *note; /* appended to describe(), e.g. why CUDA was not used; may be NULL */
 } convoy__host_config;
 
-convoy_status convoy__host_backend_create(const convoy__host_config *config,
-                                          convoy__backend **out);
+convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out);
 
 #endif /* CONVOY_CPU_HOST_BACKEND_H */

@@ -123,24 +123,24 @@ typedef void (*convoy_log_fn)(void *user_data, convoy_log_level level, const cha
  * added later get their defaults. Environment variables (read by
  * convoy_options_init) are named after each field. */
 typedef struct convoy_options {
-    convoy_device device;      /* CONVOY_DEVICE=auto|cpu|cuda (default auto) */
-    int device_index;          /* CONVOY_DEVICE_INDEX (default 0) */
-    int streams;               /* CONVOY_STREAMS: compute streams; -1 = the device's default
-                                  (CPU: 0, run every task inline at submit; CUDA: 4) */
-    int blas_threads;          /* CONVOY_BLAS_THREADS: OpenBLAS threads in total, 0 = all cores */
-    convoy_algo_policy algo;   /* CONVOY_ALGO=heuristic|time_once|time_on_shape_change */
-    unsigned exclude;          /* CONVOY_EXCLUDE=cudnn,gemm,1x1,direct (CONVOY_IMPL_* bits) */
-    unsigned require;          /* CONVOY_REQUIRE=cudnn: runtime_create fails without it */
-    int deterministic;         /* CONVOY_DETERMINISTIC=1: only deterministic algorithms */
-    size_t memory_limit;       /* CONVOY_MEMORY_LIMIT bytes (K/M/G suffix), 0 = no limit */
-    size_t workspace_limit;    /* CONVOY_WORKSPACE_LIMIT bytes per convolution, 0 = a quarter
-                                  of memory_limit, or 1 GiB when that is unlimited */
-    const char *tune_cache;    /* CONVOY_TUNE_CACHE: path of the persistent tuning file */
-    const char *trace_path;    /* CONVOY_TRACE: write a Chrome trace (JSON) at destroy */
-    int profile;               /* CONVOY_PROFILE=1: log a per-kind summary at destroy */
-    long test_fail_alloc;      /* CONVOY_TEST_FAIL_ALLOC=N: the N-th backend allocation
-                                  fails (testing only); 0 = off */
-    convoy_log_fn log_fn;      /* NULL: silent, unless profile or CONVOY_LOG=stderr */
+    convoy_device device;    /* CONVOY_DEVICE=auto|cpu|cuda (default auto) */
+    int device_index;        /* CONVOY_DEVICE_INDEX (default 0) */
+    int streams;             /* CONVOY_STREAMS: compute streams; -1 = the device's default
+                                (CPU: 0, run every task inline at submit; CUDA: 4) */
+    int blas_threads;        /* CONVOY_BLAS_THREADS: OpenBLAS threads in total, 0 = all cores */
+    convoy_algo_policy algo; /* CONVOY_ALGO=heuristic|time_once|time_on_shape_change */
+    unsigned exclude;        /* CONVOY_EXCLUDE=cudnn,gemm,1x1,direct (CONVOY_IMPL_* bits) */
+    unsigned require;        /* CONVOY_REQUIRE=cudnn: runtime_create fails without it */
+    int deterministic;       /* CONVOY_DETERMINISTIC=1: only deterministic algorithms */
+    size_t memory_limit;     /* CONVOY_MEMORY_LIMIT bytes (K/M/G suffix), 0 = no limit */
+    size_t workspace_limit;  /* CONVOY_WORKSPACE_LIMIT bytes per convolution, 0 = a quarter
+                                of memory_limit, or 1 GiB when that is unlimited */
+    const char *tune_cache;  /* CONVOY_TUNE_CACHE: path of the persistent tuning file */
+    const char *trace_path;  /* CONVOY_TRACE: write a Chrome trace (JSON) at destroy */
+    int profile;             /* CONVOY_PROFILE=1: log a per-kind summary at destroy */
+    long test_fail_alloc;    /* CONVOY_TEST_FAIL_ALLOC=N: the N-th backend allocation
+                                fails (testing only); 0 = off */
+    convoy_log_fn log_fn;    /* NULL: silent, unless profile or CONVOY_LOG=stderr */
     void *log_user_data;
 } convoy_options;
 
@@ -227,8 +227,7 @@ CONVOY_EXTERN void convoy_task_release(convoy_task *task);
  * CONVOY_ERR_INVALID_ARGUMENT (NULL runtime/tensor/pointer, tensor of another
  * runtime) or CONVOY_ERR_OUT_OF_MEMORY. */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_upload(convoy_runtime *runtime,
-                                                           convoy_tensor *dst,
-                                                           const void *host_src,
+                                                           convoy_tensor *dst, const void *host_src,
                                                            convoy_task **task);
 
 /* Copies src into numel(src) floats at host_dst. Asynchronous: host_dst must
@@ -285,30 +284,25 @@ convoy_conv_output_dims(const convoy_conv_params *params, const int64_t *input_d
  * CONVOY_ERR_UNSUPPORTED (every implementation that could run it is
  * excluded), CONVOY_ERR_OUT_OF_MEMORY. Empty batch/channel/filter tensors are
  * legal (the output is empty or zero-filled). */
-CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_forward(convoy_runtime *runtime,
-                                                                 const convoy_conv_params *params,
-                                                                 convoy_tensor *input,
-                                                                 convoy_tensor *filters,
-                                                                 convoy_tensor *output,
-                                                                 convoy_task **task);
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_conv_forward(convoy_runtime *runtime, const convoy_conv_params *params, convoy_tensor *input,
+                    convoy_tensor *filters, convoy_tensor *output, convoy_task **task);
 
 /* grad_input = gradient of conv w.r.t. its input, given grad_output; also
  * conv2d_transpose. The dims of grad_input pick among the input sizes a
  * strided forward could have come from and must reproduce grad_output's dims
  * through the forward formula (CONVOY_ERR_SHAPE otherwise). Input positions no
  * window covers get 0. Other errors as convoy_conv_forward. Asynchronous. */
-CONVOY_EXTERN CONVOY_NODISCARD convoy_status
-convoy_conv_backward_data(convoy_runtime *runtime, const convoy_conv_params *params,
-                          convoy_tensor *filters, convoy_tensor *grad_output,
-                          convoy_tensor *grad_input, convoy_task **task);
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_backward_data(
+    convoy_runtime *runtime, const convoy_conv_params *params, convoy_tensor *filters,
+    convoy_tensor *grad_output, convoy_tensor *grad_input, convoy_task **task);
 
 /* grad_filters = gradient of conv w.r.t. the filters (flipped back when flip
  * is on), given input and grad_output. grad_filters' dims give the kernel
  * size. Errors as convoy_conv_forward. Asynchronous. */
-CONVOY_EXTERN CONVOY_NODISCARD convoy_status
-convoy_conv_backward_filter(convoy_runtime *runtime, const convoy_conv_params *params,
-                            convoy_tensor *input, convoy_tensor *grad_output,
-                            convoy_tensor *grad_filters, convoy_task **task);
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_backward_filter(
+    convoy_runtime *runtime, const convoy_conv_params *params, convoy_tensor *input,
+    convoy_tensor *grad_output, convoy_tensor *grad_filters, convoy_task **task);
 
 typedef enum convoy_conv_direction {
     CONVOY_CONV_FORWARD = 0,
@@ -330,11 +324,10 @@ typedef struct convoy_conv_plan_info {
  * (spatial_dims + 2 values), filters (spatial_dims + 2, or 6 when unshared),
  * output (spatial_dims + 2). Validation and errors are those of the matching
  * submit call. The plan is cached as a submit would cache it. Synchronous. */
-CONVOY_EXTERN CONVOY_NODISCARD convoy_status
-convoy_conv_explain(convoy_runtime *runtime, const convoy_conv_params *params,
-                    convoy_conv_direction direction, const int64_t *input_dims,
-                    const int64_t *filter_dims, const int64_t *output_dims,
-                    convoy_conv_plan_info *info);
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_explain(
+    convoy_runtime *runtime, const convoy_conv_params *params, convoy_conv_direction direction,
+    const int64_t *input_dims, const int64_t *filter_dims, const int64_t *output_dims,
+    convoy_conv_plan_info *info);
 
 /* ---- custom tasks ------------------------------------------------------ */
 
@@ -351,11 +344,11 @@ typedef struct convoy_access {
 
 /* What a custom task function receives. */
 typedef struct convoy_task_context {
-    convoy_device device;      /* where data[] points: host (CPU) or device (CUDA) */
-    void *stream;              /* CUDA: the task's cudaStream_t; CPU: NULL */
-    size_t count;              /* number of accesses */
+    convoy_device device; /* where data[] points: host (CPU) or device (CUDA) */
+    void *stream;         /* CUDA: the task's cudaStream_t; CPU: NULL */
+    size_t count;         /* number of accesses */
     const convoy_access *accesses;
-    float *const *data;        /* data[i] is the storage of accesses[i].tensor */
+    float *const *data; /* data[i] is the storage of accesses[i].tensor */
 } convoy_task_context;
 
 /* A custom task's body. On the CPU it runs in stream order on a runtime

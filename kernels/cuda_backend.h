@@ -19,8 +19,8 @@ typedef struct convoy__cuda_config {
  * (no driver, driver too old, no device, bad index) returns
  * CONVOY_ERR_NO_DEVICE and writes the reason (for example "CUDA driver version
  * is insufficient for CUDA runtime version") into why. Never aborts. */
-convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config,
-                                          convoy__backend **out, char *why, size_t why_size);
+convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, convoy__backend **out,
+                                          char *why, size_t why_size);
 
 /* 1 when cuDNN was initialised in this backend (for CONVOY_REQUIRE=cudnn). */
 int convoy__cuda_backend_has_cudnn(convoy__backend *backend);

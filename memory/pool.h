@@ -24,11 +24,11 @@ typedef struct convoy__pool convoy__pool;
 typedef struct convoy__block convoy__block;
 struct convoy__block {
     void *ptr;
-    size_t size;              /* the rounded size actually reserved */
-    size_t requested;         /* what the caller asked for */
-    convoy__stream *stream;   /* last stream that used it (NULL: host order) */
-    convoy__event *ready;     /* recorded on stream at free; NULL when none needed */
-    void *segment;            /* pool bookkeeping */
+    size_t size;            /* the rounded size actually reserved */
+    size_t requested;       /* what the caller asked for */
+    convoy__stream *stream; /* last stream that used it (NULL: host order) */
+    convoy__event *ready;   /* recorded on stream at free; NULL when none needed */
+    void *segment;          /* pool bookkeeping */
 };
 
 /* limit: most bytes the pool may hold from the backend (in use + cached),

@@ -59,7 +59,8 @@ convoy_status convoy__backend_open(const convoy_options *o, convoy__backend **ou
     if (o->device == CONVOY_DEVICE_CUDA || (o->require & CONVOY_IMPL_CUDNN))
         return convoy__error(status == CONVOY_ERR_NO_DEVICE ? CONVOY_ERR_NO_DEVICE : status,
                              "runtime_create: CUDA device %d is not usable: %s%s", o->device_index,
-                             why, (o->require & CONVOY_IMPL_CUDNN) ? " (CONVOY_REQUIRE=cudnn)" : "");
+                             why,
+                             (o->require & CONVOY_IMPL_CUDNN) ? " (CONVOY_REQUIRE=cudnn)" : "");
     snprintf(note, note_size, "(no CUDA: %s)", why);
 #else
     if (o->device == CONVOY_DEVICE_CUDA || (o->require & CONVOY_IMPL_CUDNN))

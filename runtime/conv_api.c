@@ -75,8 +75,8 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
                                  "an operand",
                                  call, n[written_index], n[j]);
     }
-    convoy__conv_operands op = {x->dims, x->ndim, w->dims, w->ndim, y->dims, y->ndim,
-                                {n[0], n[1], n[2]}};
+    convoy__conv_operands op = {x->dims, x->ndim, w->dims,           w->ndim,
+                                y->dims, y->ndim, {n[0], n[1], n[2]}};
     convoy__conv_geom geom;
     if ((status = convoy__conv_resolve(call, params, &op, &geom, NULL)) != CONVOY_OK)
         return status;
@@ -84,9 +84,10 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
     if ((status = convoy__planner_plan(rt->planner, call, &geom, direction, &plan, NULL)) !=
         CONVOY_OK)
         return status;
-    conv_payload payload = {rt->backend, rt->pool, plan,
-                            {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)},
-                            NULL, ""};
+    conv_payload payload = {
+        rt->backend, rt->pool,
+        plan,        {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)},
+        NULL,        ""};
     snprintf(payload.label, sizeof payload.label, "%s %s * %s %s", kind_labels[direction], x->text,
              w->text, plan->candidate.name);
     convoy__hazard_access accesses[3] = {
@@ -155,8 +156,13 @@ convoy_status convoy_conv_explain(convoy_runtime *rt, const convoy_conv_params *
         if ((j < rank && (input_dims[j] < 0 || output_dims[j] < 0)) || filter_dims[j] < 0)
             return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: dim %d is negative", call, j);
     }
-    convoy__conv_operands op = {input_dims, rank,        filter_dims, filter_rank,
-                                output_dims, rank,       {"input", "filters", "output"}};
+    convoy__conv_operands op = {input_dims,
+                                rank,
+                                filter_dims,
+                                filter_rank,
+                                output_dims,
+                                rank,
+                                {"input", "filters", "output"}};
     convoy__conv_geom geom;
     if ((status = convoy__conv_resolve(call, params, &op, &geom, NULL)) != CONVOY_OK)
         return status;
@@ -168,7 +174,7 @@ convoy_status convoy_conv_explain(convoy_runtime *rt, const convoy_conv_params *
     memset(info, 0, sizeof *info);
     unsigned impl = plan->candidate.impl;
     snprintf(info->implementation, sizeof info->implementation, "%s",
-             impl == CONVOY_IMPL_CUDNN ? "cudnn"
+             impl == CONVOY_IMPL_CUDNN  ? "cudnn"
              : impl == CONVOY_IMPL_GEMM ? "gemm"
              : impl == CONVOY_IMPL_1X1  ? "1x1"
                                         : "direct");

@@ -63,8 +63,8 @@ convoy_status convoy__conv_check_params(const char *call, const convoy_conv_para
         if (p->border == CONVOY_BORDER_EXPLICIT) {
             if (p->pad_before[a] < 0 || p->pad_before[a] > CONVOY__MAX_EXTENT)
                 return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
-                                     "%s: params.pad_before[%d] is %lld, expected 0..2^40", call,
-                                     a, (long long)p->pad_before[a]);
+                                     "%s: params.pad_before[%d] is %lld, expected 0..2^40", call, a,
+                                     (long long)p->pad_before[a]);
             if (p->pad_after[a] < 0 || p->pad_after[a] > CONVOY__MAX_EXTENT)
                 return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
                                      "%s: params.pad_after[%d] is %lld, expected 0..2^40", call, a,
@@ -83,8 +83,8 @@ convoy_status convoy__conv_check_params(const char *call, const convoy_conv_para
                              "%s: params.unshared is %d, expected 0 or 1", call, p->unshared);
     if (p->unshared && p->spatial_dims != 2)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
-                             "%s: unshared convolution is 2D only, params.spatial_dims is %d",
-                             call, p->spatial_dims);
+                             "%s: unshared convolution is 2D only, params.spatial_dims is %d", call,
+                             p->spatial_dims);
     return CONVOY_OK;
 }
 
@@ -93,8 +93,9 @@ static convoy_status check_rank(const char *call, const char *name, int rank, in
 {
     if (rank == expected)
         return CONVOY_OK;
-    return convoy__error(CONVOY_ERR_SHAPE, "%s: %s has rank %d but this convolution takes rank %d %s",
-                         call, name, rank, expected, layout);
+    return convoy__error(CONVOY_ERR_SHAPE,
+                         "%s: %s has rank %d but this convolution takes rank %d %s", call, name,
+                         rank, expected, layout);
 }
 
 /* Python floor division for a possibly negative numerator. */
@@ -233,8 +234,7 @@ convoy_status convoy_conv_params_init(convoy_conv_params *p, int spatial_dims)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "conv_params_init: params is NULL");
     if (spatial_dims != 2 && spatial_dims != 3)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
-                             "conv_params_init: spatial_dims is %d, expected 2 or 3",
-                             spatial_dims);
+                             "conv_params_init: spatial_dims is %d, expected 2 or 3", spatial_dims);
     memset(p, 0, sizeof *p);
     p->spatial_dims = spatial_dims;
     p->border = CONVOY_BORDER_VALID;
@@ -254,7 +254,9 @@ convoy_status convoy_conv_output_dims(const convoy_conv_params *p, const int64_t
         return status;
     if (!input_dims || !filter_dims || !output_dims)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call,
-                             !input_dims ? "input_dims" : !filter_dims ? "filter_dims" : "output_dims");
+                             !input_dims    ? "input_dims"
+                             : !filter_dims ? "filter_dims"
+                                            : "output_dims");
     const int nd = p->spatial_dims;
     const int filter_rank = p->unshared ? 6 : nd + 2;
     for (int j = 0; j < nd + 2; ++j) {
@@ -267,8 +269,8 @@ convoy_status convoy_conv_output_dims(const convoy_conv_params *p, const int64_t
             return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: filters dim %d is %lld (< 0)",
                                  call, j, (long long)filter_dims[j]);
     }
-    convoy__conv_operands op = {input_dims, nd + 2, filter_dims, filter_rank, NULL, 0,
-                                {"input", "filters", "output"}};
+    convoy__conv_operands op = {
+        input_dims, nd + 2, filter_dims, filter_rank, NULL, 0, {"input", "filters", "output"}};
     convoy__conv_geom geom;
     return convoy__conv_resolve(call, p, &op, &geom, output_dims);
 }

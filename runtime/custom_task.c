@@ -96,12 +96,12 @@ convoy_status convoy_submit(convoy_runtime *rt, convoy_task_fn fn, void *user_da
     /* Small tasks build their payload on the stack: submission is the hot
      * path of programs made of many tiny steps. */
     size_t size = sizeof(custom_payload) + count * (sizeof(convoy_access) + sizeof(float *));
-    _Alignas(max_align_t) unsigned char local_payload[sizeof(custom_payload) +
-                                                      SMALL * (sizeof(convoy_access) +
-                                                               sizeof(float *))];
+    _Alignas(max_align_t) unsigned char
+        local_payload[sizeof(custom_payload) + SMALL * (sizeof(convoy_access) + sizeof(float *))];
     convoy__hazard_access local_hazards[SMALL];
     custom_payload *p = count <= SMALL ? (custom_payload *)(void *)local_payload : malloc(size);
-    convoy__hazard_access *hazards = count <= SMALL ? local_hazards : malloc(count * sizeof *hazards);
+    convoy__hazard_access *hazards =
+        count <= SMALL ? local_hazards : malloc(count * sizeof *hazards);
     if (!p || !hazards) {
         if (count > SMALL) {
             free(p);
@@ -121,8 +121,16 @@ convoy_status convoy_submit(convoy_runtime *rt, convoy_task_fn fn, void *user_da
     }
     char label[96];
     convoy__text_join(label, sizeof label, "custom ", p->name);
-    convoy__task_desc desc = {CONVOY__TASK_CUSTOM, CONVOY__QUEUE_COMPUTE, label, custom_run, NULL,
-                              NULL, p, size, hazards, count};
+    convoy__task_desc desc = {CONVOY__TASK_CUSTOM,
+                              CONVOY__QUEUE_COMPUTE,
+                              label,
+                              custom_run,
+                              NULL,
+                              NULL,
+                              p,
+                              size,
+                              hazards,
+                              count};
     convoy_status status = convoy__scheduler_submit(rt->scheduler, &desc, task);
     if (count > SMALL) {
         free(hazards);

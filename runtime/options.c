@@ -192,8 +192,8 @@ static convoy_status apply_environment(convoy_options *o)
         else if (!strcasecmp(v, "time_on_shape_change"))
             o->algo = CONVOY_ALGO_TIME_ON_SHAPE_CHANGE;
         else
-            CONVOY__KEEP_FIRST(bad_variable("CONVOY_ALGO", v,
-                                            "heuristic, time_once or time_on_shape_change"));
+            CONVOY__KEEP_FIRST(
+                bad_variable("CONVOY_ALGO", v, "heuristic, time_once or time_on_shape_change"));
     }
     if ((v = getenv("CONVOY_EXCLUDE"))) {
         long bits = parse_impl_list(v);

@@ -57,11 +57,10 @@ void convoy__plan_key(const convoy__conv_geom *g, convoy_conv_direction directio
              (long long)g->in[1], (long long)g->in[2], (long long)g->kernel[0],
              (long long)g->kernel[1], (long long)g->kernel[2], (long long)g->out[0],
              (long long)g->out[1], (long long)g->out[2], (long long)g->pad_before[0],
-             (long long)g->pad_before[1], (long long)g->pad_before[2],
-             (long long)g->pad_after[0], (long long)g->pad_after[1], (long long)g->pad_after[2],
-             (long long)g->stride[0], (long long)g->stride[1], (long long)g->stride[2],
-             (long long)g->dilation[0], (long long)g->dilation[1], (long long)g->dilation[2],
-             g->flip, g->unshared);
+             (long long)g->pad_before[1], (long long)g->pad_before[2], (long long)g->pad_after[0],
+             (long long)g->pad_after[1], (long long)g->pad_after[2], (long long)g->stride[0],
+             (long long)g->stride[1], (long long)g->stride[2], (long long)g->dilation[0],
+             (long long)g->dilation[1], (long long)g->dilation[2], g->flip, g->unshared);
 }
 
 static void site_key(const convoy__conv_geom *g, convoy_conv_direction direction, char *buffer,
@@ -82,8 +81,7 @@ static unsigned hash_text(const char *text)
     return (unsigned)(h % BUCKETS);
 }
 
-convoy_status convoy__planner_create(const convoy__planner_config *config,
-                                     convoy__planner **out)
+convoy_status convoy__planner_create(const convoy__planner_config *config, convoy__planner **out)
 {
     convoy__planner *p = calloc(1, sizeof *p);
     if (!p)
@@ -282,9 +280,9 @@ static void note_site(convoy__planner *p, const convoy__conv_geom *g,
     snprintf(s->key, sizeof s->key, "%s", key);
 }
 
-convoy_status convoy__planner_plan(convoy__planner *p, const char *call,
-                                   const convoy__conv_geom *g, convoy_conv_direction direction,
-                                   const convoy__conv_plan **plan, int *from_cache)
+convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const convoy__conv_geom *g,
+                                   convoy_conv_direction direction, const convoy__conv_plan **plan,
+                                   int *from_cache)
 {
     char key[KEY_SIZE];
     convoy__plan_key(g, direction, key, sizeof key);

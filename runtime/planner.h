@@ -13,18 +13,17 @@ typedef struct convoy__planner convoy__planner;
 
 typedef struct convoy__planner_config {
     convoy__backend *backend;
-    unsigned exclude;             /* CONVOY_IMPL_* bits removed from the candidates */
-    int deterministic;            /* keep only deterministic candidates */
+    unsigned exclude;  /* CONVOY_IMPL_* bits removed from the candidates */
+    int deterministic; /* keep only deterministic candidates */
     convoy_algo_policy policy;
-    size_t workspace_limit;       /* bytes one convolution's scratch may take */
-    const char *tune_cache_path;  /* NULL: no persistent cache */
-    const char *environment;      /* what invalidates tuned choices */
+    size_t workspace_limit;      /* bytes one convolution's scratch may take */
+    const char *tune_cache_path; /* NULL: no persistent cache */
+    const char *environment;     /* what invalidates tuned choices */
     convoy_log_fn log;
     void *log_user_data;
 } convoy__planner_config;
 
-convoy_status convoy__planner_create(const convoy__planner_config *config,
-                                     convoy__planner **out);
+convoy_status convoy__planner_create(const convoy__planner_config *config, convoy__planner **out);
 void convoy__planner_destroy(convoy__planner *planner);
 
 /* Returns the plan for a convolution, building and caching it on first use.
@@ -39,7 +38,7 @@ convoy_status convoy__planner_plan(convoy__planner *planner, const char *call,
 
 /* The cache key of a convolution: direction and every field of the
  * geometry, as text ("fwd n8 c64 m64 g1 i1x56x56 k1x3x3 ..."). */
-void convoy__plan_key(const convoy__conv_geom *geom, convoy_conv_direction direction,
-                      char *buffer, size_t size);
+void convoy__plan_key(const convoy__conv_geom *geom, convoy_conv_direction direction, char *buffer,
+                      size_t size);
 
 #endif /* CONVOY_RUNTIME_PLANNER_H */

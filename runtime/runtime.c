@@ -96,9 +96,9 @@ static convoy_status create_parts(convoy_runtime *rt)
     if ((status = convoy__pool_create(be, o->memory_limit, o->test_fail_alloc, &rt->pool)) !=
         CONVOY_OK)
         return status;
-    rt->workspace_limit = o->workspace_limit      ? o->workspace_limit
-                          : o->memory_limit       ? o->memory_limit / 4
-                                                  : CONVOY__DEFAULT_WORKSPACE;
+    rt->workspace_limit = o->workspace_limit ? o->workspace_limit
+                          : o->memory_limit  ? o->memory_limit / 4
+                                             : CONVOY__DEFAULT_WORKSPACE;
     if ((status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->upload_staging)) !=
             CONVOY_OK ||
         (status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->download_staging)) !=
@@ -110,15 +110,9 @@ static convoy_status create_parts(convoy_runtime *rt)
     char environment[512];
     snprintf(environment, sizeof environment, "%s | convoy %s", be->ops->describe(be),
              CONVOY_VERSION_STRING);
-    convoy__planner_config plan = {be,
-                                   o->exclude,
-                                   o->deterministic,
-                                   o->algo,
-                                   rt->workspace_limit,
-                                   rt->tune_cache_path,
-                                   environment,
-                                   o->log_fn,
-                                   o->log_user_data};
+    convoy__planner_config plan = {be,          o->exclude,          o->deterministic,
+                                   o->algo,     rt->workspace_limit, rt->tune_cache_path,
+                                   environment, o->log_fn,           o->log_user_data};
     if ((status = convoy__planner_create(&plan, &rt->planner)) != CONVOY_OK)
         return status;
     char excluded[64];
@@ -152,8 +146,8 @@ convoy_status convoy_runtime_create(const convoy_options *options, convoy_runtim
     rt->trace_path = copy_text(o.trace_path);
     rt->options.tune_cache = rt->tune_cache_path;
     rt->options.trace_path = rt->trace_path;
-    if (!rt->options.log_fn && (o.profile || (getenv("CONVOY_LOG") &&
-                                              !strcmp(getenv("CONVOY_LOG"), "stderr"))))
+    if (!rt->options.log_fn &&
+        (o.profile || (getenv("CONVOY_LOG") && !strcmp(getenv("CONVOY_LOG"), "stderr"))))
         rt->options.log_fn = stderr_log;
     if ((o.tune_cache && !rt->tune_cache_path) || (o.trace_path && !rt->trace_path)) {
         runtime_free(rt);

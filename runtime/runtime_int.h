@@ -17,7 +17,7 @@ typedef struct convoy__prof_domain convoy__prof_domain;
 typedef struct convoy__trace convoy__trace;
 
 struct convoy_runtime {
-    convoy_options options;     /* string fields point at the copies below */
+    convoy_options options; /* string fields point at the copies below */
     char *tune_cache_path;
     char *trace_path;
     convoy__backend *backend;
@@ -42,10 +42,10 @@ struct convoy_tensor {
     int64_t dims[CONVOY_MAX_DIMS];
     int64_t numel;
     size_t bytes;
-    convoy__block *storage;    /* NULL for an empty tensor */
-    convoy__hazards hazards;   /* guarded by the scheduler's lock */
+    convoy__block *storage;  /* NULL for an empty tensor */
+    convoy__hazards hazards; /* guarded by the scheduler's lock */
     convoy_tensor *prev, *next;
-    char text[96];             /* "8x64x56x56", for labels and messages */
+    char text[96]; /* "8x64x56x56", for labels and messages */
 };
 
 static inline float *convoy__tensor_data(const convoy_tensor *t)
@@ -59,8 +59,8 @@ convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor
 
 /* Creates the backend the options ask for (runtime/backend_registry.c). note
  * receives why CUDA was not used when the CPU was chosen, or "". */
-convoy_status convoy__backend_open(const convoy_options *options, convoy__backend **out,
-                                   char *note, size_t note_size);
+convoy_status convoy__backend_open(const convoy_options *options, convoy__backend **out, char *note,
+                                   size_t note_size);
 
 /* The log callback, or nothing. */
 void convoy__log(const convoy_runtime *rt, convoy_log_level level, const char *format, ...)

@@ -16,8 +16,8 @@ convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor
     if (!t)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, name);
     if (t->runtime != rt)
-        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
-                             "%s: %s (%s) belongs to another runtime", call, name, t->text);
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: %s (%s) belongs to another runtime",
+                             call, name, t->text);
     return CONVOY_OK;
 }
 
@@ -27,15 +27,17 @@ convoy_status convoy_tensor_create(convoy_runtime *rt, int ndim, const int64_t *
     static const char *call = "tensor_create";
     if (!rt || !dims || !out)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call,
-                             !rt ? "runtime" : !dims ? "dims" : "out");
+                             !rt     ? "runtime"
+                             : !dims ? "dims"
+                                     : "out");
     if (ndim < 1 || ndim > CONVOY_MAX_DIMS)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: ndim is %d, expected 1..%d", call,
                              ndim, CONVOY_MAX_DIMS);
     int64_t numel = 1;
     for (int i = 0; i < ndim; ++i) {
         if (dims[i] < 0)
-            return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: dims[%d] is %lld (< 0)", call,
-                                 i, (long long)dims[i]);
+            return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: dims[%d] is %lld (< 0)", call, i,
+                                 (long long)dims[i]);
         if (__builtin_mul_overflow(numel, dims[i], &numel))
             return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
                                  "%s: the element count overflows int64 at dims[%d] = %lld", call,
@@ -118,8 +120,16 @@ void convoy_tensor_destroy(convoy_tensor *t)
     convoy__hazard_access access = {&t->hazards, CONVOY__ACCESS_RELEASE};
     char label[128];
     convoy__text_join(label, sizeof label, "release ", t->text);
-    convoy__task_desc desc = {CONVOY__TASK_RELEASE, CONVOY__QUEUE_COMPUTE, label, release_run,
-                              NULL, NULL, &payload, sizeof payload, &access, 1};
+    convoy__task_desc desc = {CONVOY__TASK_RELEASE,
+                              CONVOY__QUEUE_COMPUTE,
+                              label,
+                              release_run,
+                              NULL,
+                              NULL,
+                              &payload,
+                              sizeof payload,
+                              &access,
+                              1};
     if (convoy__scheduler_submit(rt->scheduler, &desc, NULL) != CONVOY_OK) {
         /* No memory for even the release task: wait for everything instead,
          * after which nothing uses the tensor. */

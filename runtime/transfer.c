@@ -15,8 +15,7 @@ typedef struct transfer_payload {
     int upload;
 } transfer_payload;
 
-static convoy_status transfer_run(void *payload, void *native_stream,
-                                  convoy__stream *order_stream)
+static convoy_status transfer_run(void *payload, void *native_stream, convoy__stream *order_stream)
 {
     transfer_payload *p = payload;
     if (p->bytes == 0)
@@ -36,8 +35,8 @@ static convoy_status submit_transfer(convoy_runtime *rt, convoy_tensor *t, void 
     if (status != CONVOY_OK)
         return status;
     if (!host && t->bytes > 0)
-        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: host pointer is NULL for %s",
-                             call, t->text);
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: host pointer is NULL for %s", call,
+                             t->text);
     transfer_payload payload = {upload ? rt->upload_staging : rt->download_staging,
                                 convoy__tensor_data(t), host, t->bytes, upload};
     convoy__hazard_access access = {&t->hazards, upload ? CONVOY_WRITE : CONVOY_READ};

@@ -62,9 +62,9 @@ typedef struct convoy__conv_plan {
 /* ---- the function table ------------------------------------------------ */
 
 struct convoy__backend_ops {
-    const char *name;      /* "cpu" or "cuda" */
-    convoy_device device;  /* CONVOY_DEVICE_CPU or CONVOY_DEVICE_CUDA */
-    int enqueue_runs_now;  /* 1: work functions run at enqueue and only enqueue (CUDA) */
+    const char *name;     /* "cpu" or "cuda" */
+    convoy_device device; /* CONVOY_DEVICE_CPU or CONVOY_DEVICE_CUDA */
+    int enqueue_runs_now; /* 1: work functions run at enqueue and only enqueue (CUDA) */
 
     /* Frees the backend after every stream, event and allocation is gone. */
     void (*destroy)(convoy__backend *be);
@@ -79,8 +79,8 @@ struct convoy__backend_ops {
     void (*stream_destroy)(convoy__backend *be, convoy__stream *stream);
     /* Runs fn(arg, native) after everything enqueued on stream before it. A
      * NULL stream means "inline": fn runs now on the calling thread. */
-    convoy_status (*stream_enqueue)(convoy__backend *be, convoy__stream *stream,
-                                    convoy__work_fn fn, void *arg);
+    convoy_status (*stream_enqueue)(convoy__backend *be, convoy__stream *stream, convoy__work_fn fn,
+                                    void *arg);
     /* The native handle work on this stream receives (NULL on the host). */
     void *(*stream_native)(convoy__backend *be, convoy__stream *stream);
 

@@ -20,20 +20,20 @@
 #endif
 
 typedef struct convoy__conv_geom {
-    int spatial_dims;       /* 2 or 3, as the caller asked; informational */
-    int64_t batch;          /* N */
-    int64_t in_channels;    /* C */
-    int64_t out_channels;   /* M */
-    int64_t groups;         /* g; C % g == 0 and M % g == 0 */
-    int64_t in[3];          /* input spatial extents */
-    int64_t kernel[3];      /* kernel spatial extents */
-    int64_t out[3];         /* output spatial extents */
-    int64_t pad_before[3];  /* resolved padding, border mode already applied */
+    int spatial_dims;      /* 2 or 3, as the caller asked; informational */
+    int64_t batch;         /* N */
+    int64_t in_channels;   /* C */
+    int64_t out_channels;  /* M */
+    int64_t groups;        /* g; C % g == 0 and M % g == 0 */
+    int64_t in[3];         /* input spatial extents */
+    int64_t kernel[3];     /* kernel spatial extents */
+    int64_t out[3];        /* output spatial extents */
+    int64_t pad_before[3]; /* resolved padding, border mode already applied */
     int64_t pad_after[3];
     int64_t stride[3];
     int64_t dilation[3];
-    int flip;               /* 1: convolution (kernel reversed), 0: correlation */
-    int unshared;           /* 1: filters (M, o0, o1, o2, C/g, k0, k1, k2) */
+    int flip;     /* 1: convolution (kernel reversed), 0: correlation */
+    int unshared; /* 1: filters (M, o0, o1, o2, C/g, k0, k1, k2) */
 } convoy__conv_geom;
 
 /* The three operands of a convolution. Which one is written depends on the
@@ -92,8 +92,7 @@ CONVOY_HD static inline int64_t convoy__geom_filter_numel(const convoy__conv_geo
 CONVOY_HD static inline int convoy__geom_is_pointwise(const convoy__conv_geom *g)
 {
     for (int a = 0; a < 3; ++a) {
-        if (g->kernel[a] != 1 || g->stride[a] != 1 || g->pad_before[a] != 0 ||
-            g->pad_after[a] != 0)
+        if (g->kernel[a] != 1 || g->stride[a] != 1 || g->pad_before[a] != 0 || g->pad_after[a] != 0)
             return 0;
     }
     return !g->unshared;

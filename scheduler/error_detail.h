@@ -11,7 +11,8 @@
 #include "convoy.h"
 
 #if defined(__GNUC__)
-#define CONVOY__PRINTF_LIKE(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
+#define CONVOY__PRINTF_LIKE(fmt_index, first_arg)                                                  \
+    __attribute__((format(printf, fmt_index, first_arg)))
 #else
 #define CONVOY__PRINTF_LIKE(fmt_index, first_arg)
 #endif

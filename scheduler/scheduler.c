@@ -180,15 +180,15 @@ static int add_dependency(convoy_task *task, convoy_task *dependency, int carrie
         return 1;
     if (task->dependency_count == task->dependency_capacity) {
         int capacity = task->dependency_capacity ? task->dependency_capacity * 2 : 4;
-        convoy__dependency *grown =
-            realloc(task->dependencies, (size_t)capacity * sizeof *grown);
+        convoy__dependency *grown = realloc(task->dependencies, (size_t)capacity * sizeof *grown);
         if (!grown)
             return 0;
         task->dependencies = grown;
         task->dependency_capacity = capacity;
     }
     atomic_fetch_add_explicit(&dependency->refs, 1, memory_order_relaxed);
-    task->dependencies[task->dependency_count++] = (convoy__dependency){dependency, carries_failure};
+    task->dependencies[task->dependency_count++] =
+        (convoy__dependency){dependency, carries_failure};
     return 1;
 }
 
@@ -526,7 +526,7 @@ convoy_status convoy__scheduler_create(convoy__backend *backend,
         for (int i = 0; i < s->slot_count; ++i) {
             char name[48];
             slot_name(s, i, name, sizeof name);
-            s->slots[i].queue = i < s->compute_count  ? CONVOY__QUEUE_COMPUTE
+            s->slots[i].queue = i < s->compute_count    ? CONVOY__QUEUE_COMPUTE
                                 : i == s->compute_count ? CONVOY__QUEUE_UPLOAD
                                                         : CONVOY__QUEUE_DOWNLOAD;
             if (s->trace)

@@ -84,20 +84,20 @@ typedef void (*convoy__task_unbind_fn)(void *payload, convoy__stream *stream);
 typedef struct convoy__task_desc {
     convoy__task_kind kind;
     convoy__queue queue;
-    const char *label;                 /* copied; shown in NVTX and traces */
+    const char *label; /* copied; shown in NVTX and traces */
     convoy__task_run_fn run;
-    convoy__task_bind_fn bind;         /* may be NULL */
-    convoy__task_unbind_fn unbind;     /* may be NULL */
-    const void *payload;               /* copied into the task */
+    convoy__task_bind_fn bind;     /* may be NULL */
+    convoy__task_unbind_fn unbind; /* may be NULL */
+    const void *payload;           /* copied into the task */
     size_t payload_size;
     const convoy__hazard_access *accesses;
     size_t access_count;
 } convoy__task_desc;
 
 typedef struct convoy__scheduler_config {
-    int compute_streams;          /* 0: run every task inline at submit */
-    convoy__prof_domain *domain;  /* NVTX domain, may be NULL */
-    convoy__trace *trace;         /* task records for trace/summary, may be NULL */
+    int compute_streams;         /* 0: run every task inline at submit */
+    convoy__prof_domain *domain; /* NVTX domain, may be NULL */
+    convoy__trace *trace;        /* task records for trace/summary, may be NULL */
 } convoy__scheduler_config;
 
 convoy_status convoy__scheduler_create(convoy__backend *backend,

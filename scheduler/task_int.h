@@ -27,15 +27,15 @@ struct convoy_task {
     convoy__backend *backend;
     convoy__scheduler *scheduler; /* NULL once detached at runtime destroy */
     convoy__task_kind kind;
-    int slot;                     /* stream slot, -1 when run inline */
-    convoy__stream *stream;       /* NULL when run inline */
-    convoy__event *event;         /* completion; NULL once detached */
-    uint64_t sequence;            /* submission order */
+    int slot;               /* stream slot, -1 when run inline */
+    convoy__stream *stream; /* NULL when run inline */
+    convoy__event *event;   /* completion; NULL once detached */
+    uint64_t sequence;      /* submission order */
 
     /* Written by the executing thread before the completion event fires;
      * read by others only after observing that event. */
     convoy_status status;
-    char *message;                /* detail of a failure, malloc'd */
+    char *message; /* detail of a failure, malloc'd */
     double start_us, end_us;
 
     convoy__task_run_fn run;
@@ -43,7 +43,7 @@ struct convoy_task {
     int dependency_count;
     int dependency_capacity;
 
-    int user_held;                /* the program holds a handle */
+    int user_held; /* the program holds a handle */
     convoy_task *user_prev, *user_next;
     convoy_task *inflight_next;
 

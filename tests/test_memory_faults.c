@@ -15,12 +15,21 @@
 
 #include "convoy.h"
 
-#define X_DIMS {4, 6, 48, 48}
-#define W_DIMS {8, 3, 3, 3}
-#define Y_DIMS {4, 8, 48, 48}
+#define X_DIMS                                                                                     \
+    {                                                                                              \
+        4, 6, 48, 48                                                                               \
+    }
+#define W_DIMS                                                                                     \
+    {                                                                                              \
+        8, 3, 3, 3                                                                                 \
+    }
+#define Y_DIMS                                                                                     \
+    {                                                                                              \
+        4, 8, 48, 48                                                                               \
+    }
 
 typedef struct pipeline_result {
-    int created;            /* every tensor was created */
+    int created;               /* every tensor was created */
     convoy_status statuses[5]; /* upload, fwd, bwd_data, bwd_filter, download */
     uint64_t backend_allocations;
     float output[4 * 8 * 48 * 48];

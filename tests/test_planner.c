@@ -66,7 +66,10 @@ static convoy_status mock_time(convoy__backend *be, const convoy__conv_plan *pla
     mock_backend *m = (mock_backend *)be;
     m->time_calls++;
     unsigned impl = plan->candidate.impl;
-    *ms = m->times[impl == CONVOY_IMPL_CUDNN ? 0 : impl == CONVOY_IMPL_GEMM ? 1 : impl == CONVOY_IMPL_1X1 ? 2 : 3];
+    *ms = m->times[impl == CONVOY_IMPL_CUDNN  ? 0
+                   : impl == CONVOY_IMPL_GEMM ? 1
+                   : impl == CONVOY_IMPL_1X1  ? 2
+                                              : 3];
     return CONVOY_OK;
 }
 
@@ -102,8 +105,8 @@ static convoy__planner *make_planner(mock_backend *m, unsigned exclude, int dete
                                      const char *environment)
 {
     m->base.ops = &mock_ops;
-    convoy__planner_config config = {&m->base, exclude, deterministic, policy, limit, cache,
-                                     environment, NULL, NULL};
+    convoy__planner_config config = {&m->base, exclude,     deterministic, policy, limit,
+                                     cache,    environment, NULL,          NULL};
     convoy__planner *p = NULL;
     assert_int_equal(convoy__planner_create(&config, &p), CONVOY_OK);
     return p;
@@ -119,9 +122,9 @@ static void test_plan_key_covers_every_field(void **state)
     assert_string_equal(a, b);
     convoy__plan_key(&base, CONVOY_CONV_BACKWARD_DATA, b, sizeof b);
     assert_string_not_equal(a, b);
-    int64_t *fields[] = {&g.batch,       &g.in_channels,   &g.out_channels, &g.groups,
-                         &g.in[1],       &g.kernel[2],     &g.out[0],       &g.pad_before[1],
-                         &g.pad_after[2], &g.stride[1],    &g.dilation[2]};
+    int64_t *fields[] = {&g.batch,        &g.in_channels, &g.out_channels, &g.groups,
+                         &g.in[1],        &g.kernel[2],   &g.out[0],       &g.pad_before[1],
+                         &g.pad_after[2], &g.stride[1],   &g.dilation[2]};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; ++i) {
         g = base;
         *fields[i] += 1;
@@ -165,8 +168,7 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     /* Determinism drops the fast candidate; a tight limit shrinks the chunk. */
     mock_backend d = {0};
     p = make_planner(&d, 0, 1, CONVOY_ALGO_HEURISTIC, 2500, NULL, "e");
-    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm");
     assert_int_equal(plan->images_per_chunk, 2);
     assert_int_equal(plan->workspace_bytes, 2000);
@@ -195,7 +197,6 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     assert_non_null(strstr(message, "gemm: "));
     assert_non_null(strstr(message, "500"));
     convoy__planner_destroy(p);
-
 }
 
 static void temp_path(char *buffer, size_t size)
@@ -214,21 +215,18 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
 
     mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
     convoy__planner *p = make_planner(&m, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
-    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm"); /* fastest, not cheapest by cost */
     /* direct, the last resort, is not timed while anything else applies. */
     assert_int_equal(m.time_calls, 2);
-    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(m.time_calls, 2);
     convoy__planner_destroy(p);
 
     /* A second process with the same environment trusts the file. */
     mock_backend n = {.times = {1.0, 2.0, 9.0, 50.0}};
     p = make_planner(&n, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
-    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm");
     assert_int_equal(n.time_calls, 0);
     convoy__planner_destroy(p);
@@ -236,8 +234,7 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
     /* Another environment (new driver, new library) times again. */
     mock_backend o = {.times = {1.0, 2.0, 9.0, 50.0}};
     p = make_planner(&o, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env B");
-    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "cudnn:FAST");
     assert_int_equal(o.time_calls, 2);
     convoy__planner_destroy(p);
@@ -256,19 +253,15 @@ static void test_time_on_shape_change_retimes(void **state)
     mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
     convoy__planner *p =
         make_planner(&m, 0, 0, CONVOY_ALGO_TIME_ON_SHAPE_CHANGE, 1 << 20, NULL, "e");
-    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
-    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(m.time_calls, 2);
     const convoy__conv_plan *first = plan;
-    assert_int_equal(convoy__planner_plan(p, "t", &b, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &b, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(m.time_calls, 4);
     /* Back to the first shape: timed again; the old plan stays valid. */
     m.times[0] = 0.5;
-    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL),
-                     CONVOY_OK);
+    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(m.time_calls, 6);
     assert_string_equal(plan->candidate.name, "cudnn:FAST");
     assert_string_equal(first->candidate.name, "gemm");

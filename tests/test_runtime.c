@@ -12,10 +12,10 @@
 #include "convoy.h"
 
 static const char *const flag_names[] = {
-    "CONVOY_DEVICE",     "CONVOY_DEVICE_INDEX",  "CONVOY_STREAMS",         "CONVOY_BLAS_THREADS",
-    "CONVOY_ALGO",       "CONVOY_EXCLUDE",       "CONVOY_REQUIRE",         "CONVOY_DETERMINISTIC",
-    "CONVOY_MEMORY_LIMIT", "CONVOY_WORKSPACE_LIMIT", "CONVOY_TUNE_CACHE",  "CONVOY_TRACE",
-    "CONVOY_PROFILE",    "CONVOY_TEST_FAIL_ALLOC",
+    "CONVOY_DEVICE",       "CONVOY_DEVICE_INDEX",    "CONVOY_STREAMS",    "CONVOY_BLAS_THREADS",
+    "CONVOY_ALGO",         "CONVOY_EXCLUDE",         "CONVOY_REQUIRE",    "CONVOY_DETERMINISTIC",
+    "CONVOY_MEMORY_LIMIT", "CONVOY_WORKSPACE_LIMIT", "CONVOY_TUNE_CACHE", "CONVOY_TRACE",
+    "CONVOY_PROFILE",      "CONVOY_TEST_FAIL_ALLOC",
 };
 
 /* Every test starts from a clean environment. */
@@ -64,10 +64,14 @@ static void test_environment_overrides(void **state)
 static void test_malformed_environment(void **state)
 {
     static const char *const cases[][2] = {
-        {"CONVOY_STREAMS", "abc"},         {"CONVOY_STREAMS", "-2"},
-        {"CONVOY_DEVICE", "tpu"},          {"CONVOY_ALGO", "fastest"},
-        {"CONVOY_EXCLUDE", "gemm,winograd"}, {"CONVOY_MEMORY_LIMIT", "12Q"},
-        {"CONVOY_DETERMINISTIC", "maybe"}, {"CONVOY_TEST_FAIL_ALLOC", "-1"},
+        {"CONVOY_STREAMS", "abc"},
+        {"CONVOY_STREAMS", "-2"},
+        {"CONVOY_DEVICE", "tpu"},
+        {"CONVOY_ALGO", "fastest"},
+        {"CONVOY_EXCLUDE", "gemm,winograd"},
+        {"CONVOY_MEMORY_LIMIT", "12Q"},
+        {"CONVOY_DETERMINISTIC", "maybe"},
+        {"CONVOY_TEST_FAIL_ALLOC", "-1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
         clear_environment(NULL);

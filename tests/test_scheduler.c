@@ -172,8 +172,8 @@ static void test_random_graphs_match_across_stream_counts(void **state)
             if (memcmp(reference, got, count * sizeof(float)) != 0) {
                 for (size_t i = 0; i < count; ++i) {
                     if (reference[i] != got[i]) {
-                        print_error("seed %u streams %d: element %zu is %g, inline gave %g\n",
-                                    seed, stream_counts[s], i, got[i], reference[i]);
+                        print_error("seed %u streams %d: element %zu is %g, inline gave %g\n", seed,
+                                    stream_counts[s], i, got[i], reference[i]);
                         break;
                     }
                 }
