@@ -75,7 +75,7 @@ typedef enum convoy_status {
 CONVOY_EXTERN const char *convoy_status_name(convoy_status status);
 
 /* The detail text of the most recent failed call made by this thread, for
- * example "conv_forward: input dim 1 (channels) is 6 but filters expect 3 x 1
+ * example "conv_forward: input has 6 channels but filters expect 3 x 1
  * group". Names the call, the tensor, the dimension, and the expected and
  * actual values; for a backend failure the CUDA/cuDNN/cuBLAS call, its error
  * string and file:line. Empty string when nothing failed yet. Valid until the
