@@ -183,8 +183,8 @@ static int filter_candidates(convoy__planner *p, const convoy__conv_geom *g,
     }
     for (unsigned bit = 1; bit <= CONVOY_IMPL_DIRECT; bit <<= 1) {
         if (!(offered & bit))
-            append(why, why_size, "%s%s: not available on this device; ", convoy__impl_name(bit),
-                   "");
+            append(why, why_size, "%s: not available for this convolution on %s; ",
+                   convoy__impl_name(bit), be->ops->name);
     }
     *only_workspace = workspace_refusals > 0 && other_refusals == 0;
     return count;
