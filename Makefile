@@ -28,7 +28,7 @@ demo: build
 bench: build
 	$(BUILD)/bench/conv_bench bench/conv_suite.txt
 	$(BUILD)/bench/task_overhead
-	$(BUILD)/bench/pool_bench
+	$(BUILD)/tests/pool_bench
 	$(BUILD)/bench/pipeline_bench bench/conv_suite.txt
 	@if [ -x $(BUILD)/bench/cudnn_compare ]; then \
 	  $(BUILD)/bench/cudnn_compare bench/conv_suite.txt || [ $$? -eq 77 ]; fi

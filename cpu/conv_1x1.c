@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cpu/conv_cpu.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 /* Per image n and group grp, with S positions, C_ = C / g and M_ = M / g:
  *   forward          Y[n, grp] (M_ x S)  = W_grp (M_ x C_) @ X[n, grp] (C_ x S)

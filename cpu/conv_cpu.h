@@ -2,7 +2,7 @@
  * sgemm, and the 1x1 single-GEMM path.
  *
  * Each function computes one direction on raw host buffers described by a
- * geometry (scheduler/conv_geometry.h). The written operand is overwritten,
+ * geometry (core/conv_geometry.h). The written operand is overwritten,
  * never accumulated into. Shapes were validated by the runtime; these
  * functions trust them. Empty tensors (N, C or M zero) zero-fill the written
  * operand. */
@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "convoy.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 /* ---- direct: plain loops, accumulating in double; the reference ---- */
 

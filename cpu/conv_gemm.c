@@ -18,7 +18,7 @@
 
 #include "cpu/conv_cpu.h"
 #include "kernels/conv_index.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 /* The chunk actually used is trimmed so that its column matrix stays near this size: im2col
  * writes it and the GEMM reads it straight back, which costs little while the matrix stays in

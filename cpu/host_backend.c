@@ -1,4 +1,4 @@
-/* The host backend: the backend interface (scheduler/backend.h) on the CPU.
+/* The host backend: the backend interface (core/device.h) on the CPU.
  * Streams are worker threads (cpu/host_stream.c), memory is aligned host
  * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS) and 1x1
  * code of cpu/conv_*.c. */
@@ -11,7 +11,7 @@
 #include "cpu/conv_cpu.h"
 #include "cpu/host_backend.h"
 #include "cpu/host_stream.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 typedef struct host_backend {
     convoy__backend base;

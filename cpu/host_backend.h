@@ -4,7 +4,7 @@
 #define CONVOY_CPU_HOST_BACKEND_H
 
 #include "convoy.h"
-#include "scheduler/backend.h"
+#include "core/device.h"
 
 typedef struct convoy__host_config {
     int blas_threads; /* OpenBLAS threads for each task; 0 = leave OpenBLAS's default */

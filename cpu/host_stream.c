@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "cpu/host_stream.h"
-#include "profiling/nvtx.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
+#include "core/platform.h"
 
 enum { EVENT_COMPLETE = 0, EVENT_PENDING = 1 };
 enum { ENTRY_WORK, ENTRY_RECORD, ENTRY_WAIT };
@@ -174,7 +174,7 @@ static void *worker_main(void *arg)
 {
     convoy__stream *s = arg;
     entry batch[BATCH];
-    convoy__prof_name_thread(s->name);
+    convoy__name_this_thread(s->name);
     for (;;) {
         for (int poll = 0; poll < SPIN_POLLS; ++poll) {
             if (atomic_load_explicit(&s->queued, memory_order_acquire) > 0)

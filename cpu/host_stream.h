@@ -5,7 +5,7 @@
 #define CONVOY_CPU_HOST_STREAM_H
 
 #include "convoy.h"
-#include "scheduler/backend.h"
+#include "core/device.h"
 
 /* Streams and events of one backend share a completion condition variable,
  * so blocking waits need no per-event kernel object. */

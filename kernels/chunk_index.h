@@ -1,5 +1,5 @@
 /* Index math of the chunked GEMM path's data movement, shared by the CUDA kernels
- * (kernels/im2col.cu) and the host tests, which run these exact functions on the CPU.
+ * (cuda/kernels.cu) and the host tests, which run these exact functions on the CPU.
  *
  * A chunk is T consecutive images of a batch. Its column matrix puts the T images' column
  * matrices side by side: (C * kvol) rows, T * P columns (P = o0*o1*o2 output positions), row

@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 /* Kernel tap whose weight multiplies position t of the column matrix. */
 CONVOY_HD static inline int64_t convoy__conv_tap(const convoy__conv_geom *g, int axis, int64_t t)

@@ -1,5 +1,5 @@
 /* The direct convolution, one written element at a time, shared by the CUDA "direct" kernels
- * (kernels/im2col.cu), the CPU direct implementation (cpu/conv_direct.c) and the host tests.
+ * (cuda/kernels.cu), the CPU direct implementation (cpu/conv_direct.c) and the host tests.
  *
  * Each function returns, in double, the full sum behind one element of the written operand,
  * so a kernel needs one thread per element, no atomics and no workspace, and the result does

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "kernels/gemm_driver.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 convoy__gemm convoy__gemm_to_column_major(const convoy__gemm *r)
 {

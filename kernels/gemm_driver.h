@@ -1,7 +1,7 @@
 /* The GEMM convolution paths of the CUDA backend (Aesara's GpuCorrMM / GpuCorr3dMM, and the
  * 1x1 path), written against a small table of primitives instead of CUDA itself.
  *
- * kernels/conv_gemm_cuda.c supplies the primitives as cuBLAS calls and kernel launches on a
+ * cuda/conv_gemm_cuda.c supplies the primitives as cuBLAS calls and kernel launches on a
  * stream; the host tests supply CPU versions of the same primitives (built on the same index
  * headers) and so run this exact sequence of steps, with every GEMM's column-major arguments
  * checked against cuBLAS's rules, on a machine without a GPU. Needs no CUDA header. */
@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "convoy.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -10,7 +10,7 @@
 
 #include "memory/pool.h"
 #include "memory/pool_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 #define SMALL_MAX CONVOY__POOL_SMALL_MAX
 #define ALIGNMENT ((size_t)256) /* what pool.h promises for block->ptr */

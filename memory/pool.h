@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "convoy.h"
-#include "scheduler/backend.h"
+#include "core/device.h"
 
 typedef struct convoy__pool convoy__pool;
 

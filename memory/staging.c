@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "memory/staging.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 struct convoy__staging {
     convoy__backend *backend;

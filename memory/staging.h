@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 #include "convoy.h"
-#include "scheduler/backend.h"
+#include "core/device.h"
 
 typedef struct convoy__staging convoy__staging;
 

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "memory/workspace.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 convoy_status convoy__workspace_plan(size_t fixed, size_t per_image, int64_t batch, size_t limit,
                                      int64_t *images_per_chunk, size_t *bytes)

@@ -1,12 +1,6 @@
-/* NVTX3 ranges and thread names for convoy's tasks and worker threads. NVTX3
- * is header-only and does nothing until a tool (Nsight) injects itself, so the
- * calls are cheap when nobody profiles. */
-#include <pthread.h>
-#include <stdio.h>
+/* NVTX3 ranges for convoy's tasks. NVTX3 is header-only and does nothing until a
+ * tool (Nsight) injects itself, so the calls are cheap when nobody profiles. */
 #include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "profiling/nvtx.h"
 
@@ -71,21 +65,4 @@ void convoy__prof_range_pop(convoy__prof_domain *domain)
 #else
     (void)domain;
 #endif
-}
-
-void convoy__prof_name_thread(const char *name)
-{
-    char short_name[16];
-    snprintf(short_name, sizeof short_name, "%s", name);
-    pthread_setname_np(pthread_self(), short_name);
-#ifdef CONVOY_HAVE_NVTX
-    nvtxNameOsThreadA((uint32_t)syscall(SYS_gettid), name);
-#endif
-}
-
-double convoy__prof_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }

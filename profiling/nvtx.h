@@ -1,4 +1,5 @@
-/* NVTX3 annotations in the "convoy" domain: task ranges and thread names, so
+/* NVTX3 annotations in the "convoy" domain: task ranges (threads are named
+ * through core/platform.h), so
  * Nsight Systems shows the schedule with no extra flags. When the library is
  * built without NVTX these are empty functions. Profiling never changes
  * behaviour: every function here ignores failures. */
@@ -14,11 +15,5 @@ void convoy__prof_domain_destroy(convoy__prof_domain *domain);
 /* Opens / closes a range on the calling thread. */
 void convoy__prof_range_push(convoy__prof_domain *domain, const char *label);
 void convoy__prof_range_pop(convoy__prof_domain *domain);
-
-/* Names the calling OS thread for Nsight and for debuggers (15 chars kept). */
-void convoy__prof_name_thread(const char *name);
-
-/* Monotonic clock in microseconds, for task timing and traces. */
-double convoy__prof_now_us(void);
 
 #endif /* CONVOY_PROFILING_NVTX_H */

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "profiling/trace.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 #define EVENTS_PER_CHUNK 1024
 #define TEXT_BLOCK_BYTES ((size_t)64 << 10)

@@ -7,10 +7,10 @@
 
 #include "cpu/host_backend.h"
 #include "runtime/runtime_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 #ifdef CONVOY_HAVE_CUDA
-#include "kernels/cuda_backend.h"
+#include "cuda/cuda_backend.h"
 #endif
 
 /* The host backend's BLAS threads: all cores for the synchronous path, the

@@ -5,7 +5,7 @@
 
 #include "runtime/conv_shape.h"
 #include "runtime/runtime_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 typedef struct conv_payload {
     convoy__backend *backend;

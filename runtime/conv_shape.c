@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "runtime/conv_shape.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 /* Extents, pads and dilations beyond this are rejected before any product
  * is formed, so the formulas below cannot overflow int64. */

@@ -1,5 +1,5 @@
 /* Convolution parameter validation and shape math: turns public parameters
- * and tensor dims into a resolved geometry (scheduler/conv_geometry.h), or
+ * and tensor dims into a resolved geometry (core/conv_geometry.h), or
  * an error naming the call, the tensor, the dimension, and the expected and
  * actual values. */
 #ifndef CONVOY_RUNTIME_CONV_SHAPE_H
@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "convoy.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 /* The dims of the three operands in forward terms. For backward_data the
  * "input" is grad_input, for backward_filter the "filters" are grad_filters,

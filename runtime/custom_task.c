@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "runtime/runtime_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 /* Accesses a task may have before its payload moves to the heap. */
 #define SMALL 8

@@ -9,7 +9,7 @@
 
 #include "convoy.h"
 #include "runtime/options_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 static const struct {
     const char *name;

@@ -14,7 +14,8 @@
 #include "runtime/options_int.h"
 #include "runtime/planner.h"
 #include "runtime/tune_cache.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
+#include "core/hash.h"
 
 #define BUCKETS 256
 #define KEY_SIZE 320
@@ -75,10 +76,7 @@ static void site_key(const convoy__conv_geom *g, convoy_conv_direction direction
 
 static unsigned hash_text(const char *text)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *text; ++text)
-        h = (h ^ (unsigned char)*text) * 1099511628211ull;
-    return (unsigned)(h % BUCKETS);
+    return (unsigned)(convoy__fnv1a(text, strlen(text)) % BUCKETS);
 }
 
 convoy_status convoy__planner_create(const convoy__planner_config *config, convoy__planner **out)

@@ -9,7 +9,8 @@
 #include "profiling/trace.h"
 #include "runtime/options_int.h"
 #include "runtime/runtime_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
+#include "core/log.h"
 
 /* Transfers from ordinary host memory move through pinned chunks this big. */
 #define CONVOY__STAGING_CHUNK ((size_t)4 << 20)
@@ -27,18 +28,6 @@ static void stderr_log(void *user_data, convoy_log_level level, const char *mess
     int n = snprintf(line, sizeof line, "convoy %s: %s\n", names[level & 3], message);
     if (n > 0)
         fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
-}
-
-void convoy__log(const convoy_runtime *rt, convoy_log_level level, const char *format, ...)
-{
-    if (!rt->options.log_fn)
-        return;
-    char message[4096];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-    rt->options.log_fn(rt->options.log_user_data, level, message);
 }
 
 static char *copy_text(const char *text)
@@ -168,12 +157,14 @@ static void report_profile(convoy_runtime *rt)
 {
     if (!rt->trace)
         return;
+    convoy__logger logger = {rt->options.log_fn, rt->options.log_user_data};
     if (rt->trace_path && convoy__trace_write(rt->trace, rt->trace_path) != CONVOY_OK)
-        convoy__log(rt, CONVOY_LOG_WARNING, "%s", convoy__error_text());
+        convoy__log_to(&logger, CONVOY_LOG_WARNING, "%s", convoy__error_text());
     if (rt->options.profile) {
         char summary[4096];
         convoy__trace_summary(rt->trace, summary, sizeof summary);
-        convoy__log(rt, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description, summary);
+        convoy__log_to(&logger, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description,
+                       summary);
     }
 }
 

@@ -10,7 +10,7 @@
 #include "memory/pool.h"
 #include "memory/staging.h"
 #include "runtime/planner.h"
-#include "scheduler/backend.h"
+#include "core/device.h"
 #include "scheduler/scheduler.h"
 
 typedef struct convoy__prof_domain convoy__prof_domain;
@@ -62,8 +62,5 @@ convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor
 convoy_status convoy__backend_open(const convoy_options *options, convoy__backend **out, char *note,
                                    size_t note_size);
 
-/* The log callback, or nothing. */
-void convoy__log(const convoy_runtime *rt, convoy_log_level level, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
 
 #endif /* CONVOY_RUNTIME_RUNTIME_INT_H */

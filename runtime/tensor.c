@@ -8,7 +8,7 @@
 
 #include "runtime/conv_shape.h"
 #include "runtime/runtime_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor *t,
                                    const char *call, const char *name)

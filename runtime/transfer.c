@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 #include "runtime/runtime_int.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 typedef struct transfer_payload {
     convoy__staging *staging;

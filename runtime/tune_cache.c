@@ -22,7 +22,9 @@
 #include <unistd.h>
 
 #include "runtime/tune_cache.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
+#include "core/hash.h"
+#include "core/log.h"
 
 #define MAGIC "convoy-tune-cache 1"
 #define ENV_TAG "environment\t"
@@ -51,8 +53,7 @@ struct convoy__tune_cache {
     char *path;
     char *lock_path;
     char *environment;
-    convoy_log_fn log;
-    void *log_user_data;
+    convoy__logger logger;
     table entries;
     int write_warned;
 };
@@ -63,28 +64,6 @@ static atomic_ulong temp_counter;
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void say(const convoy__tune_cache *c, convoy_log_level level, const char *format, ...)
-    CONVOY__PRINTF_LIKE(3, 4);
-
-static void say(const convoy__tune_cache *c, convoy_log_level level, const char *format, ...)
-{
-    if (!c->log)
-        return;
-    char message[1024];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-    c->log(c->log_user_data, level, message);
-}
-
-static uint64_t fnv1a(const char *data, size_t size)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < size; ++i)
-        h = (h ^ (unsigned char)data[i]) * 1099511628211ull;
-    return h;
-}
 
 /* Keys and choices are non-empty, bounded and free of control characters:
  * tabs and newlines would break the line format. */
@@ -264,7 +243,7 @@ static int parse(char *data, size_t size, const char *environment, table *out, c
         problem = "truncated: no checksum line at the end";
     else if (strspn(data + last + sum_size, "0123456789abcdef") != 16)
         problem = "bad checksum line";
-    else if (strtoull(data + last + sum_size, NULL, 16) != fnv1a(data, last))
+    else if (strtoull(data + last + sum_size, NULL, 16) != convoy__fnv1a(data, last))
         problem = "checksum mismatch";
     if (problem) {
         snprintf(why, why_size, "corrupt (%s)", problem);
@@ -359,7 +338,7 @@ static char *serialize(const convoy__tune_cache *c, size_t *size)
                                  c->entries.items[i].key, c->entries.items[i].choice, ms);
     }
     used += (size_t)snprintf(text + used, capacity - used, "%s%016llx\n", SUM_TAG,
-                             (unsigned long long)fnv1a(text, used));
+                             (unsigned long long)convoy__fnv1a(text, used));
     *size = used;
     return text;
 }
@@ -455,7 +434,7 @@ static int rewrite(convoy__tune_cache *c, const char *stored_key, char *why, siz
     char ignored[1024];
     int loaded = load(c, &disk, ignored, sizeof ignored);
     if (loaded < 0)
-        say(c, CONVOY_LOG_DEBUG, "%s; overwriting it", ignored);
+        convoy__log_to(&c->logger, CONVOY_LOG_DEBUG, "%s; overwriting it", ignored);
     int merge_failed = 0;
     for (size_t i = 0; i < disk.count && !merge_failed; ++i) {
         entry *e = &disk.items[i];
@@ -502,17 +481,17 @@ convoy_status convoy__tune_cache_open(const char *path, const char *environment,
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = ' ';
     }
-    c->log = log;
-    c->log_user_data = log_user_data;
+    c->logger.fn = log;
+    c->logger.user_data = log_user_data;
     if (pthread_mutex_init(&c->lock, NULL) != 0)
         goto fail_strings;
 
     char message[1024];
     int loaded = load(c, &c->entries, message, sizeof message);
     if (loaded < 0)
-        say(c, CONVOY_LOG_WARNING, "%s", message);
+        convoy__log_to(&c->logger, CONVOY_LOG_WARNING, "%s", message);
     else if (loaded > 0)
-        say(c, CONVOY_LOG_DEBUG, "tune cache %s: loaded %zu entries", c->path, c->entries.count);
+        convoy__log_to(&c->logger, CONVOY_LOG_DEBUG, "tune cache %s: loaded %zu entries", c->path, c->entries.count);
     *out = c;
     return CONVOY_OK;
 
@@ -571,7 +550,7 @@ convoy_status convoy__tune_cache_store(convoy__tune_cache *c, const char *key, c
     }
     char why[1024];
     if (rewrite(c, key, why, sizeof why) != 0) {
-        say(c, c->write_warned ? CONVOY_LOG_DEBUG : CONVOY_LOG_WARNING,
+        convoy__log_to(&c->logger, c->write_warned ? CONVOY_LOG_DEBUG : CONVOY_LOG_WARNING,
             "tune cache %s not saved: %s; tuned choices are kept for this run only", c->path, why);
         c->write_warned = 1;
     }

@@ -10,8 +10,9 @@
 
 #include "profiling/nvtx.h"
 #include "profiling/trace.h"
-#include "scheduler/error_detail.h"
-#include "scheduler/scheduler_int.h"
+#include "core/error_detail.h"
+#include "core/platform.h"
+#include "scheduler/scheduler.h"
 #include "scheduler/task_int.h"
 
 typedef struct stream_slot {
@@ -129,7 +130,7 @@ static void task_execute(void *arg, void *native_stream)
         }
     }
     if (s->trace)
-        task->start_us = convoy__prof_now_us();
+        task->start_us = convoy__now_us();
     if (task->status == CONVOY_OK) {
         convoy__prof_range_push(s->domain, task->label);
         convoy__stream *order_stream = s->backend->ops->enqueue_runs_now ? task->stream : NULL;
@@ -142,7 +143,7 @@ static void task_execute(void *arg, void *native_stream)
         }
     }
     if (s->trace)
-        task->end_us = convoy__prof_now_us();
+        task->end_us = convoy__now_us();
     if (task->status != CONVOY_OK)
         note_failure(s, task);
     if (s->trace) {
@@ -431,7 +432,8 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
     return CONVOY_OK;
 }
 
-void convoy__scheduler_forget_handle(convoy__scheduler *s, convoy_task *task)
+/* Unlinks a task from the list of tasks the program holds handles to. */
+static void forget_handle(convoy__scheduler *s, convoy_task *task)
 {
     pthread_mutex_lock(&s->lock);
     if (task->user_held) {
@@ -444,6 +446,18 @@ void convoy__scheduler_forget_handle(convoy__scheduler *s, convoy_task *task)
         task->user_held = 0;
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Drops the program's handle. It lives here rather than in task.c because it
+ * unlinks the task from the scheduler's list, and task.c never calls into the
+ * scheduler: the calls go one way, scheduler to task. */
+void convoy_task_release(convoy_task *task)
+{
+    if (!task)
+        return;
+    if (task->scheduler)
+        forget_handle(task->scheduler, task);
+    convoy__task_unref(task);
 }
 
 convoy_status convoy__scheduler_synchronize(convoy__scheduler *s)

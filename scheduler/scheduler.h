@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "convoy.h"
-#include "scheduler/backend.h"
+#include "core/device.h"
 
 typedef struct convoy__scheduler convoy__scheduler;
 typedef struct convoy__prof_domain convoy__prof_domain;

@@ -1,10 +1,9 @@
-/* Task handles: waiting, polling, releasing, and the reference counting that
+/* Task handles: waiting, polling, and the reference counting that
  * frees a task once nothing can observe it any more. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "scheduler/error_detail.h"
-#include "scheduler/scheduler_int.h"
+#include "core/error_detail.h"
 #include "scheduler/task_int.h"
 
 static void task_free(convoy_task *task)
@@ -48,13 +47,4 @@ int convoy_task_done(convoy_task *task)
     if (!task || !task->event)
         return 1;
     return task->backend->ops->event_query(task->backend, task->event, NULL);
-}
-
-void convoy_task_release(convoy_task *task)
-{
-    if (!task)
-        return;
-    if (task->scheduler)
-        convoy__scheduler_forget_handle(task->scheduler, task);
-    convoy__task_unref(task);
 }

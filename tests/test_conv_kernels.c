@@ -16,7 +16,7 @@
 #include "convoy.h"
 #include "cpu/conv_cpu.h"
 #include "kernels/conv_index.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 enum { VALID = -1, HALF = -2, FULL = -3, EXPLICIT = 0 };
 

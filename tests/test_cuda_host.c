@@ -21,12 +21,12 @@
 
 #include "convoy.h"
 #include "kernels/chunk_index.h"
-#include "kernels/cuda_backend.h"
-#include "kernels/cuda_check.h"
-#include "kernels/cudnn_desc.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cudnn_desc.h"
 #include "kernels/direct_index.h"
 #include "kernels/gemm_driver.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 /* ---- geometry and data ------------------------------------------------------------------- */
 

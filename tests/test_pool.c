@@ -17,7 +17,7 @@
 #include "memory/pool.h"
 #include "memory/staging.h"
 #include "memory/workspace.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 #define MIB ((size_t)1 << 20)
 #define MAX_EVENTS 4096

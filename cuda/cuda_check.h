@@ -17,8 +17,8 @@
  *   CONVOY__CUDNN_TRY / _CHECK   the same for cudnnStatus_t
  *   CONVOY__LAUNCH_BEGIN()       before a kernel launch: clears a stale, non-sticky last error
  *   CONVOY__LAUNCH_CHECK(name)   after a kernel launch: cudaGetLastError, returning on failure */
-#ifndef CONVOY_KERNELS_CUDA_CHECK_H
-#define CONVOY_KERNELS_CUDA_CHECK_H
+#ifndef CONVOY_CUDA_CUDA_CHECK_H
+#define CONVOY_CUDA_CUDA_CHECK_H
 
 #include "convoy.h"
 
@@ -103,4 +103,4 @@ static inline convoy_status convoy__cudnn_check_value(int code, int success, con
 /* Blocks needed to cover count items with per_block items per block. */
 #define CONVOY_CEIL_DIV(count, per_block) (((count) + (per_block)-1) / (per_block))
 
-#endif /* CONVOY_KERNELS_CUDA_CHECK_H */
+#endif /* CONVOY_CUDA_CUDA_CHECK_H */

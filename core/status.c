@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "convoy.h"
-#include "scheduler/error_detail.h"
+#include "core/error_detail.h"
 
 #define CONVOY__ERROR_TEXT_CAPACITY 1024
 

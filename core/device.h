@@ -14,14 +14,14 @@
  * enqueue device work. Either way the work function receives the native
  * stream handle (a cudaStream_t, or NULL on the host) to pass to copy and
  * convolution calls. */
-#ifndef CONVOY_SCHEDULER_BACKEND_H
-#define CONVOY_SCHEDULER_BACKEND_H
+#ifndef CONVOY_CORE_DEVICE_H
+#define CONVOY_CORE_DEVICE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "convoy.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 typedef struct convoy__backend convoy__backend;
 typedef struct convoy__stream convoy__stream;
@@ -150,4 +150,4 @@ struct convoy__backend {
     const convoy__backend_ops *ops;
 };
 
-#endif /* CONVOY_SCHEDULER_BACKEND_H */
+#endif /* CONVOY_CORE_DEVICE_H */

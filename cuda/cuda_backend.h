@@ -1,13 +1,13 @@
 /* Creating the CUDA backend. The only declaration outside kernels/ that
  * mentions CUDA; runtime/backend_registry.c calls it when the library was
  * built with CUDA. Needs no CUDA header. */
-#ifndef CONVOY_KERNELS_CUDA_BACKEND_H
-#define CONVOY_KERNELS_CUDA_BACKEND_H
+#ifndef CONVOY_CUDA_CUDA_BACKEND_H
+#define CONVOY_CUDA_CUDA_BACKEND_H
 
 #include <stddef.h>
 
 #include "convoy.h"
-#include "scheduler/backend.h"
+#include "core/device.h"
 
 typedef struct convoy__cuda_config {
     int device_index;  /* CUDA device ordinal */
@@ -25,4 +25,4 @@ convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, con
 /* 1 when cuDNN was initialised in this backend (for CONVOY_REQUIRE=cudnn). */
 int convoy__cuda_backend_has_cudnn(convoy__backend *backend);
 
-#endif /* CONVOY_KERNELS_CUDA_BACKEND_H */
+#endif /* CONVOY_CUDA_CUDA_BACKEND_H */

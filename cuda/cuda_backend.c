@@ -1,17 +1,17 @@
-/* The CUDA backend: the backend interface (scheduler/backend.h) on one CUDA device. Streams
+/* The CUDA backend: the backend interface (core/device.h) on one CUDA device. Streams
  * are non-blocking cudaStream_t (never the legacy default stream), events are cudaEvent_t
  * without timing, memory comes from cudaMalloc / cudaHostAlloc, and work functions run at
  * enqueue time on the submitting thread, where they only enqueue. Convolutions are in
- * kernels/cuda_conv.c. Creation fails cleanly, with the reason, on machines without a usable
+ * cuda/cuda_conv.c. Creation fails cleanly, with the reason, on machines without a usable
  * driver or device, so the runtime can fall back to the CPU. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cuda_backend_int.h"
-#include "kernels/cuda_check.h"
-#include "scheduler/error_detail.h"
+#include "cuda/cuda_backend_int.h"
+#include "cuda/cuda_check.h"
+#include "core/error_detail.h"
 
 #ifdef CONVOY_HAVE_NVTX
 #include "nvtx3/nvToolsExtCudaRt.h"

@@ -9,9 +9,9 @@
 
 #include "kernels/chunk_index.h"
 #include "kernels/direct_index.h"
-#include "kernels/im2col.h"
-#include "kernels/launch_config.h"
-#include "scheduler/error_detail.h"
+#include "cuda/kernels.h"
+#include "cuda/launch_config.h"
+#include "core/error_detail.h"
 
 /* ---- kernels ------------------------------------------------------------ */
 

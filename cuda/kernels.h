@@ -1,16 +1,16 @@
-/* Launchers of the CUDA kernels (kernels/im2col.cu): for the GEMM path chunked im2col and
+/* Launchers of the CUDA kernels (cuda/kernels.cu): for the GEMM path chunked im2col and
  * col2im, the axis swap that moves output gradients into GEMM order and a fill; and the
  * direct convolution, one launcher per direction.
  * C linkage and no CUDA header, so the backend's C files can call them; stream is the
  * cudaStream_t to launch on (never NULL: the legacy default stream is not used). Each returns
  * CONVOY_OK or, when the launch failed, the CUDA error as convoy_status with the message set. */
-#ifndef CONVOY_KERNELS_IM2COL_H
-#define CONVOY_KERNELS_IM2COL_H
+#ifndef CONVOY_CUDA_KERNELS_H
+#define CONVOY_CUDA_KERNELS_H
 
 #include <stdint.h>
 
 #include "convoy.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,4 +62,4 @@ convoy_status convoy__launch_conv_direct_backward_filter(const convoy__conv_geom
 }
 #endif
 
-#endif /* CONVOY_KERNELS_IM2COL_H */
+#endif /* CONVOY_CUDA_KERNELS_H */

@@ -7,14 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cuda_backend_int.h"
-#include "kernels/cuda_check.h"
-#include "kernels/cudnn_desc.h"
-#include "scheduler/error_detail.h"
+#include "cuda/cuda_backend_int.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cudnn_desc.h"
+#include "core/error_detail.h"
 
 #ifdef CONVOY_HAVE_CUDNN
 
-/* kernels/cudnn_desc.c names algorithms by these numeric values. */
+/* cuda/cudnn_desc.c names algorithms by these numeric values. */
 _Static_assert(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM == 1 &&
                    CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED == 7 &&
                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT == 8,

@@ -5,8 +5,8 @@
  * The text lives in a thread-local buffer, read back by
  * convoy_last_error_message(). Tasks that fail on a worker thread copy it
  * into the task, and convoy_task_wait() puts it back on the waiting thread. */
-#ifndef CONVOY_SCHEDULER_ERROR_DETAIL_H
-#define CONVOY_SCHEDULER_ERROR_DETAIL_H
+#ifndef CONVOY_CORE_ERROR_DETAIL_H
+#define CONVOY_CORE_ERROR_DETAIL_H
 
 #include "convoy.h"
 
@@ -40,4 +40,4 @@ const char *convoy__error_text(void);
 }
 #endif
 
-#endif /* CONVOY_SCHEDULER_ERROR_DETAIL_H */
+#endif /* CONVOY_CORE_ERROR_DETAIL_H */

@@ -1,15 +1,15 @@
 /* The GEMM (GpuCorrMM / GpuCorr3dMM) and 1x1 convolution paths on CUDA: the step sequence of
  * kernels/gemm_driver.c, with its primitives bound to cuBLAS (strided-batched SGEMM, 64-bit
- * sizes), the im2col / col2im / axis-swap kernels of kernels/im2col.cu and cudaMemsetAsync,
+ * sizes), the im2col / col2im / axis-swap kernels of cuda/kernels.cu and cudaMemsetAsync,
  * all enqueued on the caller's stream. Never synchronizes. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "kernels/cuda_backend_int.h"
-#include "kernels/cuda_check.h"
+#include "cuda/cuda_backend_int.h"
+#include "cuda/cuda_check.h"
 #include "kernels/gemm_driver.h"
-#include "kernels/im2col.h"
-#include "scheduler/error_detail.h"
+#include "cuda/kernels.h"
+#include "core/error_detail.h"
 
 typedef struct gemm_context {
     convoy__cuda_backend *be;

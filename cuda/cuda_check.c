@@ -1,4 +1,4 @@
-/* The failure half of kernels/cuda_check.h: turns a CUDA runtime, cuBLAS or cuDNN status into
+/* The failure half of cuda/cuda_check.h: turns a CUDA runtime, cuBLAS or cuDNN status into
  * a convoy_status and a detail message naming the call, the library's own error text and
  * code, and where in convoy it was made. */
 #include <stdio.h>
@@ -10,8 +10,8 @@
 #include <cudnn.h>
 #endif
 
-#include "kernels/cuda_check.h"
-#include "scheduler/error_detail.h"
+#include "cuda/cuda_check.h"
+#include "core/error_detail.h"
 
 /* Build systems pass absolute paths in __FILE__; the last two components ("kernels/x.c")
  * identify the place and keep the message short. */

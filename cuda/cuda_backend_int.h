@@ -9,8 +9,8 @@
  * keep the stream they were last given, so "set the stream, then call" must not interleave
  * between threads: every use of a handle happens under `lock`, which also guards the stream
  * list. It is always the innermost lock and is never held while waiting for the device. */
-#ifndef CONVOY_KERNELS_CUDA_BACKEND_INT_H
-#define CONVOY_KERNELS_CUDA_BACKEND_INT_H
+#ifndef CONVOY_CUDA_CUDA_BACKEND_INT_H
+#define CONVOY_CUDA_CUDA_BACKEND_INT_H
 
 #include <pthread.h>
 #include <stddef.h>
@@ -21,7 +21,7 @@
 #include <cudnn.h>
 #endif
 
-#include "kernels/cuda_backend.h"
+#include "cuda/cuda_backend.h"
 
 /* What a convoy__stream points at on CUDA. */
 typedef struct convoy__cuda_stream {
@@ -100,4 +100,4 @@ convoy_status convoy__cudnn_run(convoy__cuda_backend *be, cudaStream_t stream,
 /* "cuDNN 9.19.0" into text, or why it is not in use. */
 void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size);
 
-#endif /* CONVOY_KERNELS_CUDA_BACKEND_INT_H */
+#endif /* CONVOY_CUDA_CUDA_BACKEND_INT_H */

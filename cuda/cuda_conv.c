@@ -4,14 +4,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "kernels/cuda_backend_int.h"
-#include "kernels/cuda_check.h"
+#include "cuda/cuda_backend_int.h"
+#include "cuda/cuda_check.h"
 #include "kernels/gemm_driver.h"
-#include "kernels/im2col.h"
-#include "scheduler/error_detail.h"
+#include "cuda/kernels.h"
+#include "core/error_detail.h"
 
 /* Heuristic costs (lower runs first). cuDNN's own ranking starts at 1.0 and counts up one
- * per algorithm (kernels/conv_cudnn.c). The 1x1 path, a bare strided-batched SGEMM, comes
+ * per algorithm (cuda/conv_cudnn.c). The 1x1 path, a bare strided-batched SGEMM, comes
  * right after cuDNN's first choice; im2col + GEMM after every cuDNN algorithm, since it moves
  * the column matrix through memory twice; the direct kernels are the last resort. */
 #define COST_1X1 1.5

@@ -1,12 +1,12 @@
 /* Deciding from a geometry whether cuDNN's legacy convolution API can run it, and with which
  * descriptor values; cuDNN's algorithm names and its atomics-using algorithms. No cuDNN
  * header: the algorithm tables are indexed by the enums' numeric values, which
- * kernels/conv_cudnn.c checks against cudnn.h at compile time. */
+ * cuda/conv_cudnn.c checks against cudnn.h at compile time. */
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/cudnn_desc.h"
+#include "cuda/cudnn_desc.h"
 
 static const char *const forward_names[] = {
     "IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT", "FFT", "FFT_TILING",

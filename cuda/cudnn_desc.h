@@ -1,12 +1,12 @@
 /* What cuDNN's legacy convolution API can express, decided from a geometry alone, and the
  * descriptor values it needs. Pure host code with no cuDNN header, so the host tests check
- * it on machines without cuDNN or a GPU; kernels/conv_cudnn.c turns the values into
+ * it on machines without cuDNN or a GPU; cuda/conv_cudnn.c turns the values into
  * descriptors. */
-#ifndef CONVOY_KERNELS_CUDNN_DESC_H
-#define CONVOY_KERNELS_CUDNN_DESC_H
+#ifndef CONVOY_CUDA_CUDNN_DESC_H
+#define CONVOY_CUDA_CUDNN_DESC_H
 
 #include "convoy.h"
-#include "scheduler/conv_geometry.h"
+#include "core/conv_geometry.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,4 +44,4 @@ int convoy__cudnn_algo_uses_atomics(convoy_conv_direction direction, int algo);
 }
 #endif
 
-#endif /* CONVOY_KERNELS_CUDNN_DESC_H */
+#endif /* CONVOY_CUDA_CUDNN_DESC_H */

@@ -5,8 +5,8 @@
  * 3D one whose leading spatial axis has extent 1, kernel 1, stride 1,
  * dilation 1 and no padding. One set of index formulas then serves 2D and 3D
  * on every backend. Axis order is (0, 1, 2) = (D, H, W) with W fastest. */
-#ifndef CONVOY_SCHEDULER_CONV_GEOMETRY_H
-#define CONVOY_SCHEDULER_CONV_GEOMETRY_H
+#ifndef CONVOY_CORE_CONV_GEOMETRY_H
+#define CONVOY_CORE_CONV_GEOMETRY_H
 
 #include <stdint.h>
 
@@ -98,4 +98,4 @@ CONVOY_HD static inline int convoy__geom_is_pointwise(const convoy__conv_geom *g
     return !g->unshared;
 }
 
-#endif /* CONVOY_SCHEDULER_CONV_GEOMETRY_H */
+#endif /* CONVOY_CORE_CONV_GEOMETRY_H */

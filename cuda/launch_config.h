@@ -1,12 +1,12 @@
 /* Launch geometry shared by the elementwise CUDA kernels: one logical thread per element,
  * covered by a grid-stride loop so element counts beyond 2^31 (a large column matrix) still
  * work with a bounded grid. Only included by .cu files. */
-#ifndef CONVOY_KERNELS_LAUNCH_CONFIG_H
-#define CONVOY_KERNELS_LAUNCH_CONFIG_H
+#ifndef CONVOY_CUDA_LAUNCH_CONFIG_H
+#define CONVOY_CUDA_LAUNCH_CONFIG_H
 
 #include <stdint.h>
 
-#include "kernels/cuda_check.h"
+#include "cuda/cuda_check.h"
 
 /* Threads per block for every elementwise kernel. */
 #define CONVOY__THREADS 256
@@ -26,4 +26,4 @@ static inline unsigned convoy__blocks_for(int64_t count)
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (count);                  \
          i += (int64_t)blockDim.x * gridDim.x)
 
-#endif /* CONVOY_KERNELS_LAUNCH_CONFIG_H */
+#endif /* CONVOY_CUDA_LAUNCH_CONFIG_H */
