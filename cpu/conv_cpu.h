@@ -1,11 +1,14 @@
-/* The CPU convolution implementations: direct loops, im2col + OpenBLAS
- * sgemm, and the 1x1 single-GEMM path.
+/* The CPU convolution algorithms and the host primitives they are built from.
  *
- * Each function computes one direction on raw host buffers described by a
- * geometry (core/conv_geometry.h). The written operand is overwritten,
- * never accumulated into. Shapes were validated by the runtime; these
- * functions trust them. Empty tensors (N, C or M zero) zero-fill the written
- * operand. */
+ * Algorithms (kernels/conv_algo.h descriptors, listed in cpu/host_backend.c):
+ *   gemm    im2col + OpenBLAS sgemm through the one GEMM driver (cpu/conv_gemm.c)
+ *   1x1     pointwise convolutions as GEMMs on the tensors (cpu/conv_gemm.c)
+ *   direct  plain loops accumulating in double; the reference (cpu/conv_direct.c)
+ *
+ * Each computes one direction on raw host buffers described by a geometry
+ * (core/conv_geometry.h) and overwrites the written operand. Shapes were
+ * validated by the runtime; these trust them. Empty tensors (N, C or M zero)
+ * zero-fill the written operand. */
 #ifndef CONVOY_CPU_CONV_CPU_H
 #define CONVOY_CPU_CONV_CPU_H
 
@@ -14,6 +17,18 @@
 
 #include "convoy.h"
 #include "core/conv_geometry.h"
+#include "kernels/conv_algo.h"
+#include "kernels/gemm_driver.h"
+
+extern const convoy__conv_algo convoy__cpu_algo_gemm;
+extern const convoy__conv_algo convoy__cpu_algo_1x1;
+extern const convoy__conv_algo convoy__cpu_algo_direct;
+
+/* The driver's primitives on the host: OpenBLAS and plain loops. */
+extern const convoy__gemm_ops convoy__cpu_gemm_ops;
+
+/* Images per GEMM chunk past which the CPU gains nothing (the planner's hint). */
+int64_t convoy__cpu_gemm_chunk_hint(const convoy__conv_geom *geom);
 
 /* ---- direct: plain loops, accumulating in double; the reference ---- */
 
@@ -27,27 +42,5 @@ void convoy__cpu_im2col(const convoy__conv_geom *geom, const float *image, float
 
 /* image (C, in0, in1, in2) = adjoint of im2col applied to col (overwrites). */
 void convoy__cpu_col2im(const convoy__conv_geom *geom, const float *col, int64_t ld, float *image);
-
-/* ---- GEMM path (CorrMM / Corr3dMM) ---- */
-
-/* Workspace the GEMM path needs: fixed + per_image * images_per_chunk bytes. */
-size_t convoy__cpu_gemm_workspace_fixed(const convoy__conv_geom *geom,
-                                        convoy_conv_direction direction);
-size_t convoy__cpu_gemm_workspace_per_image(const convoy__conv_geom *geom,
-                                            convoy_conv_direction direction);
-
-/* Runs the GEMM path with at most images_per_chunk images per im2col chunk
- * (it may put fewer in one GEMM when that is faster), using workspace (at
- * least fixed + per_image * images_per_chunk bytes; may be NULL when batch,
- * C or M is 0). Handles groups, unshared filters, flip, stride, dilation,
- * asymmetric padding. */
-convoy_status convoy__cpu_conv_gemm(const convoy__conv_geom *geom, convoy_conv_direction direction,
-                                    const convoy__conv_buffers *buffers, int64_t images_per_chunk,
-                                    float *workspace);
-
-/* ---- 1x1 path: convoy__geom_is_pointwise() geometries, no workspace ---- */
-
-convoy_status convoy__cpu_conv_1x1(const convoy__conv_geom *geom, convoy_conv_direction direction,
-                                   const convoy__conv_buffers *buffers);
 
 #endif /* CONVOY_CPU_CONV_CPU_H */

@@ -37,3 +37,34 @@ void convoy__cpu_conv_direct(const convoy__conv_geom *geom, convoy_conv_directio
     }
     }
 }
+
+/* ---- the direct algorithm ------------------------------------------------------------- */
+
+/* Far below BLAS speed: the last resort, ranked after everything else. */
+static void direct_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                              const convoy__conv_geom *geom, convoy_conv_direction direction,
+                              convoy__candidate_list *list)
+{
+    (void)be;
+    (void)geom;
+    (void)direction;
+    (void)convoy__candidate_add(list, self, self->name, 0, 0, 100.0);
+}
+
+static convoy_status direct_run(convoy__backend *be, void *native_stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                void *workspace)
+{
+    (void)be;
+    (void)native_stream;
+    (void)workspace;
+    convoy__cpu_conv_direct(&plan->geom, plan->direction, buffers);
+    return CONVOY_OK;
+}
+
+const convoy__conv_algo convoy__cpu_algo_direct = {
+    .name = "direct",
+    .refusal = NULL,
+    .candidates = direct_candidates,
+    .run = direct_run,
+};

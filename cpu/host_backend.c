@@ -3,15 +3,16 @@
  * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS) and 1x1
  * code of cpu/conv_*.c. */
 #include <cblas.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cpu/conv_cpu.h"
 #include "cpu/host_backend.h"
 #include "cpu/host_stream.h"
 #include "core/error_detail.h"
+#include "core/platform.h"
 
 typedef struct host_backend {
     convoy__backend base;
@@ -50,11 +51,6 @@ static convoy_status host_stream_enqueue(convoy__backend *be, convoy__stream *st
                                          convoy__work_fn fn, void *arg)
 {
     return convoy__host_stream_enqueue(stream, fn, arg);
-}
-
-static void *host_stream_native(convoy__backend *be, convoy__stream *stream)
-{
-    return NULL;
 }
 
 static convoy_status host_event_create(convoy__backend *be, convoy__event **out)
@@ -114,7 +110,7 @@ static void host_mem_free(convoy__backend *be, void *ptr)
 }
 
 static convoy_status host_copy(convoy__backend *be, void *native_stream, void *dst, const void *src,
-                               size_t bytes, int kind)
+                               size_t bytes, convoy__copy_kind kind)
 {
     if (bytes)
         memcpy(dst, src, bytes);
@@ -141,80 +137,34 @@ static size_t host_memory_capacity(convoy__backend *be)
     return 0;
 }
 
-static void add_candidate(convoy__conv_candidate *out, int max, int *count, unsigned impl,
-                          const char *name, size_t fixed, size_t per_image, double cost)
-{
-    if (*count >= max)
-        return;
-    convoy__conv_candidate *c = &out[(*count)++];
-    memset(c, 0, sizeof *c);
-    c->impl = impl;
-    snprintf(c->name, sizeof c->name, "%s", name);
-    c->workspace_fixed = fixed;
-    c->workspace_per_image = per_image;
-    c->deterministic = 1;
-    c->cost = cost;
-}
+/* ---- convolution algorithms ------------------------------------------------ */
 
-/* The cost model ranks by expected speed: the 1x1 path is a bare GEMM, the
- * GEMM path adds im2col traffic, the direct loops run far below BLAS speed. */
-static int host_conv_candidates(convoy__backend *be, const convoy__conv_geom *geom,
-                                convoy_conv_direction direction, convoy__conv_candidate *out,
-                                int max)
-{
-    int count = 0;
-    if (convoy__geom_is_pointwise(geom))
-        add_candidate(out, max, &count, CONVOY_IMPL_1X1, "1x1", 0, 0, 1.0);
-    add_candidate(out, max, &count, CONVOY_IMPL_GEMM, "gemm",
-                  convoy__cpu_gemm_workspace_fixed(geom, direction),
-                  convoy__cpu_gemm_workspace_per_image(geom, direction), 2.0);
-    add_candidate(out, max, &count, CONVOY_IMPL_DIRECT, "direct", 0, 0, 100.0);
-    return count;
-}
+/* Adding a CPU algorithm: its descriptor in a file of cpu/, and a row here. */
+static const convoy__conv_algo *const host_algos[] = {
+    &convoy__cpu_algo_1x1,
+    &convoy__cpu_algo_gemm,
+    &convoy__cpu_algo_direct,
+};
 
-static convoy_status host_conv_prepare(convoy__backend *be, convoy__conv_plan *plan)
-{
-    plan->backend_data = NULL;
-    return CONVOY_OK;
-}
-
-static void host_conv_release(convoy__backend *be, convoy__conv_plan *plan)
-{
-    plan->backend_data = NULL;
-}
-
+/* Host work already runs on the stream's worker thread (or inline), so a
+ * plan just runs. */
 static convoy_status host_conv_run(convoy__backend *be, void *native_stream,
                                    const convoy__conv_plan *plan,
                                    const convoy__conv_buffers *buffers, void *workspace)
 {
-    switch (plan->candidate.impl) {
-    case CONVOY_IMPL_1X1:
-        return convoy__cpu_conv_1x1(&plan->geom, plan->direction, buffers);
-    case CONVOY_IMPL_GEMM:
-        return convoy__cpu_conv_gemm(&plan->geom, plan->direction, buffers, plan->images_per_chunk,
-                                     workspace);
-    case CONVOY_IMPL_DIRECT:
-        convoy__cpu_conv_direct(&plan->geom, plan->direction, buffers);
-        return CONVOY_OK;
-    default:
-        return convoy__error(CONVOY_ERR_INTERNAL, "host backend: no implementation %s",
-                             plan->candidate.name);
-    }
+    return plan->candidate.algo->run(be, native_stream, plan, buffers, workspace);
 }
 
-static double seconds_now(void)
+/* count floats of non-zero, deterministic data (denormals or zeros could time
+ * differently); NULL when the size does not fit in memory or size_t. */
+static float *scratch(int64_t count)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static float *scratch(size_t count)
-{
-    float *p = aligned_alloc(64, ((count ? count : 1) * sizeof(float) + 63) & ~(size_t)63);
+    if (count < 0 || (uint64_t)count > (SIZE_MAX - 63) / sizeof(float))
+        return NULL;
+    size_t n = (size_t)count;
+    float *p = aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
     if (p) {
-        /* Non-zero, deterministic data: denormals or zeros could time differently. */
-        for (size_t i = 0; i < count; ++i)
+        for (size_t i = 0; i < n; ++i)
             p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
     }
     return p;
@@ -226,9 +176,9 @@ static convoy_status host_conv_time(convoy__backend *be, const convoy__conv_plan
 {
     const convoy__conv_geom *g = &plan->geom;
     convoy__conv_buffers b;
-    b.input = scratch((size_t)convoy__geom_input_numel(g));
-    b.filters = scratch((size_t)convoy__geom_filter_numel(g));
-    b.output = scratch((size_t)convoy__geom_output_numel(g));
+    b.input = scratch(convoy__geom_input_numel(g));
+    b.filters = scratch(convoy__geom_filter_numel(g));
+    b.output = scratch(convoy__geom_output_numel(g));
     void *ws = plan->workspace_bytes ? aligned_alloc(64, (plan->workspace_bytes + 63) & ~(size_t)63)
                                      : NULL;
     convoy_status status = CONVOY_OK;
@@ -238,9 +188,9 @@ static convoy_status host_conv_time(convoy__backend *be, const convoy__conv_plan
     } else {
         double best = 0.0;
         for (int run = 0; run < 3 && status == CONVOY_OK; ++run) {
-            double start = seconds_now();
+            double start = convoy__now_us();
             status = host_conv_run(be, NULL, plan, &b, ws);
-            double elapsed = (seconds_now() - start) * 1e3;
+            double elapsed = (convoy__now_us() - start) * 1e-3;
             if (run == 1 || (run > 1 && elapsed < best))
                 best = elapsed;
         }
@@ -262,7 +212,6 @@ static const convoy__backend_ops host_ops = {
     .stream_create = host_stream_create,
     .stream_destroy = host_stream_destroy,
     .stream_enqueue = host_stream_enqueue,
-    .stream_native = host_stream_native,
     .event_create = host_event_create,
     .event_destroy = host_event_destroy,
     .event_record = host_event_record,
@@ -277,11 +226,13 @@ static const convoy__backend_ops host_ops = {
     .host_callback = host_callback,
     .zero = host_zero,
     .memory_capacity = host_memory_capacity,
-    .conv_candidates = host_conv_candidates,
-    .conv_prepare = host_conv_prepare,
-    .conv_release = host_conv_release,
-    .conv_run = host_conv_run,
-    .conv_time = host_conv_time,
+};
+
+static const convoy__conv_registry host_registry = {
+    .algos = host_algos,
+    .count = (int)(sizeof host_algos / sizeof host_algos[0]),
+    .run = host_conv_run,
+    .time = host_conv_time,
 };
 
 convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out)
@@ -295,6 +246,7 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config, con
         return status;
     }
     h->base.ops = &host_ops;
+    h->base.conv = &host_registry;
     /* OpenBLAS's thread count is process-wide; the runtime divides the cores
      * between its streams so concurrent GEMMs do not oversubscribe. */
     if (config->blas_threads > 0)

@@ -1,8 +1,8 @@
-/* The cuDNN paths of the CUDA backend, on cuDNN 9's legacy convolution API: one candidate per
- * algorithm cuDNN's heuristic (cudnnGetConvolution*Algorithm_v7) ranks and its workspace
- * query accepts, descriptors built once per plan, and cudnnConvolutionForward /
+/* The "cudnn" algorithm of the CUDA backend, on cuDNN 9's legacy convolution API: one
+ * candidate per algorithm cuDNN's heuristic (cudnnGetConvolution*Algorithm_v7) ranks and its
+ * workspace query accepts, descriptors built once per plan, and cudnnConvolutionForward /
  * BackwardData / BackwardFilter with alpha 1, beta 0 on the caller's stream. Built without
- * cuDNN, the same entry points offer nothing. */
+ * cuDNN, the algorithm refuses every convolution and says why. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +28,11 @@ _Static_assert(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 == 3 &&
                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT == 7,
                "cuDNN backward-filter algorithm values changed");
 
-/* Costs below the GEMM path's: cuDNN's own ranking, best first (cuda_conv.c places the
- * other implementations around these). */
+/* Costs below the GEMM path's: cuDNN's own ranking, best first (cuda/cuda_conv.c places
+ * the other algorithms around these). */
 #define CUDNN_FIRST_COST 1.0
 
-/* A plan's descriptors (plan->backend_data). */
+/* A plan's descriptors (plan->algo_data). */
 typedef struct cudnn_plan {
     cudnnTensorDescriptor_t input, output;
     cudnnFilterDescriptor_t filters;
@@ -107,37 +107,48 @@ static int fma_math(cudnnMathType_t math)
     return math == CUDNN_DEFAULT_MATH || math == CUDNN_FMA_MATH;
 }
 
-static void add(convoy__conv_candidate *out, int max, int *count, convoy_conv_direction direction,
-                int algo, size_t workspace, int reported_deterministic)
+static void add(const convoy__conv_algo *self, convoy__candidate_list *list,
+                convoy_conv_direction direction, int algo, size_t workspace,
+                int reported_deterministic)
 {
-    for (int i = 0; i < *count; ++i) {
-        if (out[i].impl == CONVOY_IMPL_CUDNN && out[i].algo == algo)
-            return; /* cuDNN lists an algorithm once per math type; keep its best rank */
-    }
-    if (*count >= max)
-        return;
     int rank = 0;
-    for (int i = 0; i < *count; ++i)
-        rank += out[i].impl == CONVOY_IMPL_CUDNN;
-    convoy__conv_candidate *c = &out[(*count)++];
-    memset(c, 0, sizeof *c);
-    c->impl = CONVOY_IMPL_CUDNN;
-    c->algo = algo;
-    snprintf(c->name, sizeof c->name, "cudnn:%s", convoy__cudnn_algo_name(direction, algo));
-    c->workspace_fixed = workspace;
-    c->workspace_per_image = 0;
+    for (int i = 0; i < list->count; ++i) {
+        if (list->items[i].algo != self)
+            continue;
+        if (list->items[i].variant == algo)
+            return; /* cuDNN lists an algorithm once per math type; keep its best rank */
+        rank++;
+    }
+    char name[48];
+    snprintf(name, sizeof name, "cudnn:%s", convoy__cudnn_algo_name(direction, algo));
+    convoy__conv_candidate *c =
+        convoy__candidate_add(list, self, name, workspace, 0, CUDNN_FIRST_COST + rank);
+    if (!c)
+        return;
+    c->variant = algo;
     c->deterministic = reported_deterministic && !convoy__cudnn_algo_uses_atomics(direction, algo);
-    c->cost = CUDNN_FIRST_COST + rank;
+    c->exact = convoy__cudnn_algo_is_exact(direction, algo);
+}
+
+/* _v7 returns one entry per algorithm and math type, so the arrays are sized by cuDNN's own
+ * MaxCount query (bounded here; an absurd count just lists the first entries). */
+#define PERF_CAPACITY 64
+
+static int capacity(int requested)
+{
+    return requested < 1 ? 1 : requested > PERF_CAPACITY ? PERF_CAPACITY : requested;
 }
 
 /* The heuristic ranking of one direction, each entry checked with its workspace query. */
-static void list_forward(convoy__cuda_backend *be, const cudnn_plan *p, convoy__conv_candidate *out,
-                         int max, int *count)
+static void list_forward(convoy__cuda_backend *be, const cudnn_plan *p,
+                         const convoy__conv_algo *self, convoy__candidate_list *list)
 {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int returned = 0;
-    if (cudnnGetConvolutionForwardAlgorithm_v7(be->cudnn, p->input, p->filters, p->conv, p->output,
-                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
+    cudnnConvolutionFwdAlgoPerf_t perf[PERF_CAPACITY];
+    int requested = 0, returned = 0;
+    if (cudnnGetConvolutionForwardAlgorithmMaxCount(be->cudnn, &requested) !=
+            CUDNN_STATUS_SUCCESS ||
+        cudnnGetConvolutionForwardAlgorithm_v7(be->cudnn, p->input, p->filters, p->conv, p->output,
+                                               capacity(requested), &returned,
                                                perf) != CUDNN_STATUS_SUCCESS)
         return;
     for (int i = 0; i < returned; ++i) {
@@ -147,19 +158,21 @@ static void list_forward(convoy__cuda_backend *be, const cudnn_plan *p, convoy__
                                                     p->output, perf[i].algo,
                                                     &bytes) != CUDNN_STATUS_SUCCESS)
             continue;
-        add(out, max, count, CONVOY_CONV_FORWARD, (int)perf[i].algo, bytes,
+        add(self, list, CONVOY_CONV_FORWARD, (int)perf[i].algo, bytes,
             perf[i].determinism == CUDNN_DETERMINISTIC);
     }
 }
 
 static void list_backward_data(convoy__cuda_backend *be, const cudnn_plan *p,
-                               convoy__conv_candidate *out, int max, int *count)
+                               const convoy__conv_algo *self, convoy__candidate_list *list)
 {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int returned = 0;
-    if (cudnnGetConvolutionBackwardDataAlgorithm_v7(be->cudnn, p->filters, p->output, p->conv,
-                                                    p->input, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                    &returned, perf) != CUDNN_STATUS_SUCCESS)
+    cudnnConvolutionBwdDataAlgoPerf_t perf[PERF_CAPACITY];
+    int requested = 0, returned = 0;
+    if (cudnnGetConvolutionBackwardDataAlgorithmMaxCount(be->cudnn, &requested) !=
+            CUDNN_STATUS_SUCCESS ||
+        cudnnGetConvolutionBackwardDataAlgorithm_v7(be->cudnn, p->filters, p->output, p->conv,
+                                                    p->input, capacity(requested), &returned,
+                                                    perf) != CUDNN_STATUS_SUCCESS)
         return;
     for (int i = 0; i < returned; ++i) {
         size_t bytes = 0;
@@ -168,19 +181,21 @@ static void list_backward_data(convoy__cuda_backend *be, const cudnn_plan *p,
                                                          p->input, perf[i].algo,
                                                          &bytes) != CUDNN_STATUS_SUCCESS)
             continue;
-        add(out, max, count, CONVOY_CONV_BACKWARD_DATA, (int)perf[i].algo, bytes,
+        add(self, list, CONVOY_CONV_BACKWARD_DATA, (int)perf[i].algo, bytes,
             perf[i].determinism == CUDNN_DETERMINISTIC);
     }
 }
 
 static void list_backward_filter(convoy__cuda_backend *be, const cudnn_plan *p,
-                                 convoy__conv_candidate *out, int max, int *count)
+                                 const convoy__conv_algo *self, convoy__candidate_list *list)
 {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int returned = 0;
-    if (cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-            be->cudnn, p->input, p->output, p->conv, p->filters,
-            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf) != CUDNN_STATUS_SUCCESS)
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[PERF_CAPACITY];
+    int requested = 0, returned = 0;
+    if (cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(be->cudnn, &requested) !=
+            CUDNN_STATUS_SUCCESS ||
+        cudnnGetConvolutionBackwardFilterAlgorithm_v7(be->cudnn, p->input, p->output, p->conv,
+                                                      p->filters, capacity(requested), &returned,
+                                                      perf) != CUDNN_STATUS_SUCCESS)
         return;
     for (int i = 0; i < returned; ++i) {
         size_t bytes = 0;
@@ -189,96 +204,123 @@ static void list_backward_filter(convoy__cuda_backend *be, const cudnn_plan *p,
                                                            p->filters, perf[i].algo,
                                                            &bytes) != CUDNN_STATUS_SUCCESS)
             continue;
-        add(out, max, count, CONVOY_CONV_BACKWARD_FILTER, (int)perf[i].algo, bytes,
+        add(self, list, CONVOY_CONV_BACKWARD_FILTER, (int)perf[i].algo, bytes,
             perf[i].determinism == CUDNN_DETERMINISTIC);
     }
 }
 
-void convoy__cudnn_candidates(convoy__cuda_backend *be, const convoy__conv_geom *geom,
-                              convoy_conv_direction direction, convoy__conv_candidate *out, int max,
-                              int *count)
+static const char *cudnn_refusal(convoy__backend *base, const convoy__conv_geom *geom,
+                                 convoy_conv_direction direction)
 {
-    if (!be->has_cudnn || !convoy__cudnn_expressible(geom, NULL, NULL))
-        return;
+    (void)direction;
+    const char *why = NULL;
+    if (!convoy__cuda_of(base)->has_cudnn)
+        return "cuDNN is not in use on this device (not found, or excluded at creation)";
+    if (!convoy__cudnn_expressible(geom, NULL, &why))
+        return why;
+    return NULL;
+}
+
+static void cudnn_candidates(convoy__backend *base, const convoy__conv_algo *self,
+                             const convoy__conv_geom *geom, convoy_conv_direction direction,
+                             convoy__candidate_list *list)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
     cudnn_plan p;
-    if (descriptors_for(geom, &p) != CONVOY_OK)
+    if (convoy__cuda_use_device(be) != CONVOY_OK || descriptors_for(geom, &p) != CONVOY_OK)
         return;
     pthread_mutex_lock(&be->lock);
     switch (direction) {
     case CONVOY_CONV_FORWARD:
-        list_forward(be, &p, out, max, count);
+        list_forward(be, &p, self, list);
         break;
     case CONVOY_CONV_BACKWARD_DATA:
-        list_backward_data(be, &p, out, max, count);
+        list_backward_data(be, &p, self, list);
         break;
     case CONVOY_CONV_BACKWARD_FILTER:
-        list_backward_filter(be, &p, out, max, count);
+        list_backward_filter(be, &p, self, list);
         break;
     }
     pthread_mutex_unlock(&be->lock);
     destroy_descriptors(&p);
 }
 
-convoy_status convoy__cudnn_prepare(convoy__cuda_backend *be, convoy__conv_plan *plan)
+static convoy_status cudnn_prepare(convoy__backend *base, convoy__conv_plan *plan)
 {
+    convoy__cuda_backend *be = convoy__cuda_of(base);
     if (!be->has_cudnn)
         return convoy__error(CONVOY_ERR_UNSUPPORTED, "cuDNN is not in use by this backend");
+    convoy_status status = convoy__cuda_use_device(be);
+    if (status != CONVOY_OK)
+        return status;
     cudnn_plan *p = calloc(1, sizeof *p);
     if (!p)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuDNN: out of host memory for a plan");
-    convoy_status status = descriptors_for(&plan->geom, p);
+    status = descriptors_for(&plan->geom, p);
     if (status != CONVOY_OK) {
         free(p);
         return status;
     }
-    plan->backend_data = p;
+    plan->algo_data = p;
     return CONVOY_OK;
 }
 
-void convoy__cudnn_release(convoy__cuda_backend *be, convoy__conv_plan *plan)
+static void cudnn_release(convoy__backend *base, convoy__conv_plan *plan)
 {
-    (void)be;
-    cudnn_plan *p = plan->backend_data;
+    (void)base;
+    cudnn_plan *p = plan->algo_data;
     if (p) {
         destroy_descriptors(p);
         free(p);
     }
-    plan->backend_data = NULL;
+    plan->algo_data = NULL;
 }
 
-convoy_status convoy__cudnn_run(convoy__cuda_backend *be, cudaStream_t stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *b,
-                                void *workspace)
+/* The backend's run holds be->lock around this, so binding the handle to the stream and the
+ * call that uses it cannot interleave with another thread's. */
+static convoy_status cudnn_run(convoy__backend *base, void *native_stream,
+                               const convoy__conv_plan *plan, const convoy__conv_buffers *b,
+                               void *workspace)
 {
-    const cudnn_plan *p = plan->backend_data;
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    const cudnn_plan *p = plan->algo_data;
     if (!p || !be->has_cudnn)
         return convoy__error(CONVOY_ERR_INTERNAL, "cuDNN: plan %s was not prepared",
                              plan->candidate.name);
     const float one = 1.0f, zero = 0.0f;
     size_t bytes = workspace ? plan->workspace_bytes : 0;
-    CONVOY__CUDNN_TRY(cudnnSetStream(be->cudnn, stream));
+    CONVOY__CUDNN_TRY(cudnnSetStream(be->cudnn, (cudaStream_t)native_stream));
     switch (plan->direction) {
     case CONVOY_CONV_FORWARD:
-        CONVOY__CUDNN_TRY(cudnnConvolutionForward(be->cudnn, &one, p->input, b->input, p->filters,
-                                                  b->filters, p->conv,
-                                                  (cudnnConvolutionFwdAlgo_t)plan->candidate.algo,
-                                                  workspace, bytes, &zero, p->output, b->output));
+        CONVOY__CUDNN_TRY(
+            cudnnConvolutionForward(be->cudnn, &one, p->input, b->input, p->filters, b->filters,
+                                    p->conv, (cudnnConvolutionFwdAlgo_t)plan->candidate.variant,
+                                    workspace, bytes, &zero, p->output, b->output));
         break;
     case CONVOY_CONV_BACKWARD_DATA:
         CONVOY__CUDNN_TRY(cudnnConvolutionBackwardData(
             be->cudnn, &one, p->filters, b->filters, p->output, b->output, p->conv,
-            (cudnnConvolutionBwdDataAlgo_t)plan->candidate.algo, workspace, bytes, &zero, p->input,
-            b->input));
+            (cudnnConvolutionBwdDataAlgo_t)plan->candidate.variant, workspace, bytes, &zero,
+            p->input, b->input));
         break;
     case CONVOY_CONV_BACKWARD_FILTER:
         CONVOY__CUDNN_TRY(cudnnConvolutionBackwardFilter(
             be->cudnn, &one, p->input, b->input, p->output, b->output, p->conv,
-            (cudnnConvolutionBwdFilterAlgo_t)plan->candidate.algo, workspace, bytes, &zero,
+            (cudnnConvolutionBwdFilterAlgo_t)plan->candidate.variant, workspace, bytes, &zero,
             p->filters, b->filters));
         break;
     }
     return CONVOY_OK;
 }
+
+const convoy__conv_algo convoy__cuda_algo_cudnn = {
+    .name = "cudnn",
+    .refusal = cudnn_refusal,
+    .candidates = cudnn_candidates,
+    .prepare = cudnn_prepare,
+    .release = cudnn_release,
+    .run = cudnn_run,
+};
 
 void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size)
 {
@@ -290,42 +332,44 @@ void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t s
 
 #else /* !CONVOY_HAVE_CUDNN */
 
-void convoy__cudnn_candidates(convoy__cuda_backend *be, const convoy__conv_geom *geom,
-                              convoy_conv_direction direction, convoy__conv_candidate *out, int max,
-                              int *count)
+static const char *cudnn_refusal(convoy__backend *be, const convoy__conv_geom *geom,
+                                 convoy_conv_direction direction)
 {
     (void)be;
     (void)geom;
     (void)direction;
-    (void)out;
-    (void)max;
-    (void)count;
+    return "convoy was built without cuDNN";
 }
 
-convoy_status convoy__cudnn_prepare(convoy__cuda_backend *be, convoy__conv_plan *plan)
+static void cudnn_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                             const convoy__conv_geom *geom, convoy_conv_direction direction,
+                             convoy__candidate_list *list)
 {
     (void)be;
-    (void)plan;
-    return convoy__error(CONVOY_ERR_UNSUPPORTED, "convoy was built without cuDNN");
+    (void)self;
+    (void)geom;
+    (void)direction;
+    (void)list;
 }
 
-void convoy__cudnn_release(convoy__cuda_backend *be, convoy__conv_plan *plan)
+static convoy_status cudnn_run(convoy__backend *be, void *native_stream,
+                               const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                               void *workspace)
 {
     (void)be;
-    plan->backend_data = NULL;
-}
-
-convoy_status convoy__cudnn_run(convoy__cuda_backend *be, cudaStream_t stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                                void *workspace)
-{
-    (void)be;
-    (void)stream;
+    (void)native_stream;
     (void)plan;
     (void)buffers;
     (void)workspace;
     return convoy__error(CONVOY_ERR_UNSUPPORTED, "convoy was built without cuDNN");
 }
+
+const convoy__conv_algo convoy__cuda_algo_cudnn = {
+    .name = "cudnn",
+    .refusal = cudnn_refusal,
+    .candidates = cudnn_candidates,
+    .run = cudnn_run,
+};
 
 void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size)
 {

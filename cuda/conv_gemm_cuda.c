@@ -9,6 +9,7 @@
 #include "cuda/cuda_check.h"
 #include "kernels/gemm_driver.h"
 #include "cuda/kernels.h"
+#include "kernels/conv_algo.h"
 #include "core/error_detail.h"
 
 typedef struct gemm_context {
@@ -59,14 +60,38 @@ static convoy_status zero_step(void *context, float *dst, int64_t count)
 
 static convoy__gemm_ops ops_for(gemm_context *context)
 {
-    convoy__gemm_ops ops = {context, gemm_step, im2col_step, col2im_step, swap_step, zero_step};
+    convoy__gemm_ops ops = {context, gemm_step, im2col_step, col2im_step, swap_step, zero_step, 0};
     return ops;
 }
 
-convoy_status convoy__cuda_conv_gemm(convoy__cuda_backend *be, cudaStream_t stream,
-                                     const convoy__conv_plan *plan,
-                                     const convoy__conv_buffers *buffers, void *workspace)
+/* ---- the gemm and 1x1 algorithms ------------------------------------------------------ */
+
+/* Heuristic costs (lower runs first); cuDNN's own ranking starts at 1.0 and counts up one per
+ * algorithm (cuda/conv_cudnn.c). The 1x1 path, a bare strided-batched SGEMM, comes right after
+ * cuDNN's first choice; im2col + GEMM after every cuDNN algorithm, since it moves the column
+ * matrix through memory twice. The cuBLAS paths are reproducible only when each stream has its
+ * own cuBLAS workspace, which the backend arranges in deterministic mode alone. */
+#define COST_1X1 1.5
+#define COST_GEMM 20.0
+
+static void gemm_candidates(convoy__backend *base, const convoy__conv_algo *self,
+                            const convoy__conv_geom *geom, convoy_conv_direction direction,
+                            convoy__candidate_list *list)
 {
+    convoy__conv_candidate *c =
+        convoy__candidate_add(list, self, self->name, convoy__gemm_workspace_fixed(geom, direction),
+                              convoy__gemm_workspace_per_image(geom, direction), COST_GEMM);
+    if (c)
+        c->deterministic = convoy__cuda_of(base)->deterministic;
+}
+
+/* The backend's run holds be->lock: the handle stays bound to this stream throughout. */
+static convoy_status gemm_run(convoy__backend *base, void *native_stream,
+                              const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                              void *workspace)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    cudaStream_t stream = (cudaStream_t)native_stream;
     convoy_status status = convoy__cuda_bind_blas(be, stream);
     if (status != CONVOY_OK)
         return status;
@@ -76,10 +101,41 @@ convoy_status convoy__cuda_conv_gemm(convoy__cuda_backend *be, cudaStream_t stre
                              workspace, plan->workspace_bytes);
 }
 
-convoy_status convoy__cuda_conv_1x1(convoy__cuda_backend *be, cudaStream_t stream,
-                                    const convoy__conv_plan *plan,
-                                    const convoy__conv_buffers *buffers)
+const convoy__conv_algo convoy__cuda_algo_gemm = {
+    .name = "gemm",
+    .refusal = NULL,
+    .candidates = gemm_candidates,
+    .run = gemm_run,
+};
+
+static const char *pointwise_refusal(convoy__backend *be, const convoy__conv_geom *geom,
+                                     convoy_conv_direction direction)
 {
+    (void)be;
+    (void)direction;
+    return convoy__geom_is_pointwise(geom)
+               ? NULL
+               : "needs a pointwise geometry (1x1 kernel, stride 1, no padding, shared filters)";
+}
+
+static void pointwise_candidates(convoy__backend *base, const convoy__conv_algo *self,
+                                 const convoy__conv_geom *geom, convoy_conv_direction direction,
+                                 convoy__candidate_list *list)
+{
+    (void)geom;
+    (void)direction;
+    convoy__conv_candidate *c = convoy__candidate_add(list, self, self->name, 0, 0, COST_1X1);
+    if (c)
+        c->deterministic = convoy__cuda_of(base)->deterministic;
+}
+
+static convoy_status pointwise_run(convoy__backend *base, void *native_stream,
+                                   const convoy__conv_plan *plan,
+                                   const convoy__conv_buffers *buffers, void *workspace)
+{
+    (void)workspace;
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    cudaStream_t stream = (cudaStream_t)native_stream;
     convoy_status status = convoy__cuda_bind_blas(be, stream);
     if (status != CONVOY_OK)
         return status;
@@ -87,3 +143,10 @@ convoy_status convoy__cuda_conv_1x1(convoy__cuda_backend *be, cudaStream_t strea
     convoy__gemm_ops ops = ops_for(&context);
     return convoy__gemm_conv_1x1(&ops, &plan->geom, plan->direction, buffers);
 }
+
+const convoy__conv_algo convoy__cuda_algo_1x1 = {
+    .name = "1x1",
+    .refusal = pointwise_refusal,
+    .candidates = pointwise_candidates,
+    .run = pointwise_run,
+};

@@ -151,12 +151,6 @@ static convoy_status cuda_stream_enqueue(convoy__backend *base, convoy__stream *
     return CONVOY__CUDA_CHECK(cudaStreamSynchronize(be->private_stream));
 }
 
-static void *cuda_stream_native(convoy__backend *base, convoy__stream *stream)
-{
-    return stream ? (void *)((convoy__cuda_stream *)stream)->native
-                  : (void *)convoy__cuda_of(base)->private_stream;
-}
-
 /* The stream work with a NULL native stream goes to, and whether it must be waited for. */
 static cudaStream_t native_or_private(convoy__cuda_backend *be, void *native_stream)
 {
@@ -321,20 +315,30 @@ static void cuda_host_free(convoy__backend *base, void *ptr)
 }
 
 static convoy_status cuda_copy(convoy__backend *base, void *native_stream, void *dst,
-                               const void *src, size_t bytes, int kind)
+                               const void *src, size_t bytes, convoy__copy_kind kind)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
-    static const enum cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
-                                                 cudaMemcpyDeviceToDevice};
-    if (kind < 0 || kind > 2)
-        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda copy: kind %d", kind);
+    enum cudaMemcpyKind native_kind;
+    switch (kind) {
+    case CONVOY__COPY_HOST_TO_DEVICE:
+        native_kind = cudaMemcpyHostToDevice;
+        break;
+    case CONVOY__COPY_DEVICE_TO_HOST:
+        native_kind = cudaMemcpyDeviceToHost;
+        break;
+    case CONVOY__COPY_DEVICE_TO_DEVICE:
+        native_kind = cudaMemcpyDeviceToDevice;
+        break;
+    default:
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda copy: kind %d", (int)kind);
+    }
     if (bytes == 0)
         return CONVOY_OK;
     convoy_status status = convoy__cuda_use_device(be);
     if (status != CONVOY_OK)
         return status;
     CONVOY__CUDA_TRY(
-        cudaMemcpyAsync(dst, src, bytes, kinds[kind], native_or_private(be, native_stream)));
+        cudaMemcpyAsync(dst, src, bytes, native_kind, native_or_private(be, native_stream)));
     return finish_if_private(be, native_stream);
 }
 
@@ -381,7 +385,6 @@ static const convoy__backend_ops cuda_ops = {
     .stream_create = cuda_stream_create,
     .stream_destroy = cuda_stream_destroy,
     .stream_enqueue = cuda_stream_enqueue,
-    .stream_native = cuda_stream_native,
     .event_create = cuda_event_create,
     .event_destroy = cuda_event_destroy,
     .event_record = cuda_event_record,
@@ -396,11 +399,6 @@ static const convoy__backend_ops cuda_ops = {
     .host_callback = cuda_host_callback,
     .zero = cuda_zero,
     .memory_capacity = cuda_memory_capacity,
-    .conv_candidates = convoy__cuda_conv_candidates,
-    .conv_prepare = convoy__cuda_conv_prepare,
-    .conv_release = convoy__cuda_conv_release,
-    .conv_run = convoy__cuda_conv_run,
-    .conv_time = convoy__cuda_conv_time,
 };
 
 /* ---- creation ------------------------------------------------------------------------------ */
@@ -490,6 +488,7 @@ convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, con
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda backend: out of host memory");
     }
     be->base.ops = &cuda_ops;
+    be->base.conv = &convoy__cuda_conv_registry;
     be->device = config->device_index;
     be->deterministic = config->deterministic != 0;
     /* cuBLAS's documented workspace recommendation: 32 MiB on Hopper and later, 4 MiB before. */

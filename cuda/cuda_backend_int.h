@@ -1,10 +1,10 @@
-/* The CUDA backend's internal state, shared by the files of kernels/ that implement it:
- * cuda_backend.c (device, streams, events, memory), cuda_conv.c (the convolution entry
- * points), conv_gemm_cuda.c (cuBLAS paths) and conv_cudnn.c (cuDNN paths). Needs the CUDA
- * headers, so only kernels/ includes it.
+/* The CUDA backend's internal state, shared by the files of cuda/ that implement it:
+ * cuda_backend.c (device, streams, events, memory), cuda_conv.c (the algorithm registry,
+ * running and timing plans), conv_gemm_cuda.c (cuBLAS paths) and conv_cudnn.c (cuDNN paths).
+ * Needs the CUDA headers, so only cuda/ includes it.
  *
- * Locking. The scheduler enqueues (and so calls conv_run) under its own lock, but the planner
- * calls conv_candidates, conv_prepare and conv_time under a different one, from whatever
+ * Locking. The scheduler enqueues (and so runs plans) under its own lock, but the planner
+ * asks for candidates, prepares and times plans under a different one, from whatever
  * thread submits, and a runtime may be used from many threads. The cuBLAS and cuDNN handles
  * keep the stream they were last given, so "set the stream, then call" must not interleave
  * between threads: every use of a handle happens under `lock`, which also guards the stream
@@ -22,6 +22,7 @@
 #endif
 
 #include "cuda/cuda_backend.h"
+#include "kernels/conv_algo.h"
 
 /* What a convoy__stream points at on CUDA. */
 typedef struct convoy__cuda_stream {
@@ -61,42 +62,14 @@ convoy_status convoy__cuda_use_device(const convoy__cuda_backend *be);
  * concurrent streams when each stream has its own workspace. Caller holds be->lock. */
 convoy_status convoy__cuda_bind_blas(convoy__cuda_backend *be, cudaStream_t stream);
 
-/* ---- convolution entry points (cuda_conv.c) -------------------------------------------- */
+/* ---- convolution algorithms ------------------------------------------------------------ */
 
-int convoy__cuda_conv_candidates(convoy__backend *be, const convoy__conv_geom *geom,
-                                 convoy_conv_direction direction, convoy__conv_candidate *out,
-                                 int max);
-convoy_status convoy__cuda_conv_prepare(convoy__backend *be, convoy__conv_plan *plan);
-void convoy__cuda_conv_release(convoy__backend *be, convoy__conv_plan *plan);
-convoy_status convoy__cuda_conv_run(convoy__backend *be, void *native_stream,
-                                    const convoy__conv_plan *plan,
-                                    const convoy__conv_buffers *buffers, void *workspace);
-convoy_status convoy__cuda_conv_time(convoy__backend *be, const convoy__conv_plan *plan,
-                                     double *ms);
+/* The registry (cuda_conv.c) and the algorithms of the other files. */
+extern const convoy__conv_registry convoy__cuda_conv_registry;
+extern const convoy__conv_algo convoy__cuda_algo_cudnn; /* conv_cudnn.c */
+extern const convoy__conv_algo convoy__cuda_algo_gemm;  /* conv_gemm_cuda.c */
+extern const convoy__conv_algo convoy__cuda_algo_1x1;   /* conv_gemm_cuda.c */
 
-/* ---- cuBLAS paths (conv_gemm_cuda.c); caller holds be->lock ---------------------------- */
-
-convoy_status convoy__cuda_conv_gemm(convoy__cuda_backend *be, cudaStream_t stream,
-                                     const convoy__conv_plan *plan,
-                                     const convoy__conv_buffers *buffers, void *workspace);
-convoy_status convoy__cuda_conv_1x1(convoy__cuda_backend *be, cudaStream_t stream,
-                                    const convoy__conv_plan *plan,
-                                    const convoy__conv_buffers *buffers);
-
-/* ---- cuDNN paths (conv_cudnn.c); stubs when built without cuDNN ------------------------- */
-
-/* Appends one candidate per cuDNN algorithm usable for the geometry to out[*count ..max);
- * any cuDNN failure just adds nothing. Takes be->lock itself. */
-void convoy__cudnn_candidates(convoy__cuda_backend *be, const convoy__conv_geom *geom,
-                              convoy_conv_direction direction, convoy__conv_candidate *out, int max,
-                              int *count);
-/* Builds the plan's descriptors into plan->backend_data. */
-convoy_status convoy__cudnn_prepare(convoy__cuda_backend *be, convoy__conv_plan *plan);
-void convoy__cudnn_release(convoy__cuda_backend *be, convoy__conv_plan *plan);
-/* Runs a prepared cuDNN plan on stream; caller holds be->lock. */
-convoy_status convoy__cudnn_run(convoy__cuda_backend *be, cudaStream_t stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                                void *workspace);
 /* "cuDNN 9.19.0" into text, or why it is not in use. */
 void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size);
 

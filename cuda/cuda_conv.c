@@ -1,96 +1,37 @@
-/* The convolution half of the CUDA backend's function table: the candidate list (cuDNN's
- * algorithms, then the 1x1, GEMM and direct paths), plan preparation, dispatch of a plan to
- * its implementation on a stream, and timing a plan on private scratch buffers. */
+/* The CUDA backend's registry of convolution algorithms (cudnn, 1x1, gemm, direct), the
+ * direct algorithm itself, running a plan on a stream under the backend's lock, and timing a
+ * plan on private scratch buffers. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cuda/cuda_backend_int.h"
 #include "cuda/cuda_check.h"
-#include "kernels/gemm_driver.h"
+#include "kernels/conv_algo.h"
 #include "cuda/kernels.h"
 #include "core/error_detail.h"
 
-/* Heuristic costs (lower runs first). cuDNN's own ranking starts at 1.0 and counts up one
- * per algorithm (cuda/conv_cudnn.c). The 1x1 path, a bare strided-batched SGEMM, comes
- * right after cuDNN's first choice; im2col + GEMM after every cuDNN algorithm, since it moves
- * the column matrix through memory twice; the direct kernels are the last resort. */
-#define COST_1X1 1.5
-#define COST_GEMM 20.0
+/* ---- the direct algorithm ------------------------------------------------------------ */
+
+/* The last resort, ranked after everything else; deterministic on every device. */
 #define COST_DIRECT 100.0
 
-static void add(convoy__conv_candidate *out, int max, int *count, unsigned impl, const char *name,
-                size_t fixed, size_t per_image, int deterministic, double cost)
+static void direct_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                              const convoy__conv_geom *geom, convoy_conv_direction direction,
+                              convoy__candidate_list *list)
 {
-    if (*count >= max)
-        return;
-    convoy__conv_candidate *c = &out[(*count)++];
-    memset(c, 0, sizeof *c);
-    c->impl = impl;
-    snprintf(c->name, sizeof c->name, "%s", name);
-    c->workspace_fixed = fixed;
-    c->workspace_per_image = per_image;
-    c->deterministic = deterministic;
-    c->cost = cost;
+    (void)be;
+    (void)geom;
+    (void)direction;
+    (void)convoy__candidate_add(list, self, self->name, 0, 0, COST_DIRECT);
 }
 
-/* The cuBLAS paths are reproducible only when each stream has its own cuBLAS workspace,
- * which the backend arranges in deterministic mode alone; the direct kernels always are. */
-int convoy__cuda_conv_candidates(convoy__backend *base, const convoy__conv_geom *geom,
-                                 convoy_conv_direction direction, convoy__conv_candidate *out,
-                                 int max)
+static convoy_status direct_run(convoy__backend *be, void *native_stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *b,
+                                void *workspace)
 {
-    convoy__cuda_backend *be = convoy__cuda_of(base);
-    int count = 0;
-    if (!geom || !out || max <= 0)
-        return 0;
-    /* Listing must not fail and must not disturb the thread's error message: a cuDNN query
-     * that fails only means fewer candidates. */
-    char saved[1024];
-    snprintf(saved, sizeof saved, "%s", convoy__error_text());
-    if (be->has_cudnn && convoy__cuda_use_device(be) == CONVOY_OK)
-        convoy__cudnn_candidates(be, geom, direction, out, max, &count);
-    if (convoy__geom_is_pointwise(geom))
-        add(out, max, &count, CONVOY_IMPL_1X1, "1x1", 0, 0, be->deterministic, COST_1X1);
-    add(out, max, &count, CONVOY_IMPL_GEMM, "gemm", convoy__gemm_workspace_fixed(geom, direction),
-        convoy__gemm_workspace_per_image(geom, direction), be->deterministic, COST_GEMM);
-    add(out, max, &count, CONVOY_IMPL_DIRECT, "direct", 0, 0, 1, COST_DIRECT);
-    convoy__error_set_text(saved);
-    return count;
-}
-
-convoy_status convoy__cuda_conv_prepare(convoy__backend *base, convoy__conv_plan *plan)
-{
-    convoy__cuda_backend *be = convoy__cuda_of(base);
-    plan->backend_data = NULL;
-    switch (plan->candidate.impl) {
-    case CONVOY_IMPL_CUDNN: {
-        convoy_status status = convoy__cuda_use_device(be);
-        return status != CONVOY_OK ? status : convoy__cudnn_prepare(be, plan);
-    }
-    case CONVOY_IMPL_1X1:
-        if (!convoy__geom_is_pointwise(&plan->geom))
-            return convoy__error(CONVOY_ERR_INTERNAL, "cuda: 1x1 plan for a non-pointwise "
-                                                      "geometry");
-        return CONVOY_OK;
-    case CONVOY_IMPL_GEMM:
-    case CONVOY_IMPL_DIRECT:
-        return CONVOY_OK;
-    default:
-        return convoy__error(CONVOY_ERR_INTERNAL, "cuda: no implementation %s (impl 0x%x)",
-                             plan->candidate.name, plan->candidate.impl);
-    }
-}
-
-void convoy__cuda_conv_release(convoy__backend *base, convoy__conv_plan *plan)
-{
-    if (plan->candidate.impl == CONVOY_IMPL_CUDNN)
-        convoy__cudnn_release(convoy__cuda_of(base), plan);
-    plan->backend_data = NULL;
-}
-
-static convoy_status run_direct(cudaStream_t stream, const convoy__conv_plan *plan,
-                                const convoy__conv_buffers *b)
-{
+    (void)be;
+    (void)workspace;
+    cudaStream_t stream = (cudaStream_t)native_stream;
     switch (plan->direction) {
     case CONVOY_CONV_FORWARD:
         return convoy__launch_conv_direct_forward(&plan->geom, b->input, b->filters, b->output,
@@ -105,41 +46,42 @@ static convoy_status run_direct(cudaStream_t stream, const convoy__conv_plan *pl
     return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda: direction %d", (int)plan->direction);
 }
 
-/* Enqueues the plan on stream. The cuBLAS and cuDNN paths hold be->lock from binding the
- * handle to the stream until their last call is enqueued. */
+static const convoy__conv_algo cuda_algo_direct = {
+    .name = "direct",
+    .refusal = NULL,
+    .candidates = direct_candidates,
+    .run = direct_run,
+};
+
+/* ---- the registry ---------------------------------------------------------------------- */
+
+/* Adding a CUDA algorithm: its descriptor in a file of cuda/, and a row here. */
+static const convoy__conv_algo *const cuda_algos[] = {
+    &convoy__cuda_algo_cudnn,
+    &convoy__cuda_algo_1x1,
+    &convoy__cuda_algo_gemm,
+    &cuda_algo_direct,
+};
+
+/* Enqueues the plan on stream. be->lock is held from before the algorithm binds a cuBLAS or
+ * cuDNN handle to the stream until its last call is enqueued (see cuda_backend_int.h). */
 static convoy_status run_on(convoy__cuda_backend *be, cudaStream_t stream,
                             const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
                             void *workspace)
 {
-    convoy_status status;
-    if (plan->candidate.impl == CONVOY_IMPL_DIRECT)
-        return run_direct(stream, plan, buffers);
     pthread_mutex_lock(&be->lock);
     /* cuBLAS and cuDNN may read the thread's last CUDA error after their own launches; one
      * left by an earlier, already reported failure must not be mistaken for theirs. */
     (void)cudaGetLastError();
-    switch (plan->candidate.impl) {
-    case CONVOY_IMPL_CUDNN:
-        status = convoy__cudnn_run(be, stream, plan, buffers, workspace);
-        break;
-    case CONVOY_IMPL_GEMM:
-        status = convoy__cuda_conv_gemm(be, stream, plan, buffers, workspace);
-        break;
-    case CONVOY_IMPL_1X1:
-        status = convoy__cuda_conv_1x1(be, stream, plan, buffers);
-        break;
-    default:
-        status = convoy__error(CONVOY_ERR_INTERNAL, "cuda: no implementation %s (impl 0x%x)",
-                               plan->candidate.name, plan->candidate.impl);
-        break;
-    }
+    convoy_status status =
+        plan->candidate.algo->run(&be->base, (void *)stream, plan, buffers, workspace);
     pthread_mutex_unlock(&be->lock);
     return status;
 }
 
-convoy_status convoy__cuda_conv_run(convoy__backend *base, void *native_stream,
-                                    const convoy__conv_plan *plan,
-                                    const convoy__conv_buffers *buffers, void *workspace)
+static convoy_status cuda_conv_run(convoy__backend *base, void *native_stream,
+                                   const convoy__conv_plan *plan,
+                                   const convoy__conv_buffers *buffers, void *workspace)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
     if (!plan || !buffers)
@@ -154,6 +96,16 @@ convoy_status convoy__cuda_conv_run(convoy__backend *base, void *native_stream,
         status = CONVOY__CUDA_CHECK(cudaStreamSynchronize(stream));
     return status;
 }
+
+static convoy_status cuda_conv_time(convoy__backend *base, const convoy__conv_plan *plan,
+                                    double *ms);
+
+const convoy__conv_registry convoy__cuda_conv_registry = {
+    .algos = cuda_algos,
+    .count = (int)(sizeof cuda_algos / sizeof cuda_algos[0]),
+    .run = cuda_conv_run,
+    .time = cuda_conv_time,
+};
 
 /* ---- timing ----------------------------------------------------------------------------- */
 
@@ -196,8 +148,8 @@ static convoy_status scratch_buffer(cudaStream_t stream, int64_t count, float **
  * cuBLAS and cuDNN first-use costs), then one run between two timing events on a private
  * non-blocking stream. Waiting on the stop event blocks only this thread, only for this
  * stream's work. */
-convoy_status convoy__cuda_conv_time(convoy__backend *base, const convoy__conv_plan *plan,
-                                     double *ms)
+static convoy_status cuda_conv_time(convoy__backend *base, const convoy__conv_plan *plan,
+                                    double *ms)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
     if (!plan || !ms)

@@ -1,10 +1,11 @@
 /* Deciding from a geometry whether cuDNN's legacy convolution API can run it, and with which
- * descriptor values; cuDNN's algorithm names and its atomics-using algorithms. No cuDNN
- * header: the algorithm tables are indexed by the enums' numeric values, which
- * cuda/conv_cudnn.c checks against cudnn.h at compile time. */
+ * descriptor values; cuDNN's algorithm names, its atomics-using algorithms and its transform-based
+ * (inexact) ones. No cuDNN header: the algorithm tables are indexed by the enums' numeric values,
+ * which cuda/conv_cudnn.c checks against cudnn.h at compile time. */
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cuda/cudnn_desc.h"
 
@@ -40,6 +41,12 @@ int convoy__cudnn_algo_uses_atomics(convoy_conv_direction direction, int algo)
     if (direction == CONVOY_CONV_BACKWARD_FILTER)
         return algo == 0 || algo == 3;
     return 0;
+}
+
+int convoy__cudnn_algo_is_exact(convoy_conv_direction direction, int algo)
+{
+    const char *name = convoy__cudnn_algo_name(direction, algo);
+    return !strstr(name, "FFT") && !strstr(name, "WINOGRAD") && strcmp(name, "UNKNOWN") != 0;
 }
 
 static int fits_int(int64_t v)

@@ -40,6 +40,11 @@ const char *convoy__cudnn_algo_name(convoy_conv_direction direction, int algo);
  * cuDNN's own report says. */
 int convoy__cudnn_algo_uses_atomics(convoy_conv_direction direction, int algo);
 
+/* 0 for the transform-based algorithms (FFT, FFT_TILING, WINOGRAD, WINOGRAD_NONFUSED), whose
+ * rounding differs from a direct sum by more than float32 accumulation does, and for values
+ * outside the enum; 1 otherwise. The planner leaves inexact ones out when asked to. */
+int convoy__cudnn_algo_is_exact(convoy_conv_direction direction, int algo);
+
 #ifdef __cplusplus
 }
 #endif

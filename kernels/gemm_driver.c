@@ -1,4 +1,4 @@
-/* The GEMM and 1x1 convolution paths of the CUDA backend as a sequence of primitive steps
+/* The GEMM and 1x1 convolution paths of every backend as a sequence of primitive steps
  * (im2col, col2im, axis swap, zero, strided-batched GEMM); see kernels/gemm_driver.h for why
  * the steps go through a table. Every GEMM is reasoned about in row-major terms, the way
  * CONV_SEMANTICS.md section 10 writes them, and converted to cuBLAS's column-major form in
@@ -8,6 +8,7 @@
  * of one group's column matrix), R = C * kvol (rows of one image's), T images per chunk. */
 #include <stdint.h>
 
+#include "kernels/conv_algo.h"
 #include "kernels/gemm_driver.h"
 #include "core/error_detail.h"
 
@@ -138,45 +139,72 @@ size_t convoy__gemm_workspace_fixed(const convoy__conv_geom *geom, convoy_conv_d
 size_t convoy__gemm_workspace_per_image(const convoy__conv_geom *geom,
                                         convoy_conv_direction direction)
 {
+    (void)direction;
     dims d = dims_of(geom);
     if (geom->unshared)
         return 0;
-    int64_t rows = d.rows + (direction == CONVOY_CONV_BACKWARD_FILTER ? d.filters : 0);
-    return float_bytes(rows, d.positions);
+    if (d.rows > INT64_MAX - d.filters)
+        return SIZE_MAX;
+    return float_bytes(d.rows + d.filters, d.positions);
 }
 
 /* ---- shared filters ------------------------------------------------------- */
 
 /* Forward, per group, batched over the chunk's images t:
  *   Y[n0+t, group] (Mg x P) = W_group (Mg x Kg) @ col_group[:, t*P .. t*P+P) (Kg x P)
- * with W broadcast (stride 0) and each image's columns P apart in col. */
+ * with W broadcast (stride 0) and each image's columns P apart in col. When a batched GEMM
+ * is only a loop (ops->batch_is_loop) and the chunk has several images, one wide GEMM per
+ * group writes the chunk into pack (M x T*P) instead, and an axis swap scatters it to
+ * (N, M, P) order: narrow images (a 7x7 output has 49 positions) then share one GEMM. */
 static convoy_status forward_chunk(const convoy__gemm_ops *ops, const dims *d, const float *w,
-                                   float *y, int64_t n0, int64_t t, const float *col)
+                                   float *y, int64_t n0, int64_t t, const float *col, float *pack)
 {
     int64_t ld = t * d->positions;
+    int wide = ops->batch_is_loop && t > 1;
+    float *dst = wide ? pack : y + n0 * d->filters * d->positions;
     for (int64_t grp = 0; grp < d->groups; ++grp) {
-        convoy__gemm r = row_major(0, 0, d->mg, d->positions, d->kg, 0.0f, w + grp * d->mg * d->kg,
-                                   d->kg, 0, col + grp * d->kg * ld, ld, d->positions,
-                                   y + (n0 * d->filters + grp * d->mg) * d->positions, d->positions,
-                                   d->filters * d->positions, t);
+        const float *w_grp = w + grp * d->mg * d->kg;
+        const float *col_grp = col + grp * d->kg * ld;
+        convoy__gemm r =
+            wide ? row_major(0, 0, d->mg, ld, d->kg, 0.0f, w_grp, d->kg, 0, col_grp, ld, 0,
+                             dst + grp * d->mg * ld, ld, 0, 1)
+                 : row_major(0, 0, d->mg, d->positions, d->kg, 0.0f, w_grp, d->kg, 0, col_grp, ld,
+                             d->positions, dst + grp * d->mg * d->positions, d->positions,
+                             d->filters * d->positions, t);
         convoy_status status = run_gemm(ops, &r, "forward");
         if (status != CONVOY_OK)
             return status;
     }
-    return CONVOY_OK;
+    if (!wide)
+        return CONVOY_OK;
+    return ops->swap_axes(ops->context, pack, y + n0 * d->filters * d->positions, d->filters, t,
+                          d->positions);
 }
 
 /* Backward data, per group, batched over the chunk's images t:
- *   col_group[:, t*P .. t*P+P) (Kg x P) = W_group^T (Kg x Mg) @ dY[n0+t, group] (Mg x P). */
+ *   col_group[:, t*P .. t*P+P) (Kg x P) = W_group^T (Kg x Mg) @ dY[n0+t, group] (Mg x P),
+ * or, when batches are loops, one wide GEMM per group over dY gathered into pack (M x T*P). */
 static convoy_status backward_data_chunk(const convoy__gemm_ops *ops, const dims *d, const float *w,
-                                         const float *dy, int64_t n0, int64_t t, float *col)
+                                         const float *dy, int64_t n0, int64_t t, float *col,
+                                         float *pack)
 {
     int64_t ld = t * d->positions;
+    int wide = ops->batch_is_loop && t > 1;
+    const float *src = dy + n0 * d->filters * d->positions;
+    if (wide) {
+        convoy_status status = ops->swap_axes(ops->context, src, pack, t, d->filters, d->positions);
+        if (status != CONVOY_OK)
+            return status;
+        src = pack;
+    }
     for (int64_t grp = 0; grp < d->groups; ++grp) {
-        convoy__gemm r =
-            row_major(1, 0, d->kg, d->positions, d->mg, 0.0f, w + grp * d->mg * d->kg, d->kg, 0,
-                      dy + (n0 * d->filters + grp * d->mg) * d->positions, d->positions,
-                      d->filters * d->positions, col + grp * d->kg * ld, ld, d->positions, t);
+        const float *w_grp = w + grp * d->mg * d->kg;
+        float *col_grp = col + grp * d->kg * ld;
+        convoy__gemm r = wide ? row_major(1, 0, d->kg, ld, d->mg, 0.0f, w_grp, d->kg, 0,
+                                          src + grp * d->mg * ld, ld, 0, col_grp, ld, 0, 1)
+                              : row_major(1, 0, d->kg, d->positions, d->mg, 0.0f, w_grp, d->kg, 0,
+                                          src + grp * d->mg * d->positions, d->positions,
+                                          d->filters * d->positions, col_grp, ld, d->positions, t);
         convoy_status status = run_gemm(ops, &r, "backward_data");
         if (status != CONVOY_OK)
             return status;
@@ -220,10 +248,10 @@ static convoy_status run_shared(const convoy__gemm_ops *ops, const convoy__conv_
         case CONVOY_CONV_FORWARD:
             status = ops->im2col(ops->context, g, b->input + n0 * image_in, t, col);
             if (status == CONVOY_OK)
-                status = forward_chunk(ops, &d, b->filters, b->output, n0, t, col);
+                status = forward_chunk(ops, &d, b->filters, b->output, n0, t, col, pack);
             break;
         case CONVOY_CONV_BACKWARD_DATA:
-            status = backward_data_chunk(ops, &d, b->filters, b->output, n0, t, col);
+            status = backward_data_chunk(ops, &d, b->filters, b->output, n0, t, col, pack);
             if (status == CONVOY_OK)
                 status = ops->col2im(ops->context, g, col, t, b->input + n0 * image_in);
             break;
@@ -290,23 +318,6 @@ static convoy_status run_unshared(const convoy__gemm_ops *ops, const convoy__con
 
 /* ---- entry points --------------------------------------------------------- */
 
-/* The written operand of a direction, and its element count. */
-static float *written_operand(const convoy__conv_geom *g, convoy_conv_direction direction,
-                              const convoy__conv_buffers *b, int64_t *numel)
-{
-    switch (direction) {
-    case CONVOY_CONV_BACKWARD_DATA:
-        *numel = convoy__geom_input_numel(g);
-        return b->input;
-    case CONVOY_CONV_BACKWARD_FILTER:
-        *numel = convoy__geom_filter_numel(g);
-        return b->filters;
-    default:
-        *numel = convoy__geom_output_numel(g);
-        return b->output;
-    }
-}
-
 /* Common argument checks; *empty is set when every sum is empty and the written operand was
  * zero-filled instead (N, C or M zero), so the caller has nothing left to do. */
 static convoy_status prologue(const convoy__gemm_ops *ops, const convoy__conv_geom *g,
@@ -321,7 +332,7 @@ static convoy_status prologue(const convoy__gemm_ops *ops, const convoy__conv_ge
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: direction %d", path, (int)direction);
     if (g->batch == 0 || g->in_channels == 0 || g->out_channels == 0) {
         int64_t numel;
-        float *written = written_operand(g, direction, b, &numel);
+        float *written = convoy__conv_written_operand(g, direction, b, &numel);
         *empty = 1;
         return numel > 0 ? ops->zero(ops->context, written, numel) : CONVOY_OK;
     }

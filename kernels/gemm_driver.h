@@ -64,12 +64,19 @@ typedef struct convoy__gemm_ops {
                                int64_t b_count, int64_t inner);
     /* dst[0 .. count) = 0. */
     convoy_status (*zero)(void *context, float *dst, int64_t count);
+    /* 1 when a batched GEMM is only a loop of single GEMMs (OpenBLAS): the driver then runs a
+     * chunk of several images as one wide GEMM through the pack buffer. 0 when one batched
+     * call is as fast as a wide GEMM (cuBLAS). */
+    int batch_is_loop;
 } convoy__gemm_ops;
 
-/* Workspace of the GEMM path: fixed + per_image * images_per_chunk bytes. Shared filters
- * need one chunk column matrix (plus, for backward_filter, the chunk's output gradient in
- * (M, T * P) order) per image of the chunk; unshared filters work one image at a time and
- * need one image's column matrix, whatever the chunk. */
+/* Workspace of the GEMM path, the one formula of every backend: fixed + per_image *
+ * images_per_chunk bytes. Shared filters need per image of the chunk its column matrix
+ * (C * kvol rows) and its M output rows in (M, T * P) order (the pack buffer: the chunk's
+ * output gradient for backward_filter, and when batches are loops the wide GEMM's result or
+ * operand), so per_image = (C * kvol + M) * P floats and fixed = 0. Unshared filters work one
+ * image at a time and need one image's column matrix whatever the chunk: fixed = C * kvol * P
+ * floats, per_image = 0. Saturates at SIZE_MAX instead of wrapping. */
 size_t convoy__gemm_workspace_fixed(const convoy__conv_geom *geom, convoy_conv_direction direction);
 size_t convoy__gemm_workspace_per_image(const convoy__conv_geom *geom,
                                         convoy_conv_direction direction);

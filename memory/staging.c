@@ -119,7 +119,7 @@ convoy_status convoy__staging_upload(convoy__staging *staging, void *native_stre
                                 (const char *)host_src + done, n, "upload");
         if (status == CONVOY_OK) {
             status = ops->copy(staging->backend, native_stream, (char *)device_dst + done,
-                               staging->chunk, n, 0);
+                               staging->chunk, n, CONVOY__COPY_HOST_TO_DEVICE);
             if (status != CONVOY_OK)
                 convoy__error_prefix("upload");
         }
@@ -136,7 +136,7 @@ convoy_status convoy__staging_download(convoy__staging *staging, void *native_st
     for (size_t done = 0; status == CONVOY_OK && done < bytes;) {
         size_t n = bytes - done < staging->chunk_bytes ? bytes - done : staging->chunk_bytes;
         status = ops->copy(staging->backend, native_stream, staging->chunk,
-                           (const char *)device_src + done, n, 1);
+                           (const char *)device_src + done, n, CONVOY__COPY_DEVICE_TO_HOST);
         if (status != CONVOY_OK)
             convoy__error_prefix("download");
         else

@@ -36,8 +36,8 @@ static void conv_unbind(void *payload, convoy__stream *stream)
 static convoy_status conv_run(void *payload, void *native_stream, convoy__stream *order_stream)
 {
     conv_payload *p = payload;
-    return p->backend->ops->conv_run(p->backend, native_stream, p->plan, &p->buffers,
-                                     p->workspace ? p->workspace->ptr : NULL);
+    return p->backend->conv->run(p->backend, native_stream, p->plan, &p->buffers,
+                                 p->workspace ? p->workspace->ptr : NULL);
 }
 
 static const char *const call_names[3] = {"conv_forward", "conv_backward_data",
@@ -172,15 +172,11 @@ convoy_status convoy_conv_explain(convoy_runtime *rt, const convoy_conv_params *
         CONVOY_OK)
         return status;
     memset(info, 0, sizeof *info);
-    unsigned impl = plan->candidate.impl;
-    snprintf(info->implementation, sizeof info->implementation, "%s",
-             impl == CONVOY_IMPL_CUDNN  ? "cudnn"
-             : impl == CONVOY_IMPL_GEMM ? "gemm"
-             : impl == CONVOY_IMPL_1X1  ? "1x1"
-                                        : "direct");
+    snprintf(info->implementation, sizeof info->implementation, "%s", plan->candidate.algo->name);
     snprintf(info->algorithm, sizeof info->algorithm, "%s", plan->candidate.name);
     info->workspace_bytes = plan->workspace_bytes;
-    info->images_per_chunk = impl == CONVOY_IMPL_GEMM ? plan->images_per_chunk : 0;
+    /* Only algorithms that work in image chunks ask for workspace per image. */
+    info->images_per_chunk = plan->candidate.workspace_per_image > 0 ? plan->images_per_chunk : 0;
     info->from_cache = from_cache;
     return CONVOY_OK;
 }

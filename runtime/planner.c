@@ -1,17 +1,19 @@
-/* The plan cache and algorithm selection. Candidates come from the backend;
- * the planner removes the excluded, the non-deterministic (when asked) and
- * those whose workspace cannot fit, then ranks the rest by the backend's
+/* The plan cache and algorithm selection. Candidates come from the algorithms
+ * the backend registers (kernels/conv_algo.h); the planner removes the
+ * excluded, the non-deterministic or inexact (when asked) and those whose
+ * workspace cannot fit, then ranks the rest by the backend's
  * cost model (heuristic) or by timing them (time_once,
  * time_on_shape_change), and caches the winner under a key made of the
  * direction and the whole geometry. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "memory/workspace.h"
-#include "runtime/options_int.h"
 #include "runtime/planner.h"
 #include "runtime/tune_cache.h"
 #include "core/error_detail.h"
@@ -43,6 +45,7 @@ struct convoy__planner {
     plan_entry *buckets[BUCKETS];
     site_entry *sites;
     plan_entry *stale; /* replaced plans: tasks already submitted may still use them */
+    char *exclude;     /* the planner's copy of config.exclude */
 };
 
 static const char *const direction_names[3] = {"fwd", "bwd_data", "bwd_filter"};
@@ -87,6 +90,12 @@ convoy_status convoy__planner_create(const convoy__planner_config *config, convo
     p->config = *config;
     p->config.tune_cache_path = NULL;
     p->config.environment = NULL;
+    p->config.exclude = NULL;
+    if (config->exclude && !(p->exclude = strdup(config->exclude))) {
+        free(p);
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
+    }
+    p->config.exclude = p->exclude;
     pthread_mutex_init(&p->lock, NULL);
     if (config->tune_cache_path && config->policy != CONVOY_ALGO_HEURISTIC) {
         convoy_status status =
@@ -101,11 +110,17 @@ convoy_status convoy__planner_create(const convoy__planner_config *config, convo
     return CONVOY_OK;
 }
 
+static void release_plan(convoy__planner *p, convoy__conv_plan *plan)
+{
+    if (plan->candidate.algo->release)
+        plan->candidate.algo->release(p->config.backend, plan);
+}
+
 static void release_entries(convoy__planner *p, plan_entry *e)
 {
     while (e) {
         plan_entry *next = e->next;
-        p->config.backend->ops->conv_release(p->config.backend, &e->plan);
+        release_plan(p, &e->plan);
         free(e);
         e = next;
     }
@@ -125,6 +140,7 @@ void convoy__planner_destroy(convoy__planner *p)
     }
     convoy__tune_cache_close(p->tune);
     pthread_mutex_destroy(&p->lock);
+    free(p->exclude);
     free(p);
 }
 
@@ -135,54 +151,104 @@ typedef struct viable {
     size_t bytes;
 } viable;
 
-static void append(char *buffer, size_t size, const char *format, const char *a, const char *b)
+static void append(char *buffer, size_t size, const char *format, ...) CONVOY__PRINTF_LIKE(3, 4);
+
+static void append(char *buffer, size_t size, const char *format, ...)
 {
     size_t used = strlen(buffer);
-    if (used < size)
-        snprintf(buffer + used, size - used, format, a, b);
+    if (used + 1 >= size)
+        return;
+    va_list args;
+    va_start(args, format);
+    vsnprintf(buffer + used, size - used, format, args);
+    va_end(args);
 }
 
-/* Filters the backend's candidates; on failure writes why each was refused. */
+/* 1 when the comma-separated list names the candidate: by its algorithm
+ * ("cudnn") or by its full name ("cudnn:FFT"). */
+static int listed(const char *list, const convoy__conv_candidate *c)
+{
+    for (const char *p = list; p && *p;) {
+        p += strspn(p, ", \t");
+        size_t len = strcspn(p, ", \t");
+        if (len == 0)
+            break;
+        if ((strlen(c->algo->name) == len && strncasecmp(p, c->algo->name, len) == 0) ||
+            (strlen(c->name) == len && strncasecmp(p, c->name, len) == 0))
+            return 1;
+        p += len;
+    }
+    return 0;
+}
+
+/* The workspace one chunk size takes, and the chunk: the largest under the
+ * limit, trimmed to the algorithm's hint. */
+static convoy_status fit_workspace(const convoy__planner *p, const convoy__conv_candidate *c,
+                                   const convoy__conv_geom *g, int64_t *chunk, size_t *bytes)
+{
+    convoy_status status =
+        convoy__workspace_plan(c->workspace_fixed, c->workspace_per_image, g->batch,
+                               p->config.workspace_limit, chunk, bytes);
+    if (status != CONVOY_OK || c->chunk_hint <= 0 || *chunk <= c->chunk_hint)
+        return status;
+    *chunk = c->chunk_hint;
+    *bytes = c->workspace_fixed + c->workspace_per_image * (size_t)*chunk;
+    return CONVOY_OK;
+}
+
+/* Asks every algorithm of the backend for its candidates and keeps those the
+ * options and the workspace limit allow; on failure writes why each
+ * algorithm or candidate was refused. */
 static int filter_candidates(convoy__planner *p, const convoy__conv_geom *g,
                              convoy_conv_direction direction, viable *out, char *why,
                              size_t why_size, int *only_workspace)
 {
     convoy__backend *be = p->config.backend;
-    convoy__conv_candidate all[CONVOY__MAX_CANDIDATES];
-    int total = be->ops->conv_candidates(be, g, direction, all, CONVOY__MAX_CANDIDATES);
+    const convoy__conv_registry *registry = be->conv;
+    convoy__candidate_list all = {.count = 0};
     int count = 0, workspace_refusals = 0, other_refusals = 0;
-    unsigned offered = 0;
     why[0] = '\0';
-    for (int i = 0; i < total; ++i) {
-        const convoy__conv_candidate *c = &all[i];
-        offered |= c->impl;
-        if (p->config.exclude & c->impl) {
-            append(why, why_size, "%s%s: excluded by CONVOY_EXCLUDE; ", c->name, "");
+    for (int a = 0; a < registry->count; ++a) {
+        const convoy__conv_algo *algo = registry->algos[a];
+        const char *refusal = algo->refusal ? algo->refusal(be, g, direction) : NULL;
+        if (refusal) {
+            append(why, why_size, "%s: %s; ", algo->name, refusal);
+            other_refusals++;
+            continue;
+        }
+        int before = all.count;
+        algo->candidates(be, algo, g, direction, &all);
+        if (all.count == before) {
+            append(why, why_size, "%s: offers nothing for this convolution on %s; ", algo->name,
+                   be->ops->name);
+            other_refusals++;
+        }
+    }
+    for (int i = 0; i < all.count; ++i) {
+        const convoy__conv_candidate *c = &all.items[i];
+        if (listed(p->config.exclude, c)) {
+            append(why, why_size, "%s: excluded by CONVOY_EXCLUDE; ", c->name);
             other_refusals++;
             continue;
         }
         if (p->config.deterministic && !c->deterministic) {
-            append(why, why_size, "%s%s: not deterministic (CONVOY_DETERMINISTIC=1); ", c->name,
-                   "");
+            append(why, why_size, "%s: not deterministic (CONVOY_DETERMINISTIC=1); ", c->name);
+            other_refusals++;
+            continue;
+        }
+        if (p->config.exact_only && !c->exact) {
+            append(why, why_size, "%s: not exact (only exact algorithms allowed); ", c->name);
             other_refusals++;
             continue;
         }
         int64_t chunk = 0;
         size_t bytes = 0;
-        if (convoy__workspace_plan(c->workspace_fixed, c->workspace_per_image, g->batch,
-                                   p->config.workspace_limit, &chunk, &bytes) != CONVOY_OK) {
-            char detail[200];
-            snprintf(detail, sizeof detail, "%s", convoy__error_text());
-            append(why, why_size, "%s: %s; ", c->name, detail);
+        if (fit_workspace(p, c, g, &chunk, &bytes) != CONVOY_OK) {
+            append(why, why_size, "%s: %s; ", c->name, convoy__error_text());
             workspace_refusals++;
             continue;
         }
         out[count++] = (viable){*c, chunk, bytes};
-    }
-    for (unsigned bit = 1; bit <= CONVOY_IMPL_DIRECT; bit <<= 1) {
-        if (!(offered & bit))
-            append(why, why_size, "%s: not available for this convolution on %s; ",
-                   convoy__impl_name(bit), be->ops->name);
     }
     *only_workspace = workspace_refusals > 0 && other_refusals == 0;
     return count;
@@ -199,7 +265,8 @@ static int time_candidates(convoy__planner *p, const convoy__conv_geom *g,
     convoy__backend *be = p->config.backend;
     int best = -1;
     for (int i = 0; i < count; ++i) {
-        if (v[i].candidate.impl == CONVOY_IMPL_DIRECT && count > 1)
+        const convoy__conv_algo *algo = v[i].candidate.algo;
+        if (!strcmp(algo->name, "direct") && count > 1)
             continue;
         convoy__conv_plan trial = {.geom = *g,
                                    .direction = direction,
@@ -207,10 +274,11 @@ static int time_candidates(convoy__planner *p, const convoy__conv_geom *g,
                                    .images_per_chunk = v[i].chunk,
                                    .workspace_bytes = v[i].bytes};
         double ms = 0.0;
-        if (be->ops->conv_prepare(be, &trial) != CONVOY_OK)
+        if (algo->prepare && algo->prepare(be, &trial) != CONVOY_OK)
             continue;
-        convoy_status status = be->ops->conv_time(be, &trial, &ms);
-        be->ops->conv_release(be, &trial);
+        convoy_status status = be->conv->time(be, &trial, &ms);
+        if (algo->release)
+            algo->release(be, &trial);
         if (status == CONVOY_OK && (best < 0 || ms < *best_ms)) {
             best = i;
             *best_ms = ms;
@@ -322,7 +390,8 @@ convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const c
     e->plan.candidate = v[chosen].candidate;
     e->plan.images_per_chunk = v[chosen].chunk;
     e->plan.workspace_bytes = v[chosen].bytes;
-    convoy_status status = p->config.backend->ops->conv_prepare(p->config.backend, &e->plan);
+    const convoy__conv_algo *algo = e->plan.candidate.algo;
+    convoy_status status = algo->prepare ? algo->prepare(p->config.backend, &e->plan) : CONVOY_OK;
     if (status != CONVOY_OK) {
         pthread_mutex_unlock(&p->lock);
         free(e);

@@ -8,13 +8,15 @@
 
 #include "convoy.h"
 #include "core/device.h"
+#include "kernels/conv_algo.h"
 
 typedef struct convoy__planner convoy__planner;
 
 typedef struct convoy__planner_config {
     convoy__backend *backend;
-    unsigned exclude;  /* CONVOY_IMPL_* bits removed from the candidates */
-    int deterministic; /* keep only deterministic candidates */
+    const char *exclude; /* comma-separated algorithm or candidate names to leave out; copied */
+    int deterministic;   /* keep only deterministic candidates */
+    int exact_only;      /* keep only exact candidates (no Winograd, no FFT) */
     convoy_algo_policy policy;
     size_t workspace_limit;      /* bytes one convolution's scratch may take */
     const char *tune_cache_path; /* NULL: no persistent cache */

@@ -99,13 +99,20 @@ static convoy_status create_parts(convoy_runtime *rt)
     char environment[512];
     snprintf(environment, sizeof environment, "%s | convoy %s", be->ops->describe(be),
              CONVOY_VERSION_STRING);
-    convoy__planner_config plan = {be,          o->exclude,          o->deterministic,
-                                   o->algo,     rt->workspace_limit, rt->tune_cache_path,
-                                   environment, o->log_fn,           o->log_user_data};
-    if ((status = convoy__planner_create(&plan, &rt->planner)) != CONVOY_OK)
-        return status;
     char excluded[64];
     convoy__impl_names(o->exclude, excluded, sizeof excluded);
+    convoy__planner_config plan = {.backend = be,
+                                   .exclude = o->exclude ? excluded : NULL,
+                                   .deterministic = o->deterministic,
+                                   .exact_only = 0,
+                                   .policy = o->algo,
+                                   .workspace_limit = rt->workspace_limit,
+                                   .tune_cache_path = rt->tune_cache_path,
+                                   .environment = environment,
+                                   .log = o->log_fn,
+                                   .log_user_data = o->log_user_data};
+    if ((status = convoy__planner_create(&plan, &rt->planner)) != CONVOY_OK)
+        return status;
     snprintf(rt->description, sizeof rt->description,
              "%s; %d compute stream%s%s; algo %s; exclude %s; convoy %s", be->ops->describe(be),
              streams, streams == 1 ? "" : "s", streams == 0 ? " (inline)" : "",
@@ -163,8 +170,7 @@ static void report_profile(convoy_runtime *rt)
     if (rt->options.profile) {
         char summary[4096];
         convoy__trace_summary(rt->trace, summary, sizeof summary);
-        convoy__log_to(&logger, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description,
-                       summary);
+        convoy__log_to(&logger, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description, summary);
     }
 }
 

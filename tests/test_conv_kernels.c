@@ -293,12 +293,12 @@ static void check_one(const convoy__conv_geom *g, convoy_conv_direction dir, con
     if (strcmp(impl, "direct") == 0) {
         convoy__cpu_conv_direct(g, dir, &b);
     } else if (strcmp(impl, "1x1") == 0) {
-        st = convoy__cpu_conv_1x1(g, dir, &b);
+        st = convoy__gemm_conv_1x1(&convoy__cpu_gemm_ops, g, dir, &b);
     } else {
-        size_t bytes = convoy__cpu_gemm_workspace_fixed(g, dir) +
-                       convoy__cpu_gemm_workspace_per_image(g, dir) * (size_t)chunk;
+        size_t bytes = convoy__gemm_workspace_fixed(g, dir) +
+                       convoy__gemm_workspace_per_image(g, dir) * (size_t)chunk;
         float *ws = nan_floats((int64_t)(bytes / sizeof(float)));
-        st = convoy__cpu_conv_gemm(g, dir, &b, chunk, ws);
+        st = convoy__gemm_conv(&convoy__cpu_gemm_ops, g, dir, &b, chunk, ws, bytes);
         free(ws);
     }
     char what[96];
@@ -553,7 +553,8 @@ static void test_empty(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* The GEMM and 1x1 entry points refuse what they cannot run instead of crashing. */
+/* The GEMM and 1x1 paths on the host primitives refuse what they cannot run instead of
+ * crashing, and the CPU's chunk hint keeps a chunk's column matrix cache-sized. */
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -565,16 +566,23 @@ static void test_bad_arguments(void **state)
     float *y = nan_floats(convoy__geom_output_numel(&g));
     float ws[1];
     convoy__conv_buffers b = {x, w, y};
-    assert_int_equal(convoy__cpu_conv_gemm(&g, CONVOY_CONV_FORWARD, &b, 0, ws),
-                     CONVOY_ERR_INVALID_ARGUMENT);
-    assert_int_equal(convoy__cpu_conv_gemm(&g, CONVOY_CONV_FORWARD, &b, 1, NULL),
-                     CONVOY_ERR_INVALID_ARGUMENT);
-    assert_int_equal(convoy__cpu_conv_1x1(&g, CONVOY_CONV_FORWARD, &b),
-                     CONVOY_ERR_INVALID_ARGUMENT);
+    const convoy__gemm_ops *ops = &convoy__cpu_gemm_ops;
+    assert_int_equal(convoy__gemm_conv(ops, &g, CONVOY_CONV_FORWARD, &b, 0, ws, sizeof ws),
+                     CONVOY_ERR_INTERNAL);
+    assert_non_null(strstr(convoy_last_error_message(), "cannot hold one image"));
+    assert_int_equal(convoy__gemm_conv(ops, &g, CONVOY_CONV_FORWARD, &b, 1, NULL, 0),
+                     CONVOY_ERR_INTERNAL);
+    assert_int_equal(convoy__gemm_conv_1x1(ops, &g, CONVOY_CONV_FORWARD, &b), CONVOY_ERR_INTERNAL);
     assert_non_null(strstr(convoy_last_error_message(), "pointwise"));
-    assert_int_equal(convoy__cpu_gemm_workspace_fixed(&g, CONVOY_CONV_FORWARD), 0);
-    assert_int_equal(convoy__cpu_gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD),
+    assert_int_equal(convoy__gemm_workspace_fixed(&g, CONVOY_CONV_FORWARD), 0);
+    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD),
                      (2 * 9 + 2) * 9 * sizeof(float));
+    /* 2 x 3 x 3 rows by 9 positions is 648 bytes of column matrix per image: 4 MiB hold
+     * 6472 images. A wide output (>= 512 positions) goes one image at a time. */
+    assert_int_equal(convoy__cpu_gemm_chunk_hint(&g), (4 << 20) / 648);
+    convoy__conv_geom wide = g;
+    wide.out[1] = wide.out[2] = 32;
+    assert_int_equal(convoy__cpu_gemm_chunk_hint(&wide), 1);
     free(x);
     free(w);
     free(y);

@@ -25,6 +25,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cudnn_desc.h"
 #include "kernels/direct_index.h"
+#include "kernels/conv_algo.h"
 #include "kernels/gemm_driver.h"
 #include "core/conv_geometry.h"
 
@@ -237,7 +238,7 @@ static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, en
 
     convoy__conv_buffers b = {x, w, y};
     host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {NULL, 0}}, 0};
-    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero};
+    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero, 0};
     size_t bytes = 0;
     float *ws = NULL;
     if (path == PATH_GEMM) {
@@ -399,8 +400,10 @@ static void test_workspace_model(void **state)
     convoy__conv_geom g = geom_of(&cases[1]); /* C 4, k 3x3, P = out0*out1*out2 */
     size_t p = (size_t)convoy__geom_out_spatial(&g), rows = 4 * 9;
     assert_int_equal(convoy__gemm_workspace_fixed(&g, CONVOY_CONV_FORWARD), 0);
-    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD), rows * p * 4);
-    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_BACKWARD_DATA), rows * p * 4);
+    /* One formula for every direction and backend: the column matrix plus M pack rows. */
+    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD), (rows + 6) * p * 4);
+    assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_BACKWARD_DATA),
+                     (rows + 6) * p * 4);
     assert_int_equal(convoy__gemm_workspace_per_image(&g, CONVOY_CONV_BACKWARD_FILTER),
                      (rows + 6) * p * 4);
     convoy__conv_geom u = geom_of(&cases[3]); /* unshared: one image's column matrix, fixed */
@@ -412,7 +415,7 @@ static void test_workspace_model(void **state)
     float dummy[4] = {0};
     convoy__conv_buffers b = {dummy, dummy, dummy};
     host_ctx h = {{{NULL, 0}}, 0};
-    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero};
+    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero, 0};
     size_t one = convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD);
     assert_int_equal(convoy__gemm_conv(&ops, &g, CONVOY_CONV_FORWARD, &b, 4, dummy, one - 4),
                      CONVOY_ERR_INTERNAL);
@@ -432,7 +435,7 @@ static void test_chunk_shrinks_to_workspace(void **state)
     size_t two = 2 * convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD);
     float *ws = floats((int64_t)(two / 4), 0);
     host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {ws, (int64_t)(two / 4)}}, 0};
-    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero};
+    convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero, 0};
     convoy__conv_buffers b = {x, w, y};
     assert_int_equal(convoy__gemm_conv(&ops, &g, CONVOY_CONV_FORWARD, &b, 3, ws, two), CONVOY_OK);
     double *want = calloc((size_t)ny, sizeof(double));
@@ -516,6 +519,15 @@ static void test_cudnn_names(void **state)
     assert_true(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_BACKWARD_FILTER, 3));
     assert_false(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_BACKWARD_FILTER, 1));
     assert_false(convoy__cudnn_algo_uses_atomics(CONVOY_CONV_FORWARD, 0));
+    /* Transform-based algorithms are inexact; so is anything outside the enum. */
+    assert_true(convoy__cudnn_algo_is_exact(CONVOY_CONV_FORWARD, 1));
+    assert_false(convoy__cudnn_algo_is_exact(CONVOY_CONV_FORWARD, 4));
+    assert_false(convoy__cudnn_algo_is_exact(CONVOY_CONV_FORWARD, 6));
+    assert_false(convoy__cudnn_algo_is_exact(CONVOY_CONV_FORWARD, 7));
+    assert_false(convoy__cudnn_algo_is_exact(CONVOY_CONV_BACKWARD_DATA, 3));
+    assert_true(convoy__cudnn_algo_is_exact(CONVOY_CONV_BACKWARD_FILTER, 3));
+    assert_false(convoy__cudnn_algo_is_exact(CONVOY_CONV_BACKWARD_FILTER, 6));
+    assert_false(convoy__cudnn_algo_is_exact(CONVOY_CONV_BACKWARD_FILTER, 9));
 }
 
 static convoy_status try_cuda(cudaError_t e)
@@ -553,17 +565,24 @@ static void check_candidates(convoy__backend *be)
     for (size_t i = 0; i < sizeof list / sizeof list[0]; ++i) {
         convoy__conv_geom g = geom_of(list[i]);
         for (int dir = 0; dir < 3; ++dir) {
-            convoy__conv_candidate c[CONVOY__MAX_CANDIDATES];
-            int n = be->ops->conv_candidates(be, &g, (convoy_conv_direction)dir, c,
-                                             CONVOY__MAX_CANDIDATES);
+            convoy__candidate_list list = {.count = 0};
+            for (int a = 0; a < be->conv->count; ++a) {
+                const convoy__conv_algo *algo = be->conv->algos[a];
+                if (!algo->refusal || !algo->refusal(be, &g, (convoy_conv_direction)dir))
+                    algo->candidates(be, algo, &g, (convoy_conv_direction)dir, &list);
+            }
             int gemm = 0, direct = 0, one = 0, dnn = 0;
-            for (int j = 0; j < n; ++j) {
-                gemm += c[j].impl == CONVOY_IMPL_GEMM;
-                direct += c[j].impl == CONVOY_IMPL_DIRECT && c[j].deterministic;
-                one += c[j].impl == CONVOY_IMPL_1X1;
-                dnn += c[j].impl == CONVOY_IMPL_CUDNN;
-                if (c[j].impl == CONVOY_IMPL_CUDNN)
-                    assert_int_equal(strncmp(c[j].name, "cudnn:", 6), 0);
+            for (int j = 0; j < list.count; ++j) {
+                const convoy__conv_candidate *c = &list.items[j];
+                gemm += !strcmp(c->algo->name, "gemm");
+                direct += !strcmp(c->algo->name, "direct") && c->deterministic;
+                one += !strcmp(c->algo->name, "1x1");
+                dnn += !strcmp(c->algo->name, "cudnn");
+                if (!strcmp(c->algo->name, "cudnn")) {
+                    assert_int_equal(strncmp(c->name, "cudnn:", 6), 0);
+                    assert_int_equal(c->exact, convoy__cudnn_algo_is_exact(
+                                                   (convoy_conv_direction)dir, c->variant));
+                }
             }
             assert_int_equal(gemm, 1);
             assert_int_equal(direct, 1);

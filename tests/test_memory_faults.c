@@ -17,22 +17,22 @@
 
 #define X_DIMS                                                                                     \
     {                                                                                              \
-        4, 6, 48, 48                                                                               \
+        4, 24, 24, 20                                                                              \
     }
 #define W_DIMS                                                                                     \
     {                                                                                              \
-        8, 3, 3, 3                                                                                 \
+        8, 12, 3, 3                                                                                \
     }
 #define Y_DIMS                                                                                     \
     {                                                                                              \
-        4, 8, 48, 48                                                                               \
+        4, 8, 24, 20                                                                               \
     }
 
 typedef struct pipeline_result {
     int created;               /* every tensor was created */
     convoy_status statuses[5]; /* upload, fwd, bwd_data, bwd_filter, download */
     uint64_t backend_allocations;
-    float output[4 * 8 * 48 * 48];
+    float output[4 * 8 * 24 * 20];
 } pipeline_result;
 
 static void fill(float *data, size_t count, unsigned seed)
@@ -46,7 +46,7 @@ static void fill(float *data, size_t count, unsigned seed)
 /* upload -> forward -> backward_data -> backward_filter -> download */
 static void run_pipeline(long fail_at, int streams, size_t workspace_limit, pipeline_result *r)
 {
-    static float x_host[4 * 6 * 48 * 48], w_host[8 * 3 * 3 * 3], dw_host[8 * 3 * 3 * 3];
+    static float x_host[4 * 24 * 24 * 20], w_host[8 * 12 * 3 * 3], dw_host[8 * 12 * 3 * 3];
     fill(x_host, sizeof x_host / sizeof *x_host, 1);
     fill(w_host, sizeof w_host / sizeof *w_host, 2);
     memset(r, 0, sizeof *r);

@@ -29,25 +29,48 @@ static const char *mock_describe(convoy__backend *be)
     return "mock device";
 }
 
-/* Four candidates: a cuDNN-like fast but non-deterministic one with a big
- * workspace, a GEMM one with per-image workspace, a 1x1 one for pointwise
- * geometries, and direct. */
-static int mock_candidates(convoy__backend *be, const convoy__conv_geom *g,
-                           convoy_conv_direction direction, convoy__conv_candidate *out, int max)
+/* Four algorithms: a cuDNN-like one whose one candidate is fast but
+ * non-deterministic with a big workspace, a GEMM one with per-image
+ * workspace, a 1x1 one for pointwise geometries only, and direct. */
+typedef struct mock_spec {
+    const char *candidate;
+    size_t fixed, per_image;
+    int deterministic;
+    double cost;
+    int time_index;
+} mock_spec;
+
+static const mock_spec specs[4] = {
+    {"cudnn:FAST", 4096, 0, 0, 1.0, 0},
+    {"gemm", 0, 1000, 1, 2.0, 1},
+    {"1x1", 0, 0, 1, 0.5, 2},
+    {"direct", 0, 0, 1, 100.0, 3},
+};
+
+static const mock_spec *spec_of(const convoy__conv_algo *algo)
 {
-    static const convoy__conv_candidate all[4] = {
-        {CONVOY_IMPL_CUDNN, 7, "cudnn:FAST", 4096, 0, 0, 1.0},
-        {CONVOY_IMPL_GEMM, 0, "gemm", 0, 1000, 1, 2.0},
-        {CONVOY_IMPL_1X1, 0, "1x1", 0, 0, 1, 0.5},
-        {CONVOY_IMPL_DIRECT, 0, "direct", 0, 0, 1, 100.0},
-    };
-    int count = 0;
-    for (int i = 0; i < 4 && count < max; ++i) {
-        if (all[i].impl == CONVOY_IMPL_1X1 && !convoy__geom_is_pointwise(g))
-            continue;
-        out[count++] = all[i];
+    for (int i = 0; i < 4; ++i) {
+        if (!strncmp(specs[i].candidate, algo->name, strlen(algo->name)))
+            return &specs[i];
     }
-    return count;
+    return NULL;
+}
+
+static const char *pointwise_only(convoy__backend *be, const convoy__conv_geom *g,
+                                  convoy_conv_direction direction)
+{
+    return convoy__geom_is_pointwise(g) ? NULL : "needs a pointwise geometry";
+}
+
+static void mock_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                            const convoy__conv_geom *g, convoy_conv_direction direction,
+                            convoy__candidate_list *list)
+{
+    const mock_spec *s = spec_of(self);
+    convoy__conv_candidate *c =
+        convoy__candidate_add(list, self, s->candidate, s->fixed, s->per_image, s->cost);
+    c->deterministic = s->deterministic;
+    c->variant = 7;
 }
 
 static convoy_status mock_prepare(convoy__backend *be, convoy__conv_plan *plan)
@@ -61,27 +84,39 @@ static void mock_release(convoy__backend *be, convoy__conv_plan *plan)
     ((mock_backend *)be)->release_calls++;
 }
 
+static convoy_status mock_run(convoy__backend *be, void *native_stream,
+                              const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                              void *workspace)
+{
+    return CONVOY_OK;
+}
+
 static convoy_status mock_time(convoy__backend *be, const convoy__conv_plan *plan, double *ms)
 {
     mock_backend *m = (mock_backend *)be;
     m->time_calls++;
-    unsigned impl = plan->candidate.impl;
-    *ms = m->times[impl == CONVOY_IMPL_CUDNN  ? 0
-                   : impl == CONVOY_IMPL_GEMM ? 1
-                   : impl == CONVOY_IMPL_1X1  ? 2
-                                              : 3];
+    *ms = m->times[spec_of(plan->candidate.algo)->time_index];
     return CONVOY_OK;
 }
+
+static const convoy__conv_algo mock_cudnn = {"cudnn",      NULL,         mock_candidates,
+                                             mock_prepare, mock_release, mock_run};
+static const convoy__conv_algo mock_gemm = {"gemm",       NULL,         mock_candidates,
+                                            mock_prepare, mock_release, mock_run};
+static const convoy__conv_algo mock_1x1 = {"1x1",        pointwise_only, mock_candidates,
+                                           mock_prepare, mock_release,   mock_run};
+static const convoy__conv_algo mock_direct = {"direct",     NULL,         mock_candidates,
+                                              mock_prepare, mock_release, mock_run};
+static const convoy__conv_algo *const mock_algos[] = {&mock_cudnn, &mock_gemm, &mock_1x1,
+                                                      &mock_direct};
 
 static const convoy__backend_ops mock_ops = {
     .name = "mock",
     .device = CONVOY_DEVICE_CPU,
     .describe = mock_describe,
-    .conv_candidates = mock_candidates,
-    .conv_prepare = mock_prepare,
-    .conv_release = mock_release,
-    .conv_time = mock_time,
 };
+
+static const convoy__conv_registry mock_registry = {mock_algos, 4, mock_run, mock_time};
 
 static void geometry(convoy__conv_geom *g, int64_t batch, int64_t size, int64_t kernel)
 {
@@ -100,13 +135,19 @@ static void geometry(convoy__conv_geom *g, int64_t batch, int64_t size, int64_t 
     }
 }
 
-static convoy__planner *make_planner(mock_backend *m, unsigned exclude, int deterministic,
+static convoy__planner *make_planner(mock_backend *m, const char *exclude, int deterministic,
                                      convoy_algo_policy policy, size_t limit, const char *cache,
                                      const char *environment)
 {
     m->base.ops = &mock_ops;
-    convoy__planner_config config = {&m->base, exclude,     deterministic, policy, limit,
-                                     cache,    environment, NULL,          NULL};
+    m->base.conv = &mock_registry;
+    convoy__planner_config config = {.backend = &m->base,
+                                     .exclude = exclude,
+                                     .deterministic = deterministic,
+                                     .policy = policy,
+                                     .workspace_limit = limit,
+                                     .tune_cache_path = cache,
+                                     .environment = environment};
     convoy__planner *p = NULL;
     assert_int_equal(convoy__planner_create(&config, &p), CONVOY_OK);
     return p;
@@ -149,7 +190,7 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     int cached = -1;
 
     mock_backend m = {0};
-    convoy__planner *p = make_planner(&m, 0, 0, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
+    convoy__planner *p = make_planner(&m, NULL, 0, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
                      CONVOY_OK);
     assert_string_equal(plan->candidate.name, "cudnn:FAST");
@@ -167,7 +208,7 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
 
     /* Determinism drops the fast candidate; a tight limit shrinks the chunk. */
     mock_backend d = {0};
-    p = make_planner(&d, 0, 1, CONVOY_ALGO_HEURISTIC, 2500, NULL, "e");
+    p = make_planner(&d, NULL, 1, CONVOY_ALGO_HEURISTIC, 2500, NULL, "e");
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm");
     assert_int_equal(plan->images_per_chunk, 2);
@@ -178,7 +219,7 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     convoy__conv_geom pointwise;
     geometry(&pointwise, 4, 10, 1);
     mock_backend q = {0};
-    p = make_planner(&q, CONVOY_IMPL_CUDNN, 0, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
+    p = make_planner(&q, "cudnn", 0, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
     assert_int_equal(convoy__planner_plan(p, "t", &pointwise, CONVOY_CONV_FORWARD, &plan, NULL),
                      CONVOY_OK);
     assert_string_equal(plan->candidate.name, "1x1");
@@ -186,8 +227,7 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
 
     /* Only direct left and excluded: unsupported, with every reason. */
     mock_backend x = {0};
-    p = make_planner(&x, CONVOY_IMPL_CUDNN | CONVOY_IMPL_DIRECT, 0, CONVOY_ALGO_HEURISTIC, 500,
-                     NULL, "e");
+    p = make_planner(&x, "cudnn,direct", 0, CONVOY_ALGO_HEURISTIC, 500, NULL, "e");
     assert_int_equal(convoy__planner_plan(p, "conv_forward", &g, CONVOY_CONV_FORWARD, &plan, NULL),
                      CONVOY_ERR_UNSUPPORTED);
     const char *message = convoy_last_error_message();
@@ -214,7 +254,7 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
     const convoy__conv_plan *plan = NULL;
 
     mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
-    convoy__planner *p = make_planner(&m, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
+    convoy__planner *p = make_planner(&m, NULL, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm"); /* fastest, not cheapest by cost */
     /* direct, the last resort, is not timed while anything else applies. */
@@ -225,7 +265,7 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
 
     /* A second process with the same environment trusts the file. */
     mock_backend n = {.times = {1.0, 2.0, 9.0, 50.0}};
-    p = make_planner(&n, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
+    p = make_planner(&n, NULL, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env A");
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm");
     assert_int_equal(n.time_calls, 0);
@@ -233,7 +273,7 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
 
     /* Another environment (new driver, new library) times again. */
     mock_backend o = {.times = {1.0, 2.0, 9.0, 50.0}};
-    p = make_planner(&o, 0, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env B");
+    p = make_planner(&o, NULL, 0, CONVOY_ALGO_TIME_ONCE, 1 << 20, path, "env B");
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "cudnn:FAST");
     assert_int_equal(o.time_calls, 2);
@@ -252,7 +292,7 @@ static void test_time_on_shape_change_retimes(void **state)
     const convoy__conv_plan *plan = NULL;
     mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
     convoy__planner *p =
-        make_planner(&m, 0, 0, CONVOY_ALGO_TIME_ON_SHAPE_CHANGE, 1 << 20, NULL, "e");
+        make_planner(&m, NULL, 0, CONVOY_ALGO_TIME_ON_SHAPE_CHANGE, 1 << 20, NULL, "e");
     assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(m.time_calls, 2);

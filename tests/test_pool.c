@@ -151,7 +151,7 @@ static void mock_host_free(convoy__backend *be, void *ptr)
 }
 
 static convoy_status mock_copy(convoy__backend *be, void *native_stream, void *dst, const void *src,
-                               size_t bytes, int kind)
+                               size_t bytes, convoy__copy_kind kind)
 {
     mock_backend *m = as_mock(be);
     atomic_fetch_add(&m->copies, 1);

@@ -1,0 +1,122 @@
+/* Convolution algorithms as descriptors, and the registry a backend offers.
+ *
+ * An algorithm is a name ("gemm", "1x1", "direct", "cudnn", ...), a test of
+ * which convolutions it can run (with a reason the planner can quote when it
+ * cannot), the candidates it offers for one (most offer one; cuDNN one per
+ * cuDNN algorithm), each with its workspace, determinism, exactness and a
+ * heuristic cost, and the functions that prepare, run and release a plan.
+ * Each backend lists its algorithms in a registry (cpu/host_backend.c,
+ * cuda/cuda_conv.c); the planner, CONVOY_EXCLUDE / CONVOY_REQUIRE,
+ * convoy_conv_explain, the tune cache and the time_* policies all work by
+ * name. Adding an algorithm is one file with its descriptor and one row in
+ * its backend's table.
+ *
+ * Which lock each entry runs under: refusal, candidates, prepare, release
+ * and the registry's time run under the planner's lock, from any submitting
+ * thread, outside the scheduler's lock; the registry's run is called from a
+ * stream's work function. A backend that shares library handles between
+ * them guards the handles itself. */
+#ifndef CONVOY_KERNELS_CONV_ALGO_H
+#define CONVOY_KERNELS_CONV_ALGO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convoy.h"
+#include "core/conv_geometry.h"
+#include "core/device.h"
+
+typedef struct convoy__conv_algo convoy__conv_algo;
+
+/* One way to run one convolution. */
+typedef struct convoy__conv_candidate {
+    const convoy__conv_algo *algo;
+    int variant;            /* algorithm-specific (a cuDNN algorithm enum), else 0 */
+    char name[48];          /* "gemm", "cudnn:IMPLICIT_PRECOMP_GEMM": what the tune cache keeps */
+    size_t workspace_fixed; /* scratch bytes independent of the chunk */
+    size_t workspace_per_image; /* scratch bytes per image of a chunk (GEMM paths) */
+    int64_t chunk_hint;         /* images per chunk past which the algorithm gains nothing
+                                   (it keeps the column matrix cache-sized); 0 = no hint */
+    int deterministic;          /* 1 when results are bit-reproducible */
+    int exact;                  /* 0 for transform-based algorithms (Winograd, FFT) */
+    double cost;                /* heuristic rank: lower runs first */
+} convoy__conv_candidate;
+
+#define CONVOY__MAX_CANDIDATES 24
+
+/* The candidates the planner gathers for one convolution. */
+typedef struct convoy__candidate_list {
+    convoy__conv_candidate items[CONVOY__MAX_CANDIDATES];
+    int count;
+} convoy__candidate_list;
+
+/* A chosen way to run one convolution; built by the planner, cached, and
+ * handed to the registry's run. algo_data belongs to the algorithm (its
+ * prepare creates it, its release frees it). */
+typedef struct convoy__conv_plan {
+    convoy__conv_geom geom;
+    convoy_conv_direction direction;
+    convoy__conv_candidate candidate;
+    int64_t images_per_chunk; /* GEMM paths: images per im2col chunk, >= 1 when batch > 0 */
+    size_t workspace_bytes;   /* what run may use of the workspace pointer */
+    void *algo_data;
+} convoy__conv_plan;
+
+struct convoy__conv_algo {
+    const char *name; /* lower case, no commas or spaces: "gemm" */
+    /* NULL when the algorithm can run this convolution on this backend, else
+     * why not, as a phrase the planner quotes ("needs a pointwise geometry:
+     * 1x1 kernel, stride 1, no padding, shared filters"). Static storage. */
+    const char *(*refusal)(convoy__backend *be, const convoy__conv_geom *geom,
+                           convoy_conv_direction direction);
+    /* Adds the algorithm's candidates (convoy__candidate_add) for a
+     * convolution refusal accepted. Must not fail: an algorithm whose
+     * library query fails just adds fewer. */
+    void (*candidates)(convoy__backend *be, const convoy__conv_algo *self,
+                       const convoy__conv_geom *geom, convoy_conv_direction direction,
+                       convoy__candidate_list *list);
+    /* Builds plan->algo_data (descriptors, primitives); NULL when there is
+     * nothing to build. */
+    convoy_status (*prepare)(convoy__backend *be, convoy__conv_plan *plan);
+    /* Frees what prepare built; NULL when prepare is. */
+    void (*release)(convoy__backend *be, convoy__conv_plan *plan);
+    /* Runs the plan in stream order on native_stream (the backend's run
+     * wraps it). workspace has plan->workspace_bytes bytes (NULL when 0). */
+    convoy_status (*run)(convoy__backend *be, void *native_stream, const convoy__conv_plan *plan,
+                         const convoy__conv_buffers *buffers, void *workspace);
+};
+
+/* A backend's algorithms, and the two things about running them that depend
+ * on the device rather than the algorithm. */
+struct convoy__conv_registry {
+    const convoy__conv_algo *const *algos;
+    int count;
+    /* Runs a plan from a work function: makes the device current, picks the
+     * stream (NULL native_stream means "now": run and wait), then calls
+     * plan->candidate.algo->run. */
+    convoy_status (*run)(convoy__backend *be, void *native_stream, const convoy__conv_plan *plan,
+                         const convoy__conv_buffers *buffers, void *workspace);
+    /* Milliseconds one run of a prepared plan takes, measured on scratch
+     * buffers the backend allocates itself; used by the time_* policies. */
+    convoy_status (*time)(convoy__backend *be, const convoy__conv_plan *plan, double *ms);
+};
+
+/* Appends a candidate of algo with the given name, workspace and cost,
+ * deterministic and exact (clear the flags on the result when not); returns
+ * it, or NULL when the list is full. */
+convoy__conv_candidate *convoy__candidate_add(convoy__candidate_list *list,
+                                              const convoy__conv_algo *algo, const char *name,
+                                              size_t workspace_fixed, size_t workspace_per_image,
+                                              double cost);
+
+/* The algorithm of the registry named by the first len characters of name
+ * (case-insensitive), or NULL. */
+const convoy__conv_algo *convoy__conv_registry_find(const convoy__conv_registry *registry,
+                                                    const char *name, size_t len);
+
+/* The operand a direction writes (forward: output, backward_data: input,
+ * backward_filter: filters), and its element count. */
+float *convoy__conv_written_operand(const convoy__conv_geom *geom, convoy_conv_direction direction,
+                                    const convoy__conv_buffers *buffers, int64_t *numel);
+
+#endif /* CONVOY_KERNELS_CONV_ALGO_H */
