@@ -40,17 +40,6 @@ void convoy__cpu_conv_direct(const convoy__conv_geom *geom, convoy_conv_directio
 
 /* ---- the direct algorithm ------------------------------------------------------------- */
 
-/* Far below BLAS speed: the last resort, ranked after everything else. */
-static void direct_candidates(convoy__backend *be, const convoy__conv_algo *self,
-                              const convoy__conv_geom *geom, convoy_conv_direction direction,
-                              convoy__candidate_list *list)
-{
-    (void)be;
-    (void)geom;
-    (void)direction;
-    (void)convoy__candidate_add(list, self, self->name, 0, 0, 100.0);
-}
-
 static convoy_status direct_run(convoy__backend *be, void *native_stream,
                                 const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
                                 void *workspace)
@@ -65,6 +54,6 @@ static convoy_status direct_run(convoy__backend *be, void *native_stream,
 const convoy__conv_algo convoy__cpu_algo_direct = {
     .name = "direct",
     .refusal = NULL,
-    .candidates = direct_candidates,
+    .candidates = convoy__candidates_last_resort,
     .run = direct_run,
 };

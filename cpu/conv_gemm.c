@@ -153,16 +153,6 @@ const convoy__conv_algo convoy__cpu_algo_gemm = {
 
 /* ---- the 1x1 algorithm ---------------------------------------------------------------- */
 
-static const char *pointwise_refusal(convoy__backend *be, const convoy__conv_geom *geom,
-                                     convoy_conv_direction direction)
-{
-    (void)be;
-    (void)direction;
-    return convoy__geom_is_pointwise(geom)
-               ? NULL
-               : "needs a pointwise geometry (1x1 kernel, stride 1, no padding, shared filters)";
-}
-
 /* A bare GEMM per image and group, on the tensors themselves: ranked ahead of gemm. */
 static void pointwise_candidates(convoy__backend *be, const convoy__conv_algo *self,
                                  const convoy__conv_geom *geom, convoy_conv_direction direction,
@@ -186,7 +176,7 @@ static convoy_status pointwise_run(convoy__backend *be, void *native_stream,
 
 const convoy__conv_algo convoy__cpu_algo_1x1 = {
     .name = "1x1",
-    .refusal = pointwise_refusal,
+    .refusal = convoy__refusal_unless_pointwise,
     .candidates = pointwise_candidates,
     .run = pointwise_run,
 };

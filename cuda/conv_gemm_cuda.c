@@ -58,10 +58,17 @@ static convoy_status zero_step(void *context, float *dst, int64_t count)
     return CONVOY_OK;
 }
 
-static convoy__gemm_ops ops_for(gemm_context *context)
+/* Binds the cuBLAS handle to stream and fills the driver's primitive table for it. The backend's
+ * run holds be->lock, so the handle stays bound to this stream until the driver is done. */
+static convoy_status bind(convoy__backend *base, void *native_stream, gemm_context *context,
+                          convoy__gemm_ops *ops)
 {
-    convoy__gemm_ops ops = {context, gemm_step, im2col_step, col2im_step, swap_step, zero_step, 0};
-    return ops;
+    context->be = convoy__cuda_of(base);
+    context->stream = (cudaStream_t)native_stream;
+    convoy__gemm_ops bound = {context,   gemm_step, im2col_step, col2im_step, swap_step,
+                              zero_step, 0};
+    *ops = bound;
+    return convoy__cuda_bind_blas(context->be, context->stream);
 }
 
 /* ---- the gemm and 1x1 algorithms ------------------------------------------------------ */
@@ -85,18 +92,15 @@ static void gemm_candidates(convoy__backend *base, const convoy__conv_algo *self
         c->deterministic = convoy__cuda_of(base)->deterministic;
 }
 
-/* The backend's run holds be->lock: the handle stays bound to this stream throughout. */
 static convoy_status gemm_run(convoy__backend *base, void *native_stream,
                               const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
                               void *workspace)
 {
-    convoy__cuda_backend *be = convoy__cuda_of(base);
-    cudaStream_t stream = (cudaStream_t)native_stream;
-    convoy_status status = convoy__cuda_bind_blas(be, stream);
+    gemm_context context;
+    convoy__gemm_ops ops;
+    convoy_status status = bind(base, native_stream, &context, &ops);
     if (status != CONVOY_OK)
         return status;
-    gemm_context context = {be, stream};
-    convoy__gemm_ops ops = ops_for(&context);
     return convoy__gemm_conv(&ops, &plan->geom, plan->direction, buffers, plan->images_per_chunk,
                              workspace, plan->workspace_bytes);
 }
@@ -107,16 +111,6 @@ const convoy__conv_algo convoy__cuda_algo_gemm = {
     .candidates = gemm_candidates,
     .run = gemm_run,
 };
-
-static const char *pointwise_refusal(convoy__backend *be, const convoy__conv_geom *geom,
-                                     convoy_conv_direction direction)
-{
-    (void)be;
-    (void)direction;
-    return convoy__geom_is_pointwise(geom)
-               ? NULL
-               : "needs a pointwise geometry (1x1 kernel, stride 1, no padding, shared filters)";
-}
 
 static void pointwise_candidates(convoy__backend *base, const convoy__conv_algo *self,
                                  const convoy__conv_geom *geom, convoy_conv_direction direction,
@@ -134,19 +128,17 @@ static convoy_status pointwise_run(convoy__backend *base, void *native_stream,
                                    const convoy__conv_buffers *buffers, void *workspace)
 {
     (void)workspace;
-    convoy__cuda_backend *be = convoy__cuda_of(base);
-    cudaStream_t stream = (cudaStream_t)native_stream;
-    convoy_status status = convoy__cuda_bind_blas(be, stream);
+    gemm_context context;
+    convoy__gemm_ops ops;
+    convoy_status status = bind(base, native_stream, &context, &ops);
     if (status != CONVOY_OK)
         return status;
-    gemm_context context = {be, stream};
-    convoy__gemm_ops ops = ops_for(&context);
     return convoy__gemm_conv_1x1(&ops, &plan->geom, plan->direction, buffers);
 }
 
 const convoy__conv_algo convoy__cuda_algo_1x1 = {
     .name = "1x1",
-    .refusal = pointwise_refusal,
+    .refusal = convoy__refusal_unless_pointwise,
     .candidates = pointwise_candidates,
     .run = pointwise_run,
 };

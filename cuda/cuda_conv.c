@@ -12,19 +12,6 @@
 
 /* ---- the direct algorithm ------------------------------------------------------------ */
 
-/* The last resort, ranked after everything else; deterministic on every device. */
-#define COST_DIRECT 100.0
-
-static void direct_candidates(convoy__backend *be, const convoy__conv_algo *self,
-                              const convoy__conv_geom *geom, convoy_conv_direction direction,
-                              convoy__candidate_list *list)
-{
-    (void)be;
-    (void)geom;
-    (void)direction;
-    (void)convoy__candidate_add(list, self, self->name, 0, 0, COST_DIRECT);
-}
-
 static convoy_status direct_run(convoy__backend *be, void *native_stream,
                                 const convoy__conv_plan *plan, const convoy__conv_buffers *b,
                                 void *workspace)
@@ -49,7 +36,7 @@ static convoy_status direct_run(convoy__backend *be, void *native_stream,
 static const convoy__conv_algo cuda_algo_direct = {
     .name = "direct",
     .refusal = NULL,
-    .candidates = direct_candidates,
+    .candidates = convoy__candidates_last_resort,
     .run = direct_run,
 };
 

@@ -50,3 +50,26 @@ float *convoy__conv_written_operand(const convoy__conv_geom *g, convoy_conv_dire
         return b->output;
     }
 }
+
+const char *convoy__refusal_unless_pointwise(convoy__backend *be, const convoy__conv_geom *geom,
+                                             convoy_conv_direction direction)
+{
+    (void)be;
+    (void)direction;
+    return convoy__geom_is_pointwise(geom)
+               ? NULL
+               : "needs a pointwise geometry (1x1 kernel, stride 1, no padding, shared filters)";
+}
+
+/* Far below BLAS speed on every device: the last resort. */
+#define COST_LAST_RESORT 100.0
+
+void convoy__candidates_last_resort(convoy__backend *be, const convoy__conv_algo *self,
+                                    const convoy__conv_geom *geom, convoy_conv_direction direction,
+                                    convoy__candidate_list *list)
+{
+    (void)be;
+    (void)geom;
+    (void)direction;
+    (void)convoy__candidate_add(list, self, self->name, 0, 0, COST_LAST_RESORT);
+}

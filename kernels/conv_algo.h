@@ -114,6 +114,17 @@ convoy__conv_candidate *convoy__candidate_add(convoy__candidate_list *list,
 const convoy__conv_algo *convoy__conv_registry_find(const convoy__conv_registry *registry,
                                                     const char *name, size_t len);
 
+/* The refusal of algorithms that run only pointwise geometries (1x1 kernel, stride 1, no
+ * padding, shared filters): NULL for those, the reason otherwise. */
+const char *convoy__refusal_unless_pointwise(convoy__backend *be, const convoy__conv_geom *geom,
+                                             convoy_conv_direction direction);
+
+/* The candidates of a direct (reference) algorithm on any backend: one, no workspace,
+ * deterministic, ranked after everything else (cost 100). */
+void convoy__candidates_last_resort(convoy__backend *be, const convoy__conv_algo *self,
+                                    const convoy__conv_geom *geom, convoy_conv_direction direction,
+                                    convoy__candidate_list *list);
+
 /* The operand a direction writes (forward: output, backward_data: input,
  * backward_filter: filters), and its element count. */
 float *convoy__conv_written_operand(const convoy__conv_geom *geom, convoy_conv_direction direction,
