@@ -19,8 +19,6 @@
 #include "conv_cases.h"
 #include "conv_geom_case.h"
 
-static const char *const direction_names[] = {"forward", "backward_data", "backward_filter"};
-
 static int failures;
 static int cases_run;
 
@@ -59,7 +57,8 @@ static void check_one(const convoy__conv_geom *g, convoy_conv_direction dir, con
         free(ws);
     }
     char what[96];
-    snprintf(what, sizeof what, "%s %s chunk %lld", impl, direction_names[dir], (long long)chunk);
+    snprintf(what, sizeof what, "%s %s chunk %lld", impl, case_direction_names[dir],
+             (long long)chunk);
     if (st != CONVOY_OK) {
         print_message("%s returned %s: %s\n", what, convoy_status_name(st),
                       convoy_last_error_message());
@@ -173,11 +172,36 @@ static int run_case(const geom_case *cc)
 
 /* ---- the grids ------------------------------------------------------------ */
 
+/* Every shape with each of three strides and dilations and every border (VALID, FULL, HALF,
+ * then each padding in pads, the same on both sides), flip on and off. Spatial triples hold
+ * the shapes' nd entries. Returns the number of combinations run. */
+static int run_grid(const geom_case *shapes, size_t shape_count, const int64_t strides[3][3],
+                    const int64_t dilations[3][3], const int64_t (*pads)[3], int pad_count)
+{
+    int before = cases_run;
+    for (size_t s = 0; s < shape_count; ++s)
+        for (size_t st = 0; st < 3; ++st)
+            for (size_t dl = 0; dl < 3; ++dl)
+                for (int border = 0; border < 3 + pad_count; ++border)
+                    for (int flip = 1; flip >= 0; --flip) {
+                        geom_case cc = shapes[s];
+                        cc.flip = flip;
+                        memcpy(cc.stride, strides[st], sizeof strides[st]);
+                        memcpy(cc.dilation, dilations[dl], sizeof dilations[dl]);
+                        cc.border = border < 3 ? VALID + border : PADS;
+                        if (border >= 3) {
+                            memcpy(cc.pad_before, pads[border - 3], sizeof pads[border - 3]);
+                            memcpy(cc.pad_after, pads[border - 3], sizeof pads[border - 3]);
+                        }
+                        run_case(&cc);
+                    }
+    return cases_run - before;
+}
+
 static void test_grid_2d(void **state)
 {
     (void)state;
-    int before = cases_run;
-    /* nd, n, c, m, groups, in, k; the loops set the rest */
+    /* nd, n, c, m, groups, in, k; run_grid sets the rest */
     static const geom_case shapes[] = {
         {2, 8, 1, 5, 1, {6, 6}, {2, 2}, {0}, {0}, VALID, {0}, {0}, 0, 0},
         {2, 8, 1, 4, 1, {8, 8}, {3, 3}, {0}, {0}, VALID, {0}, {0}, 0, 0},
@@ -186,59 +210,24 @@ static void test_grid_2d(void **state)
         {2, 2, 1, 4, 1, {6, 5}, {1, 3}, {0}, {0}, VALID, {0}, {0}, 0, 0},
         {2, 1, 5, 4, 1, {9, 9}, {3, 2}, {0}, {0}, VALID, {0}, {0}, 0, 0},
     };
-    static const int64_t strides[][2] = {{1, 1}, {2, 2}, {2, 4}};
-    static const int64_t dilations[][2] = {{1, 1}, {1, 2}, {2, 1}};
-    static const int64_t pads[][2] = {{0, 0}, {1, 1}, {5, 5}, {5, 2}};
-    /* The border modes VALID, FULL and HALF, then each explicit padding. */
-    for (size_t s = 0; s < 6; ++s)
-        for (size_t st = 0; st < 3; ++st)
-            for (size_t dl = 0; dl < 3; ++dl)
-                for (int border = 0; border < 3 + 4; ++border)
-                    for (int flip = 1; flip >= 0; --flip) {
-                        geom_case cc = shapes[s];
-                        cc.flip = flip;
-                        memcpy(cc.stride, strides[st], sizeof strides[st]);
-                        memcpy(cc.dilation, dilations[dl], sizeof dilations[dl]);
-                        cc.border = border < 3 ? VALID + border : PADS;
-                        if (border >= 3) {
-                            memcpy(cc.pad_before, pads[border - 3], sizeof pads[border - 3]);
-                            memcpy(cc.pad_after, pads[border - 3], sizeof pads[border - 3]);
-                        }
-                        run_case(&cc);
-                    }
-    assert_int_equal(cases_run - before, 6 * 3 * 3 * 7 * 2);
+    static const int64_t strides[3][3] = {{1, 1}, {2, 2}, {2, 4}};
+    static const int64_t dilations[3][3] = {{1, 1}, {1, 2}, {2, 1}};
+    static const int64_t pads[][3] = {{0, 0}, {1, 1}, {5, 5}, {5, 2}};
+    assert_int_equal(run_grid(shapes, 6, strides, dilations, pads, 4), 6 * 3 * 3 * 7 * 2);
     assert_int_equal(failures, 0);
 }
 
 static void test_grid_3d(void **state)
 {
     (void)state;
-    int before = cases_run;
     static const geom_case shapes[] = {
         {3, 2, 1, 2, 1, {5, 5, 5}, {2, 2, 2}, {0}, {0}, VALID, {0}, {0}, 0, 0},
         {3, 1, 2, 1, 1, {7, 5, 6}, {2, 1, 3}, {0}, {0}, VALID, {0}, {0}, 0, 0},
     };
-    static const int64_t strides[][3] = {{1, 1, 1}, {2, 2, 2}, {1, 2, 3}};
-    static const int64_t dilations[][3] = {{1, 1, 1}, {1, 2, 1}, {2, 1, 2}};
+    static const int64_t strides[3][3] = {{1, 1, 1}, {2, 2, 2}, {1, 2, 3}};
+    static const int64_t dilations[3][3] = {{1, 1, 1}, {1, 2, 1}, {2, 1, 2}};
     static const int64_t pads[][3] = {{0, 0, 0}, {2, 2, 3}};
-    /* The border modes VALID, FULL and HALF, then each explicit padding. */
-    for (size_t s = 0; s < 2; ++s)
-        for (size_t st = 0; st < 3; ++st)
-            for (size_t dl = 0; dl < 3; ++dl)
-                for (int border = 0; border < 3 + 2; ++border)
-                    for (int flip = 1; flip >= 0; --flip) {
-                        geom_case cc = shapes[s];
-                        cc.flip = flip;
-                        memcpy(cc.stride, strides[st], sizeof strides[st]);
-                        memcpy(cc.dilation, dilations[dl], sizeof dilations[dl]);
-                        cc.border = border < 3 ? VALID + border : PADS;
-                        if (border >= 3) {
-                            memcpy(cc.pad_before, pads[border - 3], sizeof pads[border - 3]);
-                            memcpy(cc.pad_after, pads[border - 3], sizeof pads[border - 3]);
-                        }
-                        run_case(&cc);
-                    }
-    assert_int_equal(cases_run - before, 2 * 3 * 3 * 5 * 2);
+    assert_int_equal(run_grid(shapes, 2, strides, dilations, pads, 2), 2 * 3 * 3 * 5 * 2);
     assert_int_equal(failures, 0);
 }
 

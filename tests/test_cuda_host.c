@@ -177,10 +177,9 @@ static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, en
                             : convoy__direct_backward_filter_value(g, x, y, i));
     }
     static const char *const paths[] = {"gemm", "1x1", "direct"};
-    static const char *const dirs[] = {"forward", "backward_data", "backward_filter"};
     char label[640], text[512];
     geom_describe(g, text, sizeof text);
-    snprintf(label, sizeof label, "%s %s chunk %lld on %s", paths[path], dirs[dir],
+    snprintf(label, sizeof label, "%s %s chunk %lld on %s", paths[path], case_direction_names[dir],
              (long long)chunk, text);
     assert_true(case_compare(label, written, want, count, 1e-5));
     free(ws);
