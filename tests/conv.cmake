@@ -3,8 +3,6 @@
 # runs exit 77, skipped, where there is no GPU); further CPU runs exercise the
 # asynchronous host streams and each implementation on its own.
 
-set(CONVOY_CONV_TEST_SOURCES conv_reference.c conv_cases.c)
-
 # test_conv: the Aesara shape grids, groups, unshared, pads, empty tensors.
 convoy_add_test(test_conv_cpu TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv

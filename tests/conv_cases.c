@@ -54,6 +54,31 @@ void case_fill(case_rng *rng, float *data, int64_t count)
         data[i] = case_rng_value(rng);
 }
 
+static float *floats(int64_t count)
+{
+    float *p = malloc((size_t)(count > 0 ? count : 1) * sizeof *p);
+    if (!p) {
+        fprintf(stderr, "no memory for %lld floats\n", (long long)count);
+        abort();
+    }
+    return p;
+}
+
+float *case_random_floats(case_rng *rng, int64_t count)
+{
+    float *p = floats(count);
+    case_fill(rng, p, count);
+    return p;
+}
+
+float *case_nan_floats(int64_t count)
+{
+    float *p = floats(count);
+    for (int64_t i = 0; i < count; ++i)
+        p[i] = NAN;
+    return p;
+}
+
 /* ---- runtime ------------------------------------------------------------- */
 
 convoy_status case_runtime_create(convoy_runtime **rt)
@@ -331,8 +356,9 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
     return status;
 }
 
-void case_reference(const conv_case *c, convoy_conv_direction dir, const float *a, const float *b,
-                    double *result)
+/* The reference result of one direction, same operand roles as case_run. */
+static void reference(const conv_case *c, convoy_conv_direction dir, const float *a, const float *b,
+                      double *result)
 {
     switch (dir) {
     case CONVOY_CONV_FORWARD:
@@ -387,7 +413,7 @@ int case_check(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir
         if (case_run(rt, c, dir, a, b, got) == CONVOY_OK) {
             char label[560];
             snprintf(label, sizeof label, "%s %s", case_direction_names[dir], c->label);
-            case_reference(c, dir, a, b, ref);
+            reference(c, dir, a, b, ref);
             ok = case_compare(label, got, ref, nr, 1e-5);
         }
     }

@@ -24,6 +24,13 @@ int case_rng_int(case_rng *rng, int lo, int hi);
 float case_rng_value(case_rng *rng);
 void case_fill(case_rng *rng, float *data, int64_t count);
 
+/* malloc'd arrays of count floats (at least one element, so that an empty
+ * operand still has an address): random values, or NaN, which shows any
+ * element a kernel reads before writing or never writes. The program stops
+ * with a message when memory runs out. Free them with free(). */
+float *case_random_floats(case_rng *rng, int64_t count);
+float *case_nan_floats(int64_t count);
+
 /* ---- runtime ------------------------------------------------------------- */
 
 /* Creates a runtime from convoy_options_init (so from CONVOY_* variables). */
@@ -83,10 +90,6 @@ void case_set_pads(convoy_conv_params *p, const int64_t *pad_before, const int64
  * status (submit or task) and prints it with the case label. */
 convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
                        const float *a, const float *b, float *result);
-
-/* The reference result of one direction, same operand roles as case_run. */
-void case_reference(const conv_case *c, convoy_conv_direction dir, const float *a, const float *b,
-                    double *result);
 
 /* convoy_conv_output_dims against the reference: the same dims when valid,
  * CONVOY_ERR_SHAPE exactly when not. 1 when it agrees; prints otherwise. */

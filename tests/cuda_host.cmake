@@ -2,5 +2,5 @@
 # expressibility, the GEMM / 1x1 / direct paths emulated step by step on the CPU).
 # Runs on machines without a GPU; built whenever the CUDA backend is.
 if(CONVOY_HAVE_CUDA)
-  convoy_add_test(test_cuda_host SOURCES test_cuda_host.c INTERNAL TIMEOUT 120)
+  convoy_add_test(test_cuda_host SOURCES test_cuda_host.c ${CONVOY_GEOM_TEST_SOURCES} INTERNAL TIMEOUT 120)
 endif()

@@ -1,1 +1,1 @@
-convoy_add_test(test_planner SOURCES test_planner.c INTERNAL TIMEOUT 60)
+convoy_add_test(test_planner SOURCES test_planner.c temp_files.c INTERNAL TIMEOUT 60)

@@ -3,8 +3,8 @@
  * macros, what cuDNN can express, and the GEMM, 1x1 and direct paths run step for step on the
  * CPU: the driver of kernels/gemm_driver.c with host versions of its primitives, built on the
  * same index headers the CUDA kernels use, and a GEMM emulator that checks every call's
- * column-major arguments and memory ranges, against a double-precision reference written
- * here from the CONV_SEMANTICS.md formulas. */
+ * column-major arguments and memory ranges, against the double-precision reference of
+ * conv_reference.c. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -28,100 +28,16 @@
 #include "kernels/conv_algo.h"
 #include "kernels/gemm_driver.h"
 #include "core/conv_geometry.h"
+#include "conv_cases.h"
+#include "conv_geom_case.h"
 
-/* ---- geometry and data ------------------------------------------------------------------- */
+/* ---- geometry ---------------------------------------------------------------------------- */
 
-/* One convolution; 2D cases leave axis 0 neutral (extent, kernel, stride, dilation 1). */
-typedef struct tcase {
-    int nd;
-    int64_t n, c, m, groups;
-    int64_t in[3], k[3], s[3], d[3], pb[3], pa[3];
-    int flip, unshared;
-} tcase;
-
-static convoy__conv_geom geom_of(const tcase *t)
+static convoy__conv_geom geom_of(const geom_case *c)
 {
     convoy__conv_geom g;
-    memset(&g, 0, sizeof g);
-    g.spatial_dims = t->nd;
-    g.batch = t->n;
-    g.in_channels = t->c;
-    g.out_channels = t->m;
-    g.groups = t->groups;
-    g.flip = t->flip;
-    g.unshared = t->unshared;
-    for (int a = 0; a < 3; ++a) {
-        g.in[a] = t->in[a];
-        g.kernel[a] = t->k[a];
-        g.stride[a] = t->s[a];
-        g.dilation[a] = t->d[a];
-        g.pad_before[a] = t->pb[a];
-        g.pad_after[a] = t->pa[a];
-        int64_t dk = (t->k[a] - 1) * t->d[a] + 1;
-        g.out[a] = (t->in[a] + t->pb[a] + t->pa[a] - dk) / t->s[a] + 1;
-        assert_true(g.out[a] >= 1);
-    }
+    assert_true(geom_case_geom(c, &g));
     return g;
-}
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static float random_value(void)
-{
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    float v = (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-    return v == 0.0f ? 0.25f : v;
-}
-
-static float *floats(int64_t n, int random)
-{
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    for (int64_t i = 0; i < n; ++i)
-        p[i] = random ? random_value() : NAN;
-    return p;
-}
-
-/* ---- the reference: CONV_SEMANTICS.md sections 3, 4, 6, 7, by scattering ---------------- */
-
-/* Adds every term of the convolution to the written operand, in double. The kernel tap whose
- * weight multiplies input position o*s + t*d - pl is t reversed when flipping. */
-static void reference(const convoy__conv_geom *g, convoy_conv_direction dir, const float *x,
-                      const float *w, const float *y, double *out)
-{
-    int64_t cg = g->in_channels / g->groups, mg = g->out_channels / g->groups;
-    int64_t kv = g->kernel[0] * g->kernel[1] * g->kernel[2];
-    int64_t iv = g->in[0] * g->in[1] * g->in[2], ov = g->out[0] * g->out[1] * g->out[2];
-    for (int64_t n = 0; n < g->batch; ++n)
-        for (int64_t m = 0; m < g->out_channels; ++m)
-            for (int64_t o = 0; o < ov; ++o)
-                for (int64_t cc = 0; cc < cg; ++cc)
-                    for (int64_t t = 0; t < kv; ++t) {
-                        int64_t oo[3] = {o / (g->out[1] * g->out[2]), o / g->out[2] % g->out[1],
-                                         o % g->out[2]};
-                        int64_t tt[3] = {t / (g->kernel[1] * g->kernel[2]),
-                                         t / g->kernel[2] % g->kernel[1], t % g->kernel[2]};
-                        int64_t xi = 0, wt = 0, inside = 1;
-                        for (int a = 0; a < 3; ++a) {
-                            int64_t q =
-                                oo[a] * g->stride[a] + tt[a] * g->dilation[a] - g->pad_before[a];
-                            inside &= q >= 0 && q < g->in[a];
-                            xi = xi * g->in[a] + q;
-                            wt = wt * g->kernel[a] + (g->flip ? g->kernel[a] - 1 - tt[a] : tt[a]);
-                        }
-                        if (!inside)
-                            continue;
-                        int64_t c = m / mg * cg + cc;
-                        int64_t xo = (n * g->in_channels + c) * iv + xi;
-                        int64_t wo = ((g->unshared ? m * ov + o : m) * cg + cc) * kv + wt;
-                        int64_t yo = (n * g->out_channels + m) * ov + o;
-                        if (dir == CONVOY_CONV_FORWARD)
-                            out[yo] += (double)x[xo] * w[wo];
-                        else if (dir == CONVOY_CONV_BACKWARD_DATA)
-                            out[xo] += (double)y[yo] * w[wo];
-                        else
-                            out[wo] += (double)y[yo] * x[xo];
-                    }
 }
 
 /* ---- host primitives and a checking GEMM emulator ---------------------------------------- */
@@ -227,14 +143,17 @@ static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, en
 {
     int64_t nx = convoy__geom_input_numel(g), nw = convoy__geom_filter_numel(g);
     int64_t ny = convoy__geom_output_numel(g);
-    float *x = floats(nx, dir != CONVOY_CONV_BACKWARD_DATA);
-    float *w = floats(nw, dir != CONVOY_CONV_BACKWARD_FILTER);
-    float *y = floats(ny, dir != CONVOY_CONV_FORWARD);
+    case_rng rng;
+    case_rng_seed(&rng, (uint64_t)((nx * 31 + nw) * 7 + ny) * 3 + (uint64_t)dir);
+    float *x =
+        dir == CONVOY_CONV_BACKWARD_DATA ? case_nan_floats(nx) : case_random_floats(&rng, nx);
+    float *w =
+        dir == CONVOY_CONV_BACKWARD_FILTER ? case_nan_floats(nw) : case_random_floats(&rng, nw);
+    float *y = dir == CONVOY_CONV_FORWARD ? case_nan_floats(ny) : case_random_floats(&rng, ny);
     float *written = dir == CONVOY_CONV_FORWARD ? y : dir == CONVOY_CONV_BACKWARD_DATA ? x : w;
     int64_t count = dir == CONVOY_CONV_FORWARD ? ny : dir == CONVOY_CONV_BACKWARD_DATA ? nx : nw;
-    double *want = calloc((size_t)(count > 0 ? count : 1), sizeof(double));
+    double *want = case_reference(g, dir, x, w, y);
     assert_non_null(want);
-    reference(g, dir, x, w, y, want);
 
     convoy__conv_buffers b = {x, w, y};
     host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {NULL, 0}}, 0};
@@ -244,7 +163,7 @@ static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, en
     if (path == PATH_GEMM) {
         bytes = convoy__gemm_workspace_fixed(g, dir) +
                 convoy__gemm_workspace_per_image(g, dir) * (size_t)chunk;
-        ws = floats((int64_t)(bytes / sizeof(float)), 0);
+        ws = case_nan_floats((int64_t)(bytes / sizeof(float)));
         h.regions[3] = (region){ws, (int64_t)(bytes / sizeof(float))};
         assert_int_equal(convoy__gemm_conv(&ops, g, dir, &b, chunk, ws, bytes), CONVOY_OK);
     } else if (path == PATH_1X1) {
@@ -257,12 +176,12 @@ static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, en
                             ? convoy__direct_backward_data_value(g, w, y, i)
                             : convoy__direct_backward_filter_value(g, x, y, i));
     }
-    for (int64_t i = 0; i < count; ++i) {
-        double err = fabs((double)written[i] - want[i]);
-        if (!(err <= 1e-4 + 1e-4 * fabs(want[i])))
-            fail_msg("path %d dir %d chunk %lld: element %lld is %g, want %g", (int)path, (int)dir,
-                     (long long)chunk, (long long)i, (double)written[i], want[i]);
-    }
+    static const char *const paths[] = {"gemm", "1x1", "direct"};
+    char label[640], text[512];
+    geom_describe(g, text, sizeof text);
+    snprintf(label, sizeof label, "%s %s chunk %lld on %s", paths[path], case_direction_names[dir],
+             (long long)chunk, text);
+    assert_true(case_compare(label, written, want, count, 1e-5));
     free(ws);
     free(want);
     free(x);
@@ -270,17 +189,17 @@ static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, en
     free(y);
 }
 
-static const tcase cases[] = {
-    /* nd  n  c  m  g   in          k          s          d          pb         pa    flip un */
-    {2, 3, 2, 4, 1, {1, 6, 5}, {1, 3, 2}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}, 1, 0},
-    {2, 4, 4, 6, 2, {1, 7, 6}, {1, 3, 3}, {1, 2, 1}, {1, 1, 2}, {0, 1, 2}, {0, 2, 0}, 0, 0},
-    {2, 2, 3, 2, 1, {1, 5, 5}, {1, 2, 3}, {1, 1, 2}, {1, 2, 1}, {0, 3, 1}, {0, 3, 1}, 1, 0},
-    {2, 2, 4, 4, 2, {1, 4, 4}, {1, 3, 2}, {1, 3, 2}, {1, 1, 1}, {0, 2, 1}, {0, 2, 1}, 1, 1},
-    {2, 3, 2, 3, 1, {1, 5, 4}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0, 1, 0}, {0, 0, 1}, 0, 1},
-    {3, 3, 2, 4, 2, {4, 5, 3}, {2, 3, 2}, {1, 2, 1}, {2, 1, 1}, {1, 1, 0}, {1, 1, 0}, 1, 0},
-    {3, 2, 3, 3, 3, {3, 4, 5}, {3, 1, 2}, {2, 1, 2}, {1, 1, 1}, {2, 0, 1}, {2, 0, 1}, 0, 0},
+static const geom_case cases[] = {
+    /* nd n  c  m  g  in      k       stride  dilation border pad before/after flip unshared */
+    {2, 3, 2, 4, 1, {6, 5}, {3, 2}, {1, 1}, {1, 1}, PADS, {0, 0}, {0, 0}, 1, 0},
+    {2, 4, 4, 6, 2, {7, 6}, {3, 3}, {2, 1}, {1, 2}, PADS, {1, 2}, {2, 0}, 0, 0},
+    {2, 2, 3, 2, 1, {5, 5}, {2, 3}, {1, 2}, {2, 1}, PADS, {3, 1}, {3, 1}, 1, 0},
+    {2, 2, 4, 4, 2, {4, 4}, {3, 2}, {3, 2}, {1, 1}, PADS, {2, 1}, {2, 1}, 1, 1},
+    {2, 3, 2, 3, 1, {5, 4}, {2, 2}, {1, 1}, {1, 1}, PADS, {1, 0}, {0, 1}, 0, 1},
+    {3, 3, 2, 4, 2, {4, 5, 3}, {2, 3, 2}, {1, 2, 1}, {2, 1, 1}, PADS, {1, 1, 0}, {1, 1, 0}, 1, 0},
+    {3, 2, 3, 3, 3, {3, 4, 5}, {3, 1, 2}, {2, 1, 2}, {1, 1, 1}, PADS, {2, 0, 1}, {2, 0, 1}, 0, 0},
     /* strides that leave input rows no window covers (they must come back as 0) */
-    {2, 2, 2, 2, 1, {1, 8, 7}, {1, 2, 2}, {1, 3, 3}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}, 1, 0},
+    {2, 2, 2, 2, 1, {8, 7}, {2, 2}, {3, 3}, {1, 1}, PADS, {0, 0}, {0, 0}, 1, 0},
 };
 
 /* ---- tests ------------------------------------------------------------------------------- */
@@ -295,7 +214,10 @@ static void test_gemm_mapping(void **state)
             int64_t m = 3, n = 4, k = 5;
             int64_t lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 1, ldc = n + 3;
             int64_t sa = (ta ? k : m) * lda + 1, sb = (tb ? n : k) * ldb, sc = m * ldc + 2;
-            float *a = floats(2 * sa, 1), *b = floats(2 * sb, 1), *c = floats(2 * sc, 1);
+            case_rng rng;
+            case_rng_seed(&rng, (uint64_t)(ta * 2 + tb));
+            float *a = case_random_floats(&rng, 2 * sa), *b = case_random_floats(&rng, 2 * sb);
+            float *c = case_random_floats(&rng, 2 * sc);
             float *before = malloc((size_t)(2 * sc) * sizeof(float));
             assert_non_null(before);
             memcpy(before, c, (size_t)(2 * sc) * sizeof(float));
@@ -362,9 +284,9 @@ static void test_paths_all_cases(void **state)
 static void test_pointwise(void **state)
 {
     (void)state;
-    tcase t[] = {
-        {2, 3, 4, 6, 2, {1, 3, 5}, {1, 1, 1}, {1, 1, 1}, {1, 2, 3}, {0}, {0}, 1, 0},
-        {3, 2, 3, 2, 1, {2, 3, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 0, 0},
+    static const geom_case t[] = {
+        {2, 3, 4, 6, 2, {3, 5}, {1, 1}, {1, 1}, {2, 3}, PADS, {0}, {0}, 1, 0},
+        {3, 2, 3, 2, 1, {2, 3, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, PADS, {0}, {0}, 0, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; ++i) {
         convoy__conv_geom g = geom_of(&t[i]);
@@ -380,10 +302,10 @@ static void test_pointwise(void **state)
 static void test_empty(void **state)
 {
     (void)state;
-    tcase t[] = {
-        {2, 0, 2, 2, 1, {1, 4, 4}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0},
-        {2, 2, 0, 2, 1, {1, 4, 4}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0},
-        {3, 2, 2, 0, 1, {2, 3, 3}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0},
+    static const geom_case t[] = {
+        {2, 0, 2, 2, 1, {4, 4}, {2, 2}, {1, 1}, {1, 1}, PADS, {0}, {0}, 1, 0},
+        {2, 2, 0, 2, 1, {4, 4}, {2, 2}, {1, 1}, {1, 1}, PADS, {0}, {0}, 1, 0},
+        {3, 2, 2, 0, 1, {2, 3, 3}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, PADS, {0}, {0}, 1, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; ++i) {
         convoy__conv_geom g = geom_of(&t[i]);
@@ -431,17 +353,19 @@ static void test_chunk_shrinks_to_workspace(void **state)
     convoy__conv_geom g = geom_of(&cases[0]);
     int64_t nx = convoy__geom_input_numel(&g), nw = convoy__geom_filter_numel(&g);
     int64_t ny = convoy__geom_output_numel(&g);
-    float *x = floats(nx, 1), *w = floats(nw, 1), *y = floats(ny, 0);
+    case_rng rng;
+    case_rng_seed(&rng, 5);
+    float *x = case_random_floats(&rng, nx), *w = case_random_floats(&rng, nw);
+    float *y = case_nan_floats(ny);
     size_t two = 2 * convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD);
-    float *ws = floats((int64_t)(two / 4), 0);
+    float *ws = case_nan_floats((int64_t)(two / 4));
     host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {ws, (int64_t)(two / 4)}}, 0};
     convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero, 0};
     convoy__conv_buffers b = {x, w, y};
     assert_int_equal(convoy__gemm_conv(&ops, &g, CONVOY_CONV_FORWARD, &b, 3, ws, two), CONVOY_OK);
-    double *want = calloc((size_t)ny, sizeof(double));
-    reference(&g, CONVOY_CONV_FORWARD, x, w, y, want);
-    for (int64_t i = 0; i < ny; ++i)
-        assert_true(fabs(y[i] - want[i]) <= 1e-4 + 1e-4 * fabs(want[i]));
+    double *want = case_reference(&g, CONVOY_CONV_FORWARD, x, w, y);
+    assert_non_null(want);
+    assert_true(case_compare("gemm forward, chunk 3 shrunk to 2", y, want, ny, 1e-5));
     free(want);
     free(ws);
     free(x);
@@ -560,8 +484,8 @@ static void test_error_mapping(void **state)
 
 static void check_candidates(convoy__backend *be)
 {
-    tcase pw = {2, 2, 4, 4, 1, {1, 8, 8}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0};
-    const tcase *list[] = {&cases[0], &cases[1], &cases[3], &pw};
+    const geom_case pw = {2, 2, 4, 4, 1, {8, 8}, {1, 1}, {1, 1}, {1, 1}, PADS, {0}, {0}, 1, 0};
+    const geom_case *list[] = {&cases[0], &cases[1], &cases[3], &pw};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; ++i) {
         convoy__conv_geom g = geom_of(list[i]);
         for (int dir = 0; dir < 3; ++dir) {

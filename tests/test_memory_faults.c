@@ -43,6 +43,16 @@ static void fill(float *data, size_t count, unsigned seed)
     }
 }
 
+/* The convolution of the pipeline: X_DIMS * W_DIMS, half padding, two groups. */
+static convoy_conv_params pipeline_params(void)
+{
+    convoy_conv_params p;
+    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
+    p.border = CONVOY_BORDER_HALF;
+    p.groups = 2;
+    return p;
+}
+
 /* upload -> forward -> backward_data -> backward_filter -> download */
 static void run_pipeline(long fail_at, int streams, size_t workspace_limit, pipeline_result *r)
 {
@@ -58,10 +68,7 @@ static void run_pipeline(long fail_at, int streams, size_t workspace_limit, pipe
     o.workspace_limit = workspace_limit;
     convoy_runtime *rt = NULL;
     assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
-    convoy_conv_params p;
-    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
-    p.border = CONVOY_BORDER_HALF;
-    p.groups = 2;
+    const convoy_conv_params p = pipeline_params();
     const int64_t xd[4] = X_DIMS, wd[4] = W_DIMS, yd[4] = Y_DIMS;
     convoy_tensor *x = NULL, *w = NULL, *y = NULL, *dx = NULL, *dw = NULL;
     convoy_status s;
@@ -165,10 +172,7 @@ static void test_results_independent_of_workspace_limit(void **state)
     assert_int_equal(convoy_options_init(&o), CONVOY_OK);
     o.device = CONVOY_DEVICE_CPU;
     assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
-    convoy_conv_params p;
-    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
-    p.border = CONVOY_BORDER_HALF;
-    p.groups = 2;
+    const convoy_conv_params p = pipeline_params();
     const int64_t xd[4] = X_DIMS, wd[4] = W_DIMS, yd[4] = Y_DIMS;
     convoy_conv_plan_info info;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, xd, wd, yd, &info),

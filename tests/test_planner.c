@@ -12,9 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "runtime/planner.h"
+#include "temp_files.h"
 
 typedef struct mock_backend {
     convoy__backend base;
@@ -239,16 +239,14 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     convoy__planner_destroy(p);
 }
 
-static void temp_path(char *buffer, size_t size)
+static int tune_file_setup(void **state)
 {
-    snprintf(buffer, size, "/tmp/convoy_planner_%d.tune", (int)getpid());
-    unlink(buffer);
+    return temp_dir_setup(state, "convoy_planner_", "planner.tune");
 }
 
 static void test_time_once_uses_and_fills_the_tune_cache(void **state)
 {
-    char path[128];
-    temp_path(path, sizeof path);
+    const char *path = ((temp_dir *)*state)->path;
     convoy__conv_geom g;
     geometry(&g, 4, 10, 3);
     const convoy__conv_plan *plan = NULL;
@@ -278,10 +276,6 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
     assert_string_equal(plan->candidate.name, "cudnn:FAST");
     assert_int_equal(o.time_calls, 2);
     convoy__planner_destroy(p);
-    unlink(path);
-    char lock[160];
-    snprintf(lock, sizeof lock, "%s.lock", path);
-    unlink(lock);
 }
 
 static void test_time_on_shape_change_retimes(void **state)
@@ -313,7 +307,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_key_covers_every_field),
         cmocka_unit_test(test_heuristic_exclusion_determinism_workspace),
-        cmocka_unit_test(test_time_once_uses_and_fills_the_tune_cache),
+        cmocka_unit_test_setup_teardown(test_time_once_uses_and_fills_the_tune_cache,
+                                        tune_file_setup, temp_dir_teardown),
         cmocka_unit_test(test_time_on_shape_change_retimes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,42 +12,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "convoy.h"
 #include "profiling/trace.h"
+#include "temp_files.h"
 
 #define THREADS 4
 #define EVENTS_PER_THREAD 2500
 
-typedef struct fixture {
-    char dir[256];
-    char path[320];
-} fixture;
-
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    const char *base = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/convoy_trace_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof f->path, "%s/trace.json", f->dir);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    unlink(f->path);
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    return temp_dir_setup(state, "convoy_trace_", "trace.json");
 }
 
 /* ---- a strict JSON syntax checker (RFC 8259, ASCII escapes, UTF-8) ---- */
@@ -223,21 +198,6 @@ static void test_checker_itself(void **state)
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static char *slurp(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    assert_non_null(text);
-    assert_int_equal(fread(text, 1, (size_t)size, fp), (size_t)size);
-    text[size] = '\0';
-    fclose(fp);
-    return text;
-}
-
 static int count(const char *text, const char *needle)
 {
     int n = 0;
@@ -264,7 +224,7 @@ static int python_accepts(const char *path, int *available)
 
 static void test_null_and_empty(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     assert_int_equal(convoy__trace_create(NULL), CONVOY_ERR_INVALID_ARGUMENT);
     convoy__trace_destroy(NULL);
     assert_int_equal(convoy__trace_track(NULL, "x"), 0);
@@ -285,7 +245,8 @@ static void test_null_and_empty(void **state)
 
     /* An empty trace is still a valid file with the process name. */
     assert_int_equal(convoy__trace_write(t, f->path), CONVOY_OK);
-    char *text = slurp(f->path);
+    char *text = temp_read_file(f->path, NULL);
+    assert_non_null(text);
     assert_true(json_valid(text));
     assert_int_equal(count(text, "\"ph\":\"X\""), 0);
     assert_non_null(strstr(text, "\"traceEvents\""));
@@ -327,7 +288,7 @@ static void *add_events(void *arg)
 
 static void test_write_from_threads(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     convoy__trace *t = NULL;
     assert_int_equal(convoy__trace_create(&t), CONVOY_OK);
     pthread_t threads[THREADS];
@@ -348,7 +309,8 @@ static void test_write_from_threads(void **state)
     convoy__trace_add(t, 99, NULL, NULL, 5.0, 6.0, NULL);
 
     assert_int_equal(convoy__trace_write(t, f->path), CONVOY_OK);
-    char *text = slurp(f->path);
+    char *text = temp_read_file(f->path, NULL);
+    assert_non_null(text);
     assert_true(json_valid(text));
     int available = 0;
     int accepted = python_accepts(f->path, &available);
@@ -481,7 +443,7 @@ static void test_summary_numbers(void **state)
 
 static void test_unwritable_path(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     convoy__trace *t = NULL;
     assert_int_equal(convoy__trace_create(&t), CONVOY_OK);
     convoy__trace_add(t, convoy__trace_track(t, "s"), "conv_fwd", "x", 0.0, 1.0, NULL);
@@ -499,10 +461,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checker_itself),
-        cmocka_unit_test_setup_teardown(test_null_and_empty, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_from_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_null_and_empty, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_write_from_threads, setup, temp_dir_teardown),
         cmocka_unit_test(test_summary_numbers),
-        cmocka_unit_test_setup_teardown(test_unwritable_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unwritable_path, setup, temp_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

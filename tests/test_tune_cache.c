@@ -20,14 +20,10 @@
 
 #include "convoy.h"
 #include "runtime/tune_cache.h"
+#include "temp_files.h"
 
 #define ENV_A "cuda|NVIDIA H100|sm_90|driver 13000|cudnn 91900|convoy 0.1.0"
 #define ENV_B "cuda|NVIDIA H100|sm_90|driver 13010|cudnn 91900|convoy 0.1.0"
-
-typedef struct fixture {
-    char dir[256];
-    char path[320];
-} fixture;
 
 /* Counts log lines by level and keeps the last warning. */
 typedef struct log_capture {
@@ -59,53 +55,10 @@ static void capture_reset(log_capture *log)
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    const char *base = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/convoy_tune_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof f->path, "%s/tune.cache", f->dir);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    DIR *d = opendir(f->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                char p[600];
-                snprintf(p, sizeof p, "%s/%s", f->dir, e->d_name);
-                if (unlink(p) != 0)
-                    rmdir(p);
-            }
-        }
-        closedir(d);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    return temp_dir_setup(state, "convoy_tune_", "tune.cache");
 }
 
 /* ---- file helpers ------------------------------------------------------- */
-
-static char *slurp(const char *path, size_t *size)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    char *data = malloc(1 << 20);
-    *size = data ? fread(data, 1, 1 << 20, fp) : 0;
-    fclose(fp);
-    return data;
-}
 
 static void spit(const char *path, const char *data, size_t size)
 {
@@ -157,7 +110,7 @@ static convoy__tune_cache *open_cache(const char *path, const char *env, log_cap
 
 static void test_round_trip(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     log_capture log = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
     convoy__tune_cache *c = open_cache(f->path, ENV_A, &log);
     assert_int_equal(convoy__tune_cache_store(c, "fwd 8x64x56x56 * 64x64x3x3", "gemm", 1.25),
@@ -171,7 +124,7 @@ static void test_round_trip(void **state)
     convoy__tune_cache_close(c);
 
     size_t size = 0;
-    char *text = slurp(f->path, &size);
+    char *text = temp_read_file(f->path, &size);
     assert_non_null(text);
     const char *start = "convoy-tune-cache 1\nenvironment\t" ENV_A "\n";
     assert_true(size > strlen(start) && memcmp(text, start, strlen(start)) == 0);
@@ -206,7 +159,7 @@ static void test_round_trip(void **state)
 
 static void test_missing_file(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     log_capture log = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
     convoy__tune_cache *c = open_cache(f->path, ENV_A, &log);
     char choice[64];
@@ -219,7 +172,7 @@ static void test_missing_file(void **state)
 
 static void test_stale_environment(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     log_capture log = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
     convoy__tune_cache *c = open_cache(f->path, ENV_A, &log);
     assert_int_equal(convoy__tune_cache_store(c, "old key", "gemm", 2.0), CONVOY_OK);
@@ -253,7 +206,7 @@ static void test_stale_environment(void **state)
 /* Opens a damaged file: exactly one warning saying "corrupt", nothing
  * trusted; then one store rewrites it into a file that loads cleanly and
  * holds only the new entry. */
-static void expect_corrupt_then_repaired(const fixture *f, const char *data, size_t size,
+static void expect_corrupt_then_repaired(const temp_dir *f, const char *data, size_t size,
                                          const char *reason)
 {
     spit(f->path, data, size);
@@ -280,14 +233,14 @@ static void expect_corrupt_then_repaired(const fixture *f, const char *data, siz
 
 static void test_corrupt_files(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     log_capture log = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
     convoy__tune_cache *c = open_cache(f->path, ENV_A, &log);
     assert_int_equal(convoy__tune_cache_store(c, "k1", "gemm", 1.5), CONVOY_OK);
     assert_int_equal(convoy__tune_cache_store(c, "k2", "direct", 2.5), CONVOY_OK);
     convoy__tune_cache_close(c);
     size_t size = 0;
-    char *good = slurp(f->path, &size);
+    char *good = temp_read_file(f->path, &size);
     assert_non_null(good);
     assert_true(size > 40);
 
@@ -327,21 +280,21 @@ static void test_corrupt_files(void **state)
     snprintf(body, sizeof body, "%sk1\tgemm\t1,5\n", header);
     write_summed(f->path, body);
     size_t n = 0;
-    char *forged = slurp(f->path, &n);
+    char *forged = temp_read_file(f->path, &n);
     expect_corrupt_then_repaired(f, forged, n, "bad number");
     free(forged);
     snprintf(body, sizeof body, "%sk1\tgemm\n", header);
     write_summed(f->path, body);
-    forged = slurp(f->path, &n);
+    forged = temp_read_file(f->path, &n);
     expect_corrupt_then_repaired(f, forged, n, "line 3");
     free(forged);
     snprintf(body, sizeof body, "%sk1\tgemm\t-1.0\n", header);
     write_summed(f->path, body);
-    forged = slurp(f->path, &n);
+    forged = temp_read_file(f->path, &n);
     expect_corrupt_then_repaired(f, forged, n, "bad number");
     free(forged);
     write_summed(f->path, "convoy-tune-cache 2\nenvironment\tx\n");
-    forged = slurp(f->path, &n);
+    forged = temp_read_file(f->path, &n);
     expect_corrupt_then_repaired(f, forged, n, "bad header");
     free(forged);
 
@@ -361,7 +314,7 @@ static void test_corrupt_files(void **state)
 
 static void test_bad_arguments(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     convoy__tune_cache *c = NULL;
     assert_int_equal(convoy__tune_cache_open(NULL, ENV_A, NULL, NULL, &c),
                      CONVOY_ERR_INVALID_ARGUMENT);
@@ -448,7 +401,7 @@ static void expect_all_keys(const char *path, int writers, int count)
 
 static void test_two_processes(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     pid_t children[2];
     for (int who = 0; who < 2; ++who) {
         children[who] = fork();
@@ -493,7 +446,7 @@ static void *thread_writer(void *arg)
  * the mutex orders threads of one object, the lock file orders the objects. */
 static void test_threads(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     convoy__tune_cache *caches[2];
     for (int i = 0; i < 2; ++i)
         assert_int_equal(convoy__tune_cache_open(f->path, ENV_A, NULL, NULL, &caches[i]),
@@ -516,7 +469,7 @@ static void test_threads(void **state)
 
 static void test_unwritable_path(void **state)
 {
-    fixture *f = *state;
+    temp_dir *f = *state;
     char path[400];
     snprintf(path, sizeof path, "%s/no/such/directory/tune.cache", f->dir);
     log_capture log = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
@@ -552,14 +505,14 @@ static void test_unwritable_path(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_environment, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unwritable_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_environment, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_files, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_two_processes, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_threads, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_unwritable_path, setup, temp_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
