@@ -74,6 +74,11 @@ typedef enum convoy_status {
  * outside the enum. Never NULL, static storage. */
 CONVOY_EXTERN const char *convoy_status_name(convoy_status status);
 
+/* What the code means, from CONVOY_STATUS_LIST ("tensor shapes do not fit the
+ * request"); "unknown status" for values outside the enum. Never NULL,
+ * static storage. */
+CONVOY_EXTERN const char *convoy_status_description(convoy_status status);
+
 /* The detail text of the most recent failed call made by this thread, for
  * example "conv_forward: input has 6 channels but filters expect 3 x 1
  * group". Names the call, the tensor, the dimension, and the expected and

@@ -1,5 +1,6 @@
 /* Runtime creation, options and environment flags, device fallback and
- * description, the plan cache and convoy_conv_explain, and memory figures. */
+ * description, the plan cache and convoy_conv_explain, memory figures, and
+ * status names and descriptions. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -270,6 +271,26 @@ static void test_status_names(void **state)
     assert_string_equal(convoy_status_name((convoy_status)99), "CONVOY_STATUS_UNKNOWN");
 }
 
+static void test_status_descriptions(void **state)
+{
+    static const struct {
+        convoy_status status;
+        const char *text;
+    } texts[] = {
+#define STATUS_TEXT_ENTRY(name, value, text) {name, text},
+        CONVOY_STATUS_LIST(STATUS_TEXT_ENTRY)
+#undef STATUS_TEXT_ENTRY
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; ++i)
+        assert_string_equal(convoy_status_description(texts[i].status), texts[i].text);
+    assert_string_equal(convoy_status_description(CONVOY_ERR_SHAPE),
+                        "tensor shapes do not fit the request");
+    assert_string_equal(convoy_status_description(CONVOY_OK), "success");
+    static const int outside[4] = {11, 99, -1, 1 << 20};
+    for (int i = 0; i < 4; ++i)
+        assert_string_equal(convoy_status_description((convoy_status)outside[i]), "unknown status");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +304,7 @@ int main(void)
         cmocka_unit_test_setup(test_everything_excluded, clear_environment),
         cmocka_unit_test_setup(test_memory_stats, clear_environment),
         cmocka_unit_test_setup(test_status_names, clear_environment),
+        cmocka_unit_test_setup(test_status_descriptions, clear_environment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
