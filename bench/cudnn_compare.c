@@ -362,6 +362,7 @@ int main(int argc, char **argv)
 
     convoy_options o;
     CHECK(convoy_options_init(&o));
+    CHECK(convoy_options_from_env(&o)); /* CONVOY_TUNE_CACHE, CONVOY_EXCLUDE, ... */
     o.device = CONVOY_DEVICE_CUDA;
     o.algo = CONVOY_ALGO_TIME_ONCE;
     convoy_runtime *rt = NULL;

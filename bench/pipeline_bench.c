@@ -35,13 +35,14 @@ static float *host_alloc(size_t count)
 }
 
 /* Runs the pipeline RUNS times after a warm-up on a runtime with the given
- * streams setting (-2: whatever convoy_options_init gives). Returns the median
+ * streams setting (-2: the default, or CONVOY_STREAMS). Returns the median
  * seconds per pipeline; outputs land in out[]. */
 static double run_config(int streams, const suite_layer *l, float *const *in, const float *w_host,
                          float *const *out)
 {
     convoy_options o;
     CHECK(convoy_options_init(&o));
+    CHECK(convoy_options_from_env(&o));
     if (streams != -2)
         o.streams = streams;
     convoy_runtime *rt = NULL;

@@ -34,6 +34,15 @@ typedef void (*convoy__work_fn)(void *arg, void *native_stream);
 
 /* ---- convolution plans ------------------------------------------------- */
 
+/* Convolution implementations as bits: the planner's exclusion set and each
+ * candidate's kind. The options name them ("cudnn,gemm"); runtime/options.c
+ * turns the names into these bits. */
+#define CONVOY_IMPL_CUDNN 0x1u  /* cuDNN, every algorithm ("cudnn") */
+#define CONVOY_IMPL_GEMM 0x2u   /* im2col/col2im + BLAS GEMM ("gemm") */
+#define CONVOY_IMPL_1X1 0x4u    /* 1x1 stride-1 unpadded as one GEMM ("1x1") */
+#define CONVOY_IMPL_DIRECT 0x8u /* plain loops, the reference ("direct") */
+#define CONVOY_IMPL_ALL 0xfu
+
 /* One way a backend can run a convolution. */
 typedef struct convoy__conv_candidate {
     unsigned impl;              /* one CONVOY_IMPL_* bit */

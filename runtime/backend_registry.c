@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cpu/host_backend.h"
+#include "runtime/options_int.h"
 #include "runtime/runtime_int.h"
 #include "core/error_detail.h"
 
@@ -34,40 +35,40 @@ convoy_status convoy__backend_open(const convoy_options *o, convoy__backend **ou
                                    size_t note_size)
 {
     note[0] = '\0';
+    const unsigned require = convoy__impl_bits_from_names(o->require);
     if (o->device == CONVOY_DEVICE_CPU) {
-        if (o->require & CONVOY_IMPL_CUDNN)
+        if (require & CONVOY_IMPL_CUDNN)
             return convoy__error(CONVOY_ERR_UNSUPPORTED,
-                                 "runtime_create: CONVOY_REQUIRE=cudnn but the device is the CPU");
+                                 "runtime_create: require has cudnn but the device is the CPU");
         return open_host(o, NULL, out);
     }
 #ifdef CONVOY_HAVE_CUDA
+    const unsigned exclude = convoy__impl_bits_from_names(o->exclude);
     char why[256] = "";
     convoy__cuda_config config = {o->device_index, o->deterministic,
-                                  !(o->exclude & CONVOY_IMPL_CUDNN)};
+                                  !(exclude & CONVOY_IMPL_CUDNN)};
     convoy_status status = convoy__cuda_backend_create(&config, out, why, sizeof why);
     if (status == CONVOY_OK) {
-        if ((o->require & CONVOY_IMPL_CUDNN) && !convoy__cuda_backend_has_cudnn(*out)) {
+        if ((require & CONVOY_IMPL_CUDNN) && !convoy__cuda_backend_has_cudnn(*out)) {
             (*out)->ops->destroy(*out);
             *out = NULL;
             return convoy__error(CONVOY_ERR_UNSUPPORTED,
-                                 "runtime_create: CONVOY_REQUIRE=cudnn but cuDNN is not usable%s",
-                                 (o->exclude & CONVOY_IMPL_CUDNN) ? " (CONVOY_EXCLUDE has cudnn)"
-                                                                  : "");
+                                 "runtime_create: require has cudnn but cuDNN is not usable%s",
+                                 (exclude & CONVOY_IMPL_CUDNN) ? " (exclude has cudnn too)" : "");
         }
         return CONVOY_OK;
     }
-    if (o->device == CONVOY_DEVICE_CUDA || (o->require & CONVOY_IMPL_CUDNN))
+    if (o->device == CONVOY_DEVICE_CUDA || (require & CONVOY_IMPL_CUDNN))
         return convoy__error(status == CONVOY_ERR_NO_DEVICE ? CONVOY_ERR_NO_DEVICE : status,
                              "runtime_create: CUDA device %d is not usable: %s%s", o->device_index,
-                             why,
-                             (o->require & CONVOY_IMPL_CUDNN) ? " (CONVOY_REQUIRE=cudnn)" : "");
+                             why, (require & CONVOY_IMPL_CUDNN) ? " (require has cudnn)" : "");
     snprintf(note, note_size, "(no CUDA: %s)", why);
 #else
-    if (o->device == CONVOY_DEVICE_CUDA || (o->require & CONVOY_IMPL_CUDNN))
+    if (o->device == CONVOY_DEVICE_CUDA || (require & CONVOY_IMPL_CUDNN))
         return convoy__error(CONVOY_ERR_NO_DEVICE,
                              "runtime_create: CUDA was requested%s but this convoy was built "
                              "without the CUDA backend",
-                             (o->require & CONVOY_IMPL_CUDNN) ? " (CONVOY_REQUIRE=cudnn)" : "");
+                             (require & CONVOY_IMPL_CUDNN) ? " (require has cudnn)" : "");
     snprintf(note, note_size, "(no CUDA: built without the CUDA backend)");
 #endif
     return open_host(o, note, out);

@@ -20,6 +20,8 @@ struct convoy_runtime {
     convoy_options options; /* string fields point at the copies below */
     char *tune_cache_path;
     char *trace_path;
+    char *exclude_names;
+    char *require_names;
     convoy__backend *backend;
     convoy__pool *pool;
     convoy__scheduler *scheduler;

@@ -1,5 +1,5 @@
 /* Shared machinery of the convolution tests: seeded random data, the runtime
- * built from the CONVOY_* environment, and running one convolution direction
+ * built from the options the command line gives, and running one convolution direction
  * through the public API (create, upload, conv, download, wait) to compare it
  * with the double-precision reference of conv_reference.c. */
 #include "conv_cases.h"
@@ -56,12 +56,70 @@ void case_fill(case_rng *rng, float *data, int64_t count)
 
 /* ---- runtime ------------------------------------------------------------- */
 
+/* The options of this run: the defaults plus the command line's settings,
+ * never the environment, so what the shell exports cannot change a test. */
+static convoy_options run_options;
+static int run_options_set;
+
+static int parse_bytes(const char *text, size_t *out)
+{
+    char *end = NULL;
+    if (*text < '0' || *text > '9')
+        return 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    unsigned long long scale = *end == 'K' ? 1ull << 10 : *end == 'M' ? 1ull << 20 : 1;
+    if (scale != 1)
+        ++end;
+    if (*end != '\0')
+        return 0;
+    *out = (size_t)(value * scale);
+    return 1;
+}
+
+static int configure(const char *program, int argc, char **argv)
+{
+    convoy_options *o = &run_options;
+    if (convoy_options_init(o) != CONVOY_OK)
+        return 0;
+    run_options_set = 1;
+    for (int i = 1; i < argc; ++i) {
+        const char *arg = argv[i];
+        const char *value = strchr(arg, '=');
+        int ok = value != NULL;
+        if (ok && !strncmp(arg, "device=", 7)) {
+            ok = !strcmp(value + 1, "cpu") || !strcmp(value + 1, "cuda");
+            o->device = !strcmp(value + 1, "cuda") ? CONVOY_DEVICE_CUDA : CONVOY_DEVICE_CPU;
+        } else if (ok && !strncmp(arg, "streams=", 8)) {
+            o->streams = atoi(value + 1);
+        } else if (ok && !strncmp(arg, "exclude=", 8)) {
+            o->exclude = value + 1;
+        } else if (ok && !strncmp(arg, "workspace_limit=", 16)) {
+            ok = parse_bytes(value + 1, &o->workspace_limit);
+        } else {
+            ok = 0;
+        }
+        if (!ok) {
+            fprintf(stderr,
+                    "%s: bad argument '%s'; expected device=cpu|cuda, streams=N, "
+                    "exclude=NAMES, workspace_limit=N[K|M]\n",
+                    program, arg);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+void case_options(convoy_options *options)
+{
+    if (!run_options_set)
+        (void)configure("case_options", 0, NULL);
+    *options = run_options;
+}
+
 convoy_status case_runtime_create(convoy_runtime **rt)
 {
     convoy_options options;
-    convoy_status status = convoy_options_init(&options);
-    if (status != CONVOY_OK)
-        return status;
+    case_options(&options);
     return convoy_runtime_create(&options, rt);
 }
 
@@ -85,8 +143,10 @@ int case_teardown(void **state)
     return 0;
 }
 
-int case_device_check(const char *program)
+int case_device_check(const char *program, int argc, char **argv)
 {
+    if (!configure(program, argc, argv))
+        return 1;
     convoy_runtime *rt = NULL;
     convoy_status status = case_runtime_create(&rt);
     if (status == CONVOY_ERR_NO_DEVICE) {

@@ -1,7 +1,8 @@
 /* Error paths of the public API: each failing call returns the documented
  * status, convoy_last_error_message() names the call and the offending
  * argument, and the call changed nothing (no task handle, no output written,
- * no out-pointer set). Runs on the CONVOY_DEVICE backend. */
+ * no out-pointer set). Runs on the backend the command line names
+ * (device=cpu|cuda). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,6 +133,8 @@ static void test_null_other_arguments(void **state)
     fixture *f = *state;
     EXPECT_ERROR(convoy_runtime_create(NULL, NULL), CONVOY_ERR_INVALID_ARGUMENT, "runtime_create");
     EXPECT_ERROR(convoy_options_init(NULL), CONVOY_ERR_INVALID_ARGUMENT, "options_init");
+    EXPECT_ERROR(convoy_options_from_env(NULL), CONVOY_ERR_INVALID_ARGUMENT, "options_from_env",
+                 "NULL");
     EXPECT_ERROR(convoy_conv_params_init(NULL, 2), CONVOY_ERR_INVALID_ARGUMENT, "params_init",
                  "params");
     EXPECT_ERROR(convoy_task_wait(NULL), CONVOY_ERR_INVALID_ARGUMENT, "task_wait");
@@ -500,8 +503,8 @@ static void test_exclude_everything(void **state)
 {
     fixture *f = *state;
     convoy_options options;
-    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
-    options.exclude = CONVOY_IMPL_ALL;
+    case_options(&options);
+    options.exclude = "cudnn,gemm,1x1,direct";
     /* The fixture's tracked tensors are checked in the fixture's runtime;
      * this one gets its own. */
     fixture g = {0};
@@ -539,22 +542,36 @@ static void test_status_names(void **state)
         assert_string_equal(convoy_status_name((convoy_status)outside[i]), "CONVOY_STATUS_UNKNOWN");
 }
 
-/* Sets name=value, runs convoy_options_init, restores the variable. */
-static void expect_bad_variable(const char *name, const char *value)
+/* Removes every CONVOY_* variable, so only what a test sets is seen. */
+static void clear_convoy_environment(void)
 {
-    const char *old = getenv(name);
-    char *saved = old ? strdup(old) : NULL;
+    extern char **environ;
+    for (int again = 1; again;) {
+        again = 0;
+        for (char **e = environ; *e; ++e) {
+            if (!strncmp(*e, "CONVOY_", 7)) {
+                char name[128];
+                size_t len = strcspn(*e, "=");
+                snprintf(name, sizeof name, "%.*s", (int)len, *e);
+                unsetenv(name);
+                again = 1;
+                break;
+            }
+        }
+    }
+}
+
+/* With only name=value set, convoy_options_from_env refuses it; the message
+ * names the variable and value and lists what is accepted. */
+static void expect_bad_variable(const char *name, const char *value, const char *accepted)
+{
+    clear_convoy_environment();
     assert_int_equal(setenv(name, value, 1), 0);
     convoy_options options;
-    memset(&options, 0x5a, sizeof options);
-    convoy_status status = convoy_options_init(&options);
-    if (saved) {
-        setenv(name, saved, 1);
-        free(saved);
-    } else {
-        unsetenv(name);
-    }
-    EXPECT_ERROR(status, CONVOY_ERR_INVALID_ARGUMENT, name, value);
+    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
+    convoy_status status = convoy_options_from_env(&options);
+    unsetenv(name);
+    EXPECT_ERROR(status, CONVOY_ERR_INVALID_ARGUMENT, "options_from_env", name, value, accepted);
     if (!strcmp(name, "CONVOY_STREAMS"))
         assert_int_equal(options.streams, -1); /* that field keeps its default */
 }
@@ -562,9 +579,11 @@ static void expect_bad_variable(const char *name, const char *value)
 static void test_options_malformed_environment(void **state)
 {
     (void)state;
-    expect_bad_variable("CONVOY_STREAMS", "abc");
-    expect_bad_variable("CONVOY_EXCLUDE", "gemm,bogus");
-    expect_bad_variable("CONVOY_ALGO", "fastest");
+    expect_bad_variable("CONVOY_STREAMS", "abc", "0..64");
+    expect_bad_variable("CONVOY_EXCLUDE", "gemm,bogus", "cudnn,gemm,1x1,direct");
+    expect_bad_variable("CONVOY_ALGO", "fastest", "heuristic|time_once|time_on_shape_change");
+    expect_bad_variable("CONVOY_MEMORY_LIMIT", " -5", "K, M or G");
+    expect_bad_variable("CONVOY_LOG", "syslog", "stderr");
     convoy_options options;
     assert_int_equal(convoy_options_init(&options), CONVOY_OK);
 }
@@ -586,6 +605,14 @@ static void test_runtime_create_bad_options(void **state)
     options.algo = (convoy_algo_policy)9;
     EXPECT_ERROR(convoy_runtime_create(&options, &rt), CONVOY_ERR_INVALID_ARGUMENT,
                  "runtime_create", "algo");
+    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
+    options.exclude = "gemm,fft";
+    EXPECT_ERROR(convoy_runtime_create(&options, &rt), CONVOY_ERR_INVALID_ARGUMENT,
+                 "runtime_create", "options.exclude", "'fft'", "cudnn,gemm,1x1,direct");
+    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
+    options.require = "cudnn;gemm";
+    EXPECT_ERROR(convoy_runtime_create(&options, &rt), CONVOY_ERR_INVALID_ARGUMENT,
+                 "runtime_create", "options.require", "'cudnn;gemm'", "cudnn,gemm,1x1,direct");
     assert_null(rt);
 }
 
@@ -617,9 +644,9 @@ static void test_explain_errors(void **state)
 
 #define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
-int main(void)
+int main(int argc, char **argv)
 {
-    int device = case_device_check("test_conv_errors");
+    int device = case_device_check("test_conv_errors", argc, argv);
     if (device != 0)
         return device;
     const struct CMUnitTest tests[] = {

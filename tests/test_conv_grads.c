@@ -333,9 +333,9 @@ static void test_separable(void **state)
     check_separable(rt, &p, in3, 1, 2, 8004);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    int device = case_device_check("test_conv_grads");
+    int device = case_device_check("test_conv_grads", argc, argv);
     if (device != 0)
         return device;
     const struct CMUnitTest tests[] = {
