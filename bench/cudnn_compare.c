@@ -296,7 +296,7 @@ static int compare_layer(convoy_runtime *rt, cudnn_layer *c, const suite_layer *
         *dev[k] = device_random(count, (uint64_t)k + 1, host);
         CHECK(convoy_tensor_create(rt, nd2, dims[k], &t[k]));
         convoy_task *task = NULL;
-        CHECK(convoy_upload(rt, t[k], host, &task));
+        CHECK(convoy_upload(rt, t[k], host, count, &task));
         CHECK(convoy_task_wait(task));
         convoy_task_release(task);
     }

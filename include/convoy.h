@@ -254,21 +254,25 @@ CONVOY_EXTERN void convoy_task_release(convoy_task *task);
 
 /* ---- transfers --------------------------------------------------------- */
 
-/* Copies numel(dst) floats from host_src into dst. Asynchronous: host_src
- * must stay valid and unmodified until the task completes. Returns
- * CONVOY_ERR_INVALID_ARGUMENT (NULL runtime/tensor/pointer, tensor of another
- * runtime) or CONVOY_ERR_OUT_OF_MEMORY. */
+/* Copies the count floats at host_src into dst; count is the host buffer's
+ * element count and must equal numel(dst). Asynchronous: host_src must stay
+ * valid and unmodified until the task completes. Returns
+ * CONVOY_ERR_INVALID_ARGUMENT (NULL runtime/tensor, NULL host_src for a
+ * non-empty tensor, a tensor of another runtime or a detached one),
+ * CONVOY_ERR_SHAPE (count is not numel(dst); the message gives the tensor's
+ * dims, the expected and the given count) or CONVOY_ERR_OUT_OF_MEMORY. */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_upload(convoy_runtime *runtime,
                                                            convoy_tensor *dst, const void *host_src,
-                                                           convoy_task **task);
+                                                           size_t count, convoy_task **task);
 
-/* Copies src into numel(src) floats at host_dst. Asynchronous: host_dst must
- * stay valid and untouched until the task completes. If the task that last
- * wrote src failed, this task fails with CONVOY_ERR_DEPENDENCY_FAILED and
- * host_dst is not written. Errors as convoy_upload. */
+/* Copies src into the count floats at host_dst; count is the host buffer's
+ * element count and must equal numel(src). Asynchronous: host_dst must stay
+ * valid and untouched until the task completes. If the task that last wrote
+ * src failed, this task fails with CONVOY_ERR_DEPENDENCY_FAILED and host_dst
+ * is not written. Errors as convoy_upload. */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_download(convoy_runtime *runtime,
                                                              convoy_tensor *src, void *host_dst,
-                                                             convoy_task **task);
+                                                             size_t count, convoy_task **task);
 
 /* ---- convolution ------------------------------------------------------- */
 

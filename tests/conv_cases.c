@@ -351,6 +351,7 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
     const int64_t *dims[3];
     int ranks[3];
     direction_dims(c, dir, dims, ranks);
+    const int64_t na = numel(dims[0], ranks[0]), nb = numel(dims[1], ranks[1]);
     const int64_t nresult = numel(dims[2], ranks[2]);
     /* Where the forward roles sit among (a, b, result) of each direction. */
     static const int x_of[3] = {0, 2, 0}, w_of[3] = {1, 0, 2}, y_of[3] = {2, 1, 1};
@@ -364,17 +365,18 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
         status =
             report(c, dir, "tensor_create", convoy_tensor_create(rt, ranks[j], dims[j], &t[j]));
     if (status == CONVOY_OK)
-        status = report(c, dir, "upload", convoy_upload(rt, t[0], a, NULL));
+        status = report(c, dir, "upload", convoy_upload(rt, t[0], a, (size_t)na, NULL));
     if (status == CONVOY_OK)
-        status = report(c, dir, "upload", convoy_upload(rt, t[1], b, NULL));
+        status = report(c, dir, "upload", convoy_upload(rt, t[1], b, (size_t)nb, NULL));
     if (status == CONVOY_OK)
-        status = report(c, dir, "upload", convoy_upload(rt, t[2], sentinel, NULL));
+        status = report(c, dir, "upload", convoy_upload(rt, t[2], sentinel, (size_t)nresult, NULL));
     if (status == CONVOY_OK)
         status = report(
             c, dir, "conv submit",
             case_submit(rt, &c->params, dir, t[x_of[dir]], t[w_of[dir]], t[y_of[dir]], &conv_task));
     if (status == CONVOY_OK)
-        status = report(c, dir, "download", convoy_download(rt, t[2], result, &down_task));
+        status = report(c, dir, "download",
+                        convoy_download(rt, t[2], result, (size_t)nresult, &down_task));
     if (status == CONVOY_OK)
         status = report(c, dir, "conv task", convoy_task_wait(conv_task));
     if (status == CONVOY_OK)
@@ -498,7 +500,7 @@ convoy_tensor *case_store_add(case_store *s, int ndim, const int64_t *dims)
         host[k] = (float)(i * 1000 + k % 997) * 0.25f + 0.125f;
     convoy_tensor *t = NULL;
     if (convoy_tensor_create(s->rt, ndim, dims, &t) != CONVOY_OK ||
-        convoy_upload(s->rt, t, host, NULL) != CONVOY_OK) {
+        convoy_upload(s->rt, t, host, (size_t)n, NULL) != CONVOY_OK) {
         printf("  cannot store a tensor: %s\n", convoy_last_error_message());
         convoy_tensor_destroy(t);
         if (convoy_runtime_synchronize(s->rt) != CONVOY_OK)
@@ -520,8 +522,8 @@ int case_store_unchanged(case_store *s)
         const int64_t n = s->numel[i];
         float *got = malloc((size_t)(n > 0 ? n : 1) * sizeof *got);
         convoy_task *task = NULL;
-        convoy_status status =
-            got ? convoy_download(s->rt, s->tensors[i], got, &task) : CONVOY_ERR_OUT_OF_MEMORY;
+        convoy_status status = got ? convoy_download(s->rt, s->tensors[i], got, (size_t)n, &task)
+                                   : CONVOY_ERR_OUT_OF_MEMORY;
         if (status == CONVOY_OK)
             status = convoy_task_wait(task);
         convoy_task_release(task);

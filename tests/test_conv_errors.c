@@ -148,13 +148,13 @@ static void test_null_other_arguments(void **state)
                  "tensor_create", "out");
     assert_null(t);
     float host[8] = {0};
-    EXPECT_ERROR(convoy_upload(NULL, f->x, host, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
+    EXPECT_ERROR(convoy_upload(NULL, f->x, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
                  "runtime");
-    EXPECT_ERROR(convoy_upload(f->s.rt, NULL, host, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
+    EXPECT_ERROR(convoy_upload(f->s.rt, NULL, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
                  "NULL");
-    EXPECT_ERROR(convoy_download(NULL, f->x, host, NULL), CONVOY_ERR_INVALID_ARGUMENT, "download",
-                 "runtime");
-    EXPECT_ERROR(convoy_download(f->s.rt, NULL, host, NULL), CONVOY_ERR_INVALID_ARGUMENT,
+    EXPECT_ERROR(convoy_download(NULL, f->x, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT,
+                 "download", "runtime");
+    EXPECT_ERROR(convoy_download(f->s.rt, NULL, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT,
                  "download", "NULL");
     convoy_memory_statistics stats;
     EXPECT_ERROR(convoy_memory_stats(NULL, &stats), CONVOY_ERR_INVALID_ARGUMENT, "memory_stats");
@@ -361,10 +361,10 @@ static void test_foreign_runtime(void **state)
     float *host = calloc(288, sizeof *host);
     assert_non_null(host);
     convoy_task *task = NULL;
-    EXPECT_ERROR(convoy_upload(f->s.rt, ox, host, &task), CONVOY_ERR_INVALID_ARGUMENT, "upload",
-                 "runtime");
-    EXPECT_ERROR(convoy_download(f->s.rt, oy, host, &task), CONVOY_ERR_INVALID_ARGUMENT, "download",
-                 "runtime");
+    EXPECT_ERROR(convoy_upload(f->s.rt, ox, host, 216, &task), CONVOY_ERR_INVALID_ARGUMENT,
+                 "upload", "runtime");
+    EXPECT_ERROR(convoy_download(f->s.rt, oy, host, 128, &task), CONVOY_ERR_INVALID_ARGUMENT,
+                 "download", "runtime");
     assert_null(task);
     free(host);
     convoy_tensor_destroy(ox);
@@ -445,12 +445,55 @@ static void test_transfer_null_host(void **state)
 {
     fixture *f = *state;
     convoy_task *task = NULL;
-    EXPECT_ERROR(convoy_upload(f->s.rt, f->y, NULL, &task), CONVOY_ERR_INVALID_ARGUMENT, "upload",
-                 "host");
-    EXPECT_ERROR(convoy_download(f->s.rt, f->y, NULL, &task), CONVOY_ERR_INVALID_ARGUMENT,
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->y, NULL, 128, &task), CONVOY_ERR_INVALID_ARGUMENT,
+                 "upload", "host");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->y, NULL, 128, &task), CONVOY_ERR_INVALID_ARGUMENT,
                  "download", "host");
     assert_null(task);
     check_unchanged(f);
+}
+
+/* count is the host buffer's element count: any other value than the
+ * tensor's is refused before anything is enqueued, with the tensor's dims,
+ * the expected and the given count in the message. */
+static void test_transfer_count_mismatch(void **state)
+{
+    fixture *f = *state;
+    float *host = calloc(256, sizeof *host);
+    assert_non_null(host);
+    convoy_task *task = NULL;
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->x, host, 215, &task), CONVOY_ERR_SHAPE, "upload",
+                 "dst 2x3x6x6", "expected 216", "got 215");
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->x, host, 217, &task), CONVOY_ERR_SHAPE, "upload",
+                 "dst 2x3x6x6", "expected 216", "got 217");
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->y, host, 0, &task), CONVOY_ERR_SHAPE, "upload",
+                 "dst 2x4x4x4", "expected 128", "got 0");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->y, host, 129, &task), CONVOY_ERR_SHAPE, "download",
+                 "src 2x4x4x4", "expected 128", "got 129");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->w, host, 216, &task), CONVOY_ERR_SHAPE, "download",
+                 "src 4x3x3x3", "expected 108", "got 216");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->w, NULL, 1, &task), CONVOY_ERR_SHAPE, "download",
+                 "expected 108", "got 1");
+    assert_null(task);
+    assert_int_equal(convoy_runtime_synchronize(f->s.rt), CONVOY_OK);
+    /* Nothing was downloaded either. */
+    for (int i = 0; i < 256; ++i)
+        assert_true(host[i] == 0.0f);
+    free(host);
+    check_unchanged(f);
+    /* An empty tensor takes count 0, and then the pointer may be NULL. */
+    const int64_t empty_dims[2] = {0, 4};
+    convoy_tensor *empty = NULL;
+    assert_int_equal(convoy_tensor_create(f->s.rt, 2, empty_dims, &empty), CONVOY_OK);
+    assert_int_equal(convoy_upload(f->s.rt, empty, NULL, 0, &task), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(task), CONVOY_OK);
+    convoy_task_release(task);
+    task = NULL;
+    float one = 0.0f;
+    EXPECT_ERROR(convoy_download(f->s.rt, empty, &one, 1, &task), CONVOY_ERR_SHAPE, "download",
+                 "src 0x4", "expected 0", "got 1");
+    assert_null(task);
+    convoy_tensor_destroy(empty);
 }
 
 /* ---- custom tasks ------------------------------------------------------------------ */
@@ -665,6 +708,7 @@ int main(int argc, char **argv)
         FIXTURE_TEST(test_tensor_create_errors),
         FIXTURE_TEST(test_tensor_dim_bad_axis),
         FIXTURE_TEST(test_transfer_null_host),
+        FIXTURE_TEST(test_transfer_count_mismatch),
         FIXTURE_TEST(test_submit_errors),
         FIXTURE_TEST(test_exclude_everything),
         cmocka_unit_test(test_status_names),
