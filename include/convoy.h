@@ -193,9 +193,15 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_options_from_env(convoy_opti
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_runtime_create(const convoy_options *options,
                                                                    convoy_runtime **out);
 
-/* Waits for every submitted task, then frees the runtime, its tensors, its
- * tasks' internal state and its memory. Task handles not yet released stay
- * valid for convoy_task_wait / convoy_task_release only. NULL is a no-op. */
+/* Waits for every submitted task, then frees the runtime, its tasks'
+ * internal state, its memory and the storage of every tensor. Handles the
+ * program still holds are detached, not freed: a task handle not yet
+ * released stays valid for convoy_task_wait / convoy_task_done /
+ * convoy_task_release, and a tensor handle not yet destroyed stays valid for
+ * convoy_tensor_ndim / convoy_tensor_dim / convoy_tensor_destroy (which then
+ * only frees the handle); every other call refuses a detached tensor with
+ * CONVOY_ERR_INVALID_ARGUMENT. Each such handle still needs its release or
+ * destroy call. NULL is a no-op. */
 CONVOY_EXTERN void convoy_runtime_destroy(convoy_runtime *runtime);
 
 /* Blocks until every task submitted so far has completed. Returns CONVOY_OK,
@@ -225,13 +231,15 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_tensor_create(convoy_runtime
 
 /* Releases the tensor. Its storage returns to the pool once the tasks already
  * submitted that use it have finished; the call itself does not block. The
- * tensor must not be named in a submit after this. NULL is a no-op. */
+ * tensor must not be named in a submit after this. On a tensor detached by
+ * convoy_runtime_destroy it frees the handle. NULL is a no-op. */
 CONVOY_EXTERN void convoy_tensor_destroy(convoy_tensor *tensor);
 
-/* Rank of the tensor; 0 for NULL. */
+/* Rank of the tensor; 0 for NULL. Works on a detached tensor too. */
 CONVOY_EXTERN int convoy_tensor_ndim(const convoy_tensor *tensor);
 
-/* Extent of one axis; -1 for NULL or an axis outside 0..ndim-1. */
+/* Extent of one axis; -1 for NULL or an axis outside 0..ndim-1. Works on a
+ * detached tensor too. */
 CONVOY_EXTERN int64_t convoy_tensor_dim(const convoy_tensor *tensor, int axis);
 
 /* ---- tasks ------------------------------------------------------------- */

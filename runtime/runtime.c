@@ -175,16 +175,15 @@ void convoy_runtime_destroy(convoy_runtime *rt)
         return;
     (void)convoy__scheduler_synchronize(rt->scheduler);
     /* Tensors the program did not destroy: their tasks are done, so their
-     * storage can go straight back to the pool. */
+     * storage can go straight back to the pool. The handles stay with the
+     * program, detached, until it destroys them. */
     pthread_mutex_lock(&rt->tensors_lock);
     convoy_tensor *t = rt->tensors;
     rt->tensors = NULL;
     pthread_mutex_unlock(&rt->tensors_lock);
     while (t) {
         convoy_tensor *next = t->next;
-        convoy__hazards_clear(rt->scheduler, &t->hazards);
-        convoy__pool_free(rt->pool, t->storage, NULL);
-        free(t);
+        convoy__tensor_detach(t);
         t = next;
     }
     convoy__scheduler_destroy(rt->scheduler);

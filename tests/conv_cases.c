@@ -546,9 +546,13 @@ int case_store_unchanged(case_store *s)
 
 void case_store_free(case_store *s)
 {
+    /* The runtime goes first: the tensors are then detached handles, which
+     * destroy only frees. */
     convoy_runtime_destroy(s->rt);
     s->rt = NULL;
-    for (int i = 0; i < s->count; ++i)
+    for (int i = 0; i < s->count; ++i) {
+        convoy_tensor_destroy(s->tensors[i]);
         free(s->host[i]);
+    }
     s->count = 0;
 }

@@ -152,7 +152,8 @@ convoy_tensor *case_store_add(case_store *s, int ndim, const int64_t *dims);
 /* 1 when every stored tensor still holds its pattern; prints the first change. */
 int case_store_unchanged(case_store *s);
 
-/* Destroys the runtime (which waits for the uploads), then the host copies. */
+/* Destroys the runtime (which waits for the uploads), then the tensor
+ * handles it detached and the host copies. */
 void case_store_free(case_store *s);
 
 #endif /* CONVOY_TESTS_CONV_CASES_H */

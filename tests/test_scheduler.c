@@ -214,6 +214,8 @@ static void test_independent_tasks_overlap(void **state)
     assert_true(submitted - start < 25.0);
     assert_true(elapsed >= 49.0);
     assert_true(elapsed < 90.0);
+    convoy_tensor_destroy(a);
+    convoy_tensor_destroy(b);
     convoy_runtime_destroy(rt);
 }
 
@@ -230,6 +232,7 @@ static void test_dependent_tasks_serialise(void **state)
                      CONVOY_OK);
     assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
     assert_true(now_ms() - start >= 59.0);
+    convoy_tensor_destroy(a);
     convoy_runtime_destroy(rt);
 }
 
@@ -310,6 +313,11 @@ static void diamond(int streams)
         assert_int_equal(convoy_task_done(tasks[i]), 1);
         convoy_task_release(tasks[i]);
     }
+    convoy_tensor_destroy(t1);
+    convoy_tensor_destroy(t2);
+    convoy_tensor_destroy(t3);
+    convoy_tensor_destroy(t4);
+    convoy_tensor_destroy(other);
     convoy_runtime_destroy(rt);
 }
 
@@ -369,6 +377,7 @@ static void test_concurrent_submission(void **state)
             pthread_join(threads[i], NULL);
             assert_true(jobs[i].result == (float)(2000 + i));
         }
+        convoy_tensor_destroy(shared);
         convoy_runtime_destroy(rt);
     }
 }
@@ -417,6 +426,9 @@ static void test_handle_outlives_runtime(void **state)
     assert_int_equal(convoy_task_wait(bad), CONVOY_ERR_TASK_FAILED);
     convoy_task_release(ok);
     convoy_task_release(bad);
+    /* So does the tensor handle, detached: destroy just frees it. */
+    assert_int_equal(convoy_tensor_dim(t, 0), 4);
+    convoy_tensor_destroy(t);
 }
 
 static void test_task_api_errors(void **state)
@@ -436,6 +448,7 @@ static void test_task_api_errors(void **state)
                      CONVOY_OK);
     assert_int_equal(convoy_task_wait(task), CONVOY_OK);
     convoy_task_release(task);
+    convoy_tensor_destroy(t);
     convoy_runtime_destroy(rt);
 }
 
