@@ -172,3 +172,26 @@ int64_t convoy_tensor_dim(const convoy_tensor *t, int axis)
         return -1;
     return t->dims[axis];
 }
+
+/* Declared in include/convoy_cuda.h, which needs the CUDA headers; its
+ * signature has no CUDA type, so the definition builds everywhere and a CPU
+ * runtime answers CONVOY_ERR_NO_DEVICE. */
+CONVOY_EXTERN convoy_status convoy_cuda_tensor_data(convoy_tensor *t, float **device_ptr)
+{
+    static const char *call = "cuda_tensor_data";
+    if (!device_ptr)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: device_ptr is NULL", call);
+    if (!t)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: tensor is NULL", call);
+    convoy_runtime *rt = t->runtime;
+    if (!rt)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                             "%s: tensor (%s) is detached: its runtime was destroyed", call,
+                             t->text);
+    if (rt->backend->ops->device != CONVOY_DEVICE_CUDA)
+        return convoy__error(CONVOY_ERR_NO_DEVICE,
+                             "%s: tensor (%s) lives on the %s runtime, not on a CUDA device", call,
+                             t->text, rt->backend->ops->name);
+    *device_ptr = convoy__tensor_data(t);
+    return CONVOY_OK;
+}
