@@ -164,8 +164,7 @@ static void report_profile(convoy_runtime *rt)
     if (rt->options.profile) {
         char summary[4096];
         convoy__trace_summary(rt->trace, summary, sizeof summary);
-        convoy__log_to(&logger, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description,
-                       summary);
+        convoy__log_to(&logger, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description, summary);
     }
 }
 

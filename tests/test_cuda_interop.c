@@ -67,13 +67,13 @@ static void test_cpu_runtime_refuses(void **state)
     convoy_tensor *t = NULL;
     assert_int_equal(convoy_tensor_create(rt, 2, dims, &t), CONVOY_OK);
     float *ptr = (float *)&ptr;
-    EXPECT_ERROR(convoy_cuda_tensor_data(t, &ptr), CONVOY_ERR_NO_DEVICE, "cuda_tensor_data",
-                 "2x3", "cpu", "not on a CUDA device");
+    EXPECT_ERROR(convoy_cuda_tensor_data(t, &ptr), CONVOY_ERR_NO_DEVICE, "cuda_tensor_data", "2x3",
+                 "cpu", "not on a CUDA device");
     assert_ptr_equal(ptr, (float *)&ptr);
     EXPECT_ERROR(convoy_cuda_tensor_data(NULL, &ptr), CONVOY_ERR_INVALID_ARGUMENT,
                  "cuda_tensor_data", "tensor is NULL");
-    EXPECT_ERROR(convoy_cuda_tensor_data(t, NULL), CONVOY_ERR_INVALID_ARGUMENT,
-                 "cuda_tensor_data", "device_ptr is NULL");
+    EXPECT_ERROR(convoy_cuda_tensor_data(t, NULL), CONVOY_ERR_INVALID_ARGUMENT, "cuda_tensor_data",
+                 "device_ptr is NULL");
 
     /* A custom task on the CPU has no CUDA stream. */
     assert_null(convoy_cuda_task_stream(NULL));
@@ -87,8 +87,8 @@ static void test_cpu_runtime_refuses(void **state)
 
     /* A detached tensor is refused as such. */
     convoy_runtime_destroy(rt);
-    EXPECT_ERROR(convoy_cuda_tensor_data(t, &ptr), CONVOY_ERR_INVALID_ARGUMENT,
-                 "cuda_tensor_data", "2x3", "detached");
+    EXPECT_ERROR(convoy_cuda_tensor_data(t, &ptr), CONVOY_ERR_INVALID_ARGUMENT, "cuda_tensor_data",
+                 "2x3", "detached");
     assert_ptr_equal(ptr, (float *)&ptr);
     convoy_tensor_destroy(t);
 }
