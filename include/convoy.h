@@ -389,7 +389,8 @@ typedef struct convoy_access {
 /* What a custom task function receives. */
 typedef struct convoy_task_context {
     convoy_device device; /* where data[] points: host (CPU) or device (CUDA) */
-    void *stream;         /* CUDA: the task's cudaStream_t; CPU: NULL */
+    void *stream;         /* CUDA: the task's cudaStream_t (typed by convoy_cuda_task_stream
+                             in convoy_cuda.h); CPU: NULL */
     size_t count;         /* number of accesses */
     const convoy_access *accesses;
     float *const *data; /* data[i] is the storage of accesses[i].tensor */
