@@ -67,7 +67,7 @@ static convoy_tensor *make_random(convoy_runtime *rt, int ndim, const int64_t *d
     float *host = host_alloc(count);
     suite_fill_random(host, count, seed);
     convoy_task *task = NULL;
-    CHECK(convoy_upload(rt, t, host, &task));
+    CHECK(convoy_upload(rt, t, host, count, &task));
     CHECK(convoy_task_wait(task));
     convoy_task_release(task);
     free(host);

@@ -296,7 +296,7 @@ static int compare_layer(convoy_runtime *rt, cudnn_layer *c, const suite_layer *
         *dev[k] = device_random(count, (uint64_t)k + 1, host);
         CHECK(convoy_tensor_create(rt, nd2, dims[k], &t[k]));
         convoy_task *task = NULL;
-        CHECK(convoy_upload(rt, t[k], host, &task));
+        CHECK(convoy_upload(rt, t[k], host, count, &task));
         CHECK(convoy_task_wait(task));
         convoy_task_release(task);
     }
@@ -362,6 +362,7 @@ int main(int argc, char **argv)
 
     convoy_options o;
     CHECK(convoy_options_init(&o));
+    CHECK(convoy_options_from_env(&o)); /* CONVOY_TUNE_CACHE, CONVOY_EXCLUDE, ... */
     o.device = CONVOY_DEVICE_CUDA;
     o.algo = CONVOY_ALGO_TIME_ONCE;
     convoy_runtime *rt = NULL;

@@ -35,13 +35,14 @@ static float *host_alloc(size_t count)
 }
 
 /* Runs the pipeline RUNS times after a warm-up on a runtime with the given
- * streams setting (-2: whatever convoy_options_init gives). Returns the median
+ * streams setting (-2: the default, or CONVOY_STREAMS). Returns the median
  * seconds per pipeline; outputs land in out[]. */
 static double run_config(int streams, const suite_layer *l, float *const *in, const float *w_host,
                          float *const *out)
 {
     convoy_options o;
     CHECK(convoy_options_init(&o));
+    CHECK(convoy_options_from_env(&o));
     if (streams != -2)
         o.streams = streams;
     convoy_runtime *rt = NULL;
@@ -52,11 +53,14 @@ static double run_config(int streams, const suite_layer *l, float *const *in, co
     int64_t in_dims[5], w_dims[5], out_dims[5];
     int nd2 = l->nd + 2;
     suite_dims(l, in_dims, w_dims, out_dims);
+    const size_t in_count = (size_t)suite_numel(nd2, in_dims);
+    const size_t w_count = (size_t)suite_numel(nd2, w_dims);
+    const size_t out_count = (size_t)suite_numel(nd2, out_dims);
     convoy_conv_params p;
     CHECK(suite_params(l, &p));
     convoy_tensor *w = NULL, *x[BATCHES], *y[BATCHES];
     CHECK(convoy_tensor_create(rt, nd2, w_dims, &w));
-    CHECK(convoy_upload(rt, w, w_host, NULL));
+    CHECK(convoy_upload(rt, w, w_host, w_count, NULL));
     for (int b = 0; b < BATCHES; ++b) {
         CHECK(convoy_tensor_create(rt, nd2, in_dims, &x[b]));
         CHECK(convoy_tensor_create(rt, nd2, out_dims, &y[b]));
@@ -67,9 +71,9 @@ static double run_config(int streams, const suite_layer *l, float *const *in, co
     for (int r = -1; r < RUNS; ++r) {
         double t0 = suite_now();
         for (int b = 0; b < BATCHES; ++b) {
-            CHECK(convoy_upload(rt, x[b], in[b], NULL));
+            CHECK(convoy_upload(rt, x[b], in[b], in_count, NULL));
             CHECK(convoy_conv_forward(rt, &p, x[b], w, y[b], NULL));
-            CHECK(convoy_download(rt, y[b], out[b], NULL));
+            CHECK(convoy_download(rt, y[b], out[b], out_count, NULL));
         }
         CHECK(convoy_runtime_synchronize(rt));
         if (r >= 0)

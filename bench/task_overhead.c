@@ -70,6 +70,7 @@ static void measure(convoy_device device, long count, double target_none, double
 {
     convoy_options o;
     CHECK(convoy_options_init(&o));
+    CHECK(convoy_options_from_env(&o)); /* CONVOY_TRACE, CONVOY_PROFILE, ... */
     o.device = device;
     if (device == CONVOY_DEVICE_CPU)
         o.streams = 2;

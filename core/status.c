@@ -1,4 +1,4 @@
-/* Status names and the thread-local detail message behind
+/* Status names and descriptions, and the thread-local detail message behind
  * convoy_last_error_message(). Every failing path in the library formats its
  * message here, through convoy__error(). */
 #include <stdarg.h>
@@ -22,6 +22,18 @@ const char *convoy_status_name(convoy_status status)
 #undef CONVOY_STATUS_NAME_CASE
     }
     return "CONVOY_STATUS_UNKNOWN";
+}
+
+const char *convoy_status_description(convoy_status status)
+{
+    switch (status) {
+#define CONVOY_STATUS_TEXT_CASE(name, value, text)                                                 \
+    case name:                                                                                     \
+        return text;
+        CONVOY_STATUS_LIST(CONVOY_STATUS_TEXT_CASE)
+#undef CONVOY_STATUS_TEXT_CASE
+    }
+    return "unknown status";
 }
 
 const char *convoy_last_error_message(void)

@@ -228,7 +228,7 @@ static const convoy__backend_ops host_ops = {
     .memory_capacity = host_memory_capacity,
 };
 
-static const convoy__conv_registry host_registry = {
+const convoy__conv_registry convoy__host_conv_registry = {
     .algos = host_algos,
     .count = (int)(sizeof host_algos / sizeof host_algos[0]),
     .run = host_conv_run,
@@ -246,7 +246,7 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config, con
         return status;
     }
     h->base.ops = &host_ops;
-    h->base.conv = &host_registry;
+    h->base.conv = &convoy__host_conv_registry;
     /* OpenBLAS's thread count is process-wide; the runtime divides the cores
      * between its streams so concurrent GEMMs do not oversubscribe. */
     if (config->blas_threads > 0)

@@ -5,11 +5,15 @@
 
 #include "convoy.h"
 #include "core/device.h"
+#include "kernels/conv_algo.h"
 
 typedef struct convoy__host_config {
     int blas_threads; /* OpenBLAS threads for each task; 0 = leave OpenBLAS's default */
     const char *note; /* appended to describe(), e.g. why CUDA was not used; may be NULL */
 } convoy__host_config;
+
+/* The host backend's convolution algorithms (1x1, gemm, direct). */
+extern const convoy__conv_registry convoy__host_conv_registry;
 
 convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out);
 

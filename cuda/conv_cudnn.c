@@ -209,13 +209,20 @@ static void list_backward_filter(convoy__cuda_backend *be, const cudnn_plan *p,
     }
 }
 
+static const char *cudnn_unavailable(convoy__backend *base)
+{
+    return convoy__cuda_of(base)->has_cudnn
+               ? NULL
+               : "cuDNN is not in use on this device (not loadable, or excluded at creation)";
+}
+
 static const char *cudnn_refusal(convoy__backend *base, const convoy__conv_geom *geom,
                                  convoy_conv_direction direction)
 {
     (void)direction;
-    const char *why = NULL;
-    if (!convoy__cuda_of(base)->has_cudnn)
-        return "cuDNN is not in use on this device (not found, or excluded at creation)";
+    const char *why = cudnn_unavailable(base);
+    if (why)
+        return why;
     if (!convoy__cudnn_expressible(geom, NULL, &why))
         return why;
     return NULL;
@@ -320,6 +327,7 @@ const convoy__conv_algo convoy__cuda_algo_cudnn = {
     .prepare = cudnn_prepare,
     .release = cudnn_release,
     .run = cudnn_run,
+    .unavailable = cudnn_unavailable,
 };
 
 void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size)
@@ -332,13 +340,18 @@ void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t s
 
 #else /* !CONVOY_HAVE_CUDNN */
 
+static const char *cudnn_unavailable(convoy__backend *be)
+{
+    (void)be;
+    return "convoy was built without cuDNN";
+}
+
 static const char *cudnn_refusal(convoy__backend *be, const convoy__conv_geom *geom,
                                  convoy_conv_direction direction)
 {
-    (void)be;
     (void)geom;
     (void)direction;
-    return "convoy was built without cuDNN";
+    return cudnn_unavailable(be);
 }
 
 static void cudnn_candidates(convoy__backend *be, const convoy__conv_algo *self,
@@ -369,6 +382,7 @@ const convoy__conv_algo convoy__cuda_algo_cudnn = {
     .refusal = cudnn_refusal,
     .candidates = cudnn_candidates,
     .run = cudnn_run,
+    .unavailable = cudnn_unavailable,
 };
 
 void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size)

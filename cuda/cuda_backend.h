@@ -1,6 +1,6 @@
-/* Creating the CUDA backend. The only declaration outside kernels/ that
- * mentions CUDA; runtime/backend_registry.c calls it when the library was
- * built with CUDA. Needs no CUDA header. */
+/* Creating the CUDA backend, and its algorithm registry. The only header of
+ * cuda/ that code outside it includes (runtime/backend_registry.c, when the
+ * library was built with CUDA). Needs no CUDA header. */
 #ifndef CONVOY_CUDA_CUDA_BACKEND_H
 #define CONVOY_CUDA_CUDA_BACKEND_H
 
@@ -8,6 +8,7 @@
 
 #include "convoy.h"
 #include "core/device.h"
+#include "kernels/conv_algo.h"
 
 typedef struct convoy__cuda_config {
     int device_index;  /* CUDA device ordinal */
@@ -22,7 +23,10 @@ typedef struct convoy__cuda_config {
 convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, convoy__backend **out,
                                           char *why, size_t why_size);
 
-/* 1 when cuDNN was initialised in this backend (for CONVOY_REQUIRE=cudnn). */
+/* 1 when cuDNN was initialised in this backend. */
 int convoy__cuda_backend_has_cudnn(convoy__backend *backend);
+
+/* The CUDA backend's convolution algorithms (cudnn, 1x1, gemm, direct). */
+extern const convoy__conv_registry convoy__cuda_conv_registry;
 
 #endif /* CONVOY_CUDA_CUDA_BACKEND_H */

@@ -64,8 +64,7 @@ convoy_status convoy__cuda_bind_blas(convoy__cuda_backend *be, cudaStream_t stre
 
 /* ---- convolution algorithms ------------------------------------------------------------ */
 
-/* The registry (cuda_conv.c) and the algorithms of the other files. */
-extern const convoy__conv_registry convoy__cuda_conv_registry;
+/* The algorithms of the files other than cuda_conv.c, which lists them. */
 extern const convoy__conv_algo convoy__cuda_algo_cudnn; /* conv_cudnn.c */
 extern const convoy__conv_algo convoy__cuda_algo_gemm;  /* conv_gemm_cuda.c */
 extern const convoy__conv_algo convoy__cuda_algo_1x1;   /* conv_gemm_cuda.c */

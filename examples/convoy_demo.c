@@ -50,7 +50,7 @@ static void upload_random(convoy_runtime *rt, convoy_tensor *t, int ndim, const 
     }
     suite_fill_random(host, count, seed);
     convoy_task *task = NULL;
-    CHECK(convoy_upload(rt, t, host, &task));
+    CHECK(convoy_upload(rt, t, host, count, &task));
     CHECK(convoy_task_wait(task));
     convoy_task_release(task);
     free(host);

@@ -40,10 +40,10 @@ int main(void)
     /* Each call returns at once; the runtime orders the tasks by the tensors
      * they read and write. Host buffers must stay valid until completion. */
     convoy_task *done = NULL;
-    CHECK(convoy_upload(rt, x, image, NULL));
-    CHECK(convoy_upload(rt, w, ones, NULL));
+    CHECK(convoy_upload(rt, x, image, 25, NULL));
+    CHECK(convoy_upload(rt, w, ones, 9, NULL));
     CHECK(convoy_conv_forward(rt, &p, x, w, y, NULL));
-    CHECK(convoy_download(rt, y, result, &done));
+    CHECK(convoy_download(rt, y, result, 25, &done));
     CHECK(convoy_task_wait(done)); /* a failure anywhere above shows up here */
     convoy_task_release(done);
 

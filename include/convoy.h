@@ -74,6 +74,11 @@ typedef enum convoy_status {
  * outside the enum. Never NULL, static storage. */
 CONVOY_EXTERN const char *convoy_status_name(convoy_status status);
 
+/* What the code means, from CONVOY_STATUS_LIST ("tensor shapes do not fit the
+ * request"); "unknown status" for values outside the enum. Never NULL,
+ * static storage. */
+CONVOY_EXTERN const char *convoy_status_description(convoy_status status);
+
 /* The detail text of the most recent failed call made by this thread, for
  * example "conv_forward: input has 6 channels but filters expect 3 x 1
  * group". Names the call, the tensor, the dimension, and the expected and
@@ -100,14 +105,6 @@ typedef enum convoy_algo_policy {
     CONVOY_ALGO_TIME_ON_SHAPE_CHANGE = 2 /* time again whenever the shape key is new */
 } convoy_algo_policy;
 
-/* Convolution implementations, as bits for convoy_options.exclude/require.
- * Their names in CONVOY_EXCLUDE / CONVOY_REQUIRE are in parentheses. */
-#define CONVOY_IMPL_CUDNN 0x1u  /* cuDNN, every algorithm ("cudnn") */
-#define CONVOY_IMPL_GEMM 0x2u   /* im2col/col2im + BLAS GEMM ("gemm") */
-#define CONVOY_IMPL_1X1 0x4u    /* 1x1 stride-1 unpadded as one GEMM ("1x1") */
-#define CONVOY_IMPL_DIRECT 0x8u /* plain loops, the reference ("direct") */
-#define CONVOY_IMPL_ALL 0xfu
-
 typedef enum convoy_log_level {
     CONVOY_LOG_ERROR = 0,
     CONVOY_LOG_WARNING = 1,
@@ -120,40 +117,75 @@ typedef enum convoy_log_level {
 typedef void (*convoy_log_fn)(void *user_data, convoy_log_level level, const char *message);
 
 /* Runtime configuration. Always start from convoy_options_init() so fields
- * added later get their defaults. Environment variables (read by
- * convoy_options_init) are named after each field. */
+ * added later get their defaults. Each field names the environment variable
+ * convoy_options_from_env() reads for it. */
 typedef struct convoy_options {
     convoy_device device;    /* CONVOY_DEVICE=auto|cpu|cuda (default auto) */
-    int device_index;        /* CONVOY_DEVICE_INDEX (default 0) */
-    int streams;             /* CONVOY_STREAMS: compute streams; -1 = the device's default
-                                (CPU: 0, run every task inline at submit; CUDA: 4) */
-    int blas_threads;        /* CONVOY_BLAS_THREADS: OpenBLAS threads in total, 0 = all cores */
+    int device_index;        /* CONVOY_DEVICE_INDEX=0..1024 (default 0) */
+    int streams;             /* CONVOY_STREAMS=0..64: compute streams; -1 = the device's
+                                default (CPU: 0, run every task inline at submit; CUDA: 4) */
+    int blas_threads;        /* CONVOY_BLAS_THREADS=0..1024: OpenBLAS threads in total,
+                                0 = all cores */
     convoy_algo_policy algo; /* CONVOY_ALGO=heuristic|time_once|time_on_shape_change */
-    unsigned exclude;        /* CONVOY_EXCLUDE=cudnn,gemm,1x1,direct (CONVOY_IMPL_* bits) */
-    unsigned require;        /* CONVOY_REQUIRE=cudnn: runtime_create fails without it */
-    int deterministic;       /* CONVOY_DETERMINISTIC=1: only deterministic algorithms */
+    const char *exclude;     /* CONVOY_EXCLUDE: comma-separated algorithm names the planner
+                                leaves out ("gemm,1x1"); NULL or "" = none */
+    const char *require;     /* CONVOY_REQUIRE: comma-separated algorithm names that must be
+                                usable ("cudnn": runtime_create fails without cuDNN instead
+                                of falling back); NULL or "" = none */
+    int deterministic;       /* CONVOY_DETERMINISTIC=0|1: only deterministic algorithms */
     size_t memory_limit;     /* CONVOY_MEMORY_LIMIT bytes (K/M/G suffix), 0 = no limit */
     size_t workspace_limit;  /* CONVOY_WORKSPACE_LIMIT bytes per convolution, 0 = a quarter
                                 of memory_limit, or 1 GiB when that is unlimited */
     const char *tune_cache;  /* CONVOY_TUNE_CACHE: path of the persistent tuning file */
     const char *trace_path;  /* CONVOY_TRACE: write a Chrome trace (JSON) at destroy */
-    int profile;             /* CONVOY_PROFILE=1: log a per-kind summary at destroy */
-    long test_fail_alloc;    /* CONVOY_TEST_FAIL_ALLOC=N: the N-th backend allocation
-                                fails (testing only); 0 = off */
-    convoy_log_fn log_fn;    /* NULL: silent, unless profile or CONVOY_LOG=stderr */
+    int profile;             /* CONVOY_PROFILE=0|1: log a per-kind summary at destroy */
+    long test_fail_alloc;    /* testing only: the N-th backend allocation fails; 0 = off.
+                                When 0, convoy_runtime_create reads the test hook
+                                CONVOY_TEST_FAIL_ALLOC=N from the environment instead,
+                                whatever else the options say. */
+    convoy_log_fn log_fn;    /* NULL: silent, unless profile (then stderr); CONVOY_LOG=stderr
+                                makes convoy_options_from_env install a stderr logger */
     void *log_user_data;
 } convoy_options;
 
-/* Fills *options with the defaults, then applies the CONVOY_* environment
- * variables. A malformed variable is CONVOY_ERR_INVALID_ARGUMENT naming the
- * variable and value; *options then holds the defaults for that field.
+/* Fills *options with the defaults: device AUTO, device_index 0, streams -1,
+ * blas_threads 0, algo HEURISTIC, no exclude/require, no limits, no tune
+ * cache, trace or profile, no log callback. Reads no environment variable.
  * Returns CONVOY_ERR_INVALID_ARGUMENT for a NULL options. Synchronous. */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_options_init(convoy_options *options);
 
-/* Creates a runtime. options may be NULL (then convoy_options_init() is used).
- * String fields are copied. With device AUTO the runtime falls back to the CPU
- * when CUDA is not usable and says why in convoy_runtime_describe().
- * Returns: CONVOY_ERR_INVALID_ARGUMENT (NULL out, out-of-range field),
+/* Applies the CONVOY_* environment variables on top of *options (call
+ * convoy_options_init first). A variable that is unset or empty leaves its
+ * field as it was. Accepted values:
+ *   CONVOY_DEVICE          auto|cpu|cuda
+ *   CONVOY_ALGO            heuristic|time_once|time_on_shape_change
+ *   CONVOY_DETERMINISTIC, CONVOY_PROFILE   0|1
+ *   CONVOY_DEVICE_INDEX, CONVOY_BLAS_THREADS   digits, 0..1024
+ *   CONVOY_STREAMS         digits, 0..64
+ *   CONVOY_MEMORY_LIMIT, CONVOY_WORKSPACE_LIMIT   digits with an optional
+ *                          K, M or G suffix (powers of 1024)
+ *   CONVOY_EXCLUDE, CONVOY_REQUIRE   comma-separated algorithm names
+ *   CONVOY_TUNE_CACHE, CONVOY_TRACE  a path
+ *   CONVOY_LOG             stderr: log_fn, when NULL, becomes a logger that
+ *                          writes each line to stderr
+ * Numbers take no sign, blank or trailing text. The string fields point into
+ * the environment: they stay valid until it changes, and
+ * convoy_runtime_create copies them. A malformed variable is
+ * CONVOY_ERR_INVALID_ARGUMENT; the message names the first malformed variable
+ * (in the order of the fields of convoy_options), its value and every
+ * accepted spelling, and that field keeps its previous value (the
+ * well-formed variables are applied). Returns
+ * CONVOY_ERR_INVALID_ARGUMENT for a NULL options. Not thread-safe against
+ * setenv/putenv in other threads. Synchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_options_from_env(convoy_options *options);
+
+/* Creates a runtime. options may be NULL: the defaults with the environment
+ * applied (convoy_options_init, then convoy_options_from_env). String fields
+ * are copied. With device AUTO the runtime falls back to the CPU when CUDA is
+ * not usable and says why in convoy_runtime_describe().
+ * Returns: CONVOY_ERR_INVALID_ARGUMENT (NULL out, out-of-range field, an
+ * unknown algorithm name in exclude/require, a malformed CONVOY_* variable
+ * when options is NULL, a malformed CONVOY_TEST_FAIL_ALLOC),
  * CONVOY_ERR_NO_DEVICE (device CUDA but none is usable; the reason is in the
  * message), CONVOY_ERR_UNSUPPORTED (require names an implementation that is
  * missing), CONVOY_ERR_OUT_OF_MEMORY, CONVOY_ERR_BACKEND. *out is set only on
@@ -161,9 +193,15 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_options_init(convoy_options 
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_runtime_create(const convoy_options *options,
                                                                    convoy_runtime **out);
 
-/* Waits for every submitted task, then frees the runtime, its tensors, its
- * tasks' internal state and its memory. Task handles not yet released stay
- * valid for convoy_task_wait / convoy_task_release only. NULL is a no-op. */
+/* Waits for every submitted task, then frees the runtime, its tasks'
+ * internal state, its memory and the storage of every tensor. Handles the
+ * program still holds are detached, not freed: a task handle not yet
+ * released stays valid for convoy_task_wait / convoy_task_done /
+ * convoy_task_release, and a tensor handle not yet destroyed stays valid for
+ * convoy_tensor_ndim / convoy_tensor_dim / convoy_tensor_destroy (which then
+ * only frees the handle); every other call refuses a detached tensor with
+ * CONVOY_ERR_INVALID_ARGUMENT. Each such handle still needs its release or
+ * destroy call. NULL is a no-op. */
 CONVOY_EXTERN void convoy_runtime_destroy(convoy_runtime *runtime);
 
 /* Blocks until every task submitted so far has completed. Returns CONVOY_OK,
@@ -193,13 +231,15 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_tensor_create(convoy_runtime
 
 /* Releases the tensor. Its storage returns to the pool once the tasks already
  * submitted that use it have finished; the call itself does not block. The
- * tensor must not be named in a submit after this. NULL is a no-op. */
+ * tensor must not be named in a submit after this. On a tensor detached by
+ * convoy_runtime_destroy it frees the handle. NULL is a no-op. */
 CONVOY_EXTERN void convoy_tensor_destroy(convoy_tensor *tensor);
 
-/* Rank of the tensor; 0 for NULL. */
+/* Rank of the tensor; 0 for NULL. Works on a detached tensor too. */
 CONVOY_EXTERN int convoy_tensor_ndim(const convoy_tensor *tensor);
 
-/* Extent of one axis; -1 for NULL or an axis outside 0..ndim-1. */
+/* Extent of one axis; -1 for NULL or an axis outside 0..ndim-1. Works on a
+ * detached tensor too. */
 CONVOY_EXTERN int64_t convoy_tensor_dim(const convoy_tensor *tensor, int axis);
 
 /* ---- tasks ------------------------------------------------------------- */
@@ -222,21 +262,25 @@ CONVOY_EXTERN void convoy_task_release(convoy_task *task);
 
 /* ---- transfers --------------------------------------------------------- */
 
-/* Copies numel(dst) floats from host_src into dst. Asynchronous: host_src
- * must stay valid and unmodified until the task completes. Returns
- * CONVOY_ERR_INVALID_ARGUMENT (NULL runtime/tensor/pointer, tensor of another
- * runtime) or CONVOY_ERR_OUT_OF_MEMORY. */
+/* Copies the count floats at host_src into dst; count is the host buffer's
+ * element count and must equal numel(dst). Asynchronous: host_src must stay
+ * valid and unmodified until the task completes. Returns
+ * CONVOY_ERR_INVALID_ARGUMENT (NULL runtime/tensor, NULL host_src for a
+ * non-empty tensor, a tensor of another runtime or a detached one),
+ * CONVOY_ERR_SHAPE (count is not numel(dst); the message gives the tensor's
+ * dims, the expected and the given count) or CONVOY_ERR_OUT_OF_MEMORY. */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_upload(convoy_runtime *runtime,
                                                            convoy_tensor *dst, const void *host_src,
-                                                           convoy_task **task);
+                                                           size_t count, convoy_task **task);
 
-/* Copies src into numel(src) floats at host_dst. Asynchronous: host_dst must
- * stay valid and untouched until the task completes. If the task that last
- * wrote src failed, this task fails with CONVOY_ERR_DEPENDENCY_FAILED and
- * host_dst is not written. Errors as convoy_upload. */
+/* Copies src into the count floats at host_dst; count is the host buffer's
+ * element count and must equal numel(src). Asynchronous: host_dst must stay
+ * valid and untouched until the task completes. If the task that last wrote
+ * src failed, this task fails with CONVOY_ERR_DEPENDENCY_FAILED and host_dst
+ * is not written. Errors as convoy_upload. */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_download(convoy_runtime *runtime,
                                                              convoy_tensor *src, void *host_dst,
-                                                             convoy_task **task);
+                                                             size_t count, convoy_task **task);
 
 /* ---- convolution ------------------------------------------------------- */
 
@@ -345,7 +389,8 @@ typedef struct convoy_access {
 /* What a custom task function receives. */
 typedef struct convoy_task_context {
     convoy_device device; /* where data[] points: host (CPU) or device (CUDA) */
-    void *stream;         /* CUDA: the task's cudaStream_t; CPU: NULL */
+    void *stream;         /* CUDA: the task's cudaStream_t (typed by convoy_cuda_task_stream
+                             in convoy_cuda.h); CPU: NULL */
     size_t count;         /* number of accesses */
     const convoy_access *accesses;
     float *const *data; /* data[i] is the storage of accesses[i].tensor */

@@ -84,6 +84,10 @@ struct convoy__conv_algo {
      * wraps it). workspace has plan->workspace_bytes bytes (NULL when 0). */
     convoy_status (*run)(convoy__backend *be, void *native_stream, const convoy__conv_plan *plan,
                          const convoy__conv_buffers *buffers, void *workspace);
+    /* NULL when the algorithm is usable on this device at all, else why not
+     * ("cuDNN is not in use ..."); checked by CONVOY_REQUIRE. NULL pointer:
+     * always usable. */
+    const char *(*unavailable)(convoy__backend *be);
 };
 
 /* A backend's algorithms, and the two things about running them that depend

@@ -1,6 +1,7 @@
 /* The names of every convolution algorithm any backend of this build
  * registers, for validating CONVOY_EXCLUDE / CONVOY_REQUIRE and the options'
- * exclude / require lists before a backend exists. */
+ * exclude / require lists before a backend exists. Implemented in
+ * runtime/backend_registry.c, the one place that knows the backends. */
 #ifndef CONVOY_RUNTIME_ALGORITHM_NAMES_H
 #define CONVOY_RUNTIME_ALGORITHM_NAMES_H
 
@@ -10,7 +11,7 @@
  * algorithm of some backend of this build. */
 int convoy__algorithm_name_known(const char *name, size_t len);
 
-/* Every accepted name, comma-separated ("cudnn,gemm,1x1,direct"), for error
+/* Every accepted name, comma-separated ("1x1,gemm,direct,cudnn"), for error
  * messages. Static storage. */
 const char *convoy__algorithm_names_all(void);
 

@@ -1,11 +1,14 @@
 /* The one place that knows which backends exist. A build without CUDA
  * compiles only the host backend; with CUDA, device AUTO tries the GPU and
  * falls back to the host with the reason kept for convoy_runtime_describe. */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cpu/host_backend.h"
+#include "runtime/algorithm_names.h"
+#include "runtime/options_int.h"
 #include "runtime/runtime_int.h"
 #include "core/error_detail.h"
 
@@ -30,45 +33,128 @@ static convoy_status open_host(const convoy_options *o, const char *note, convoy
     return convoy__host_backend_create(&config, out);
 }
 
+/* The registries of every backend of this build, for the names options may use. */
+static const convoy__conv_registry *const registries[] = {
+    &convoy__host_conv_registry,
+#ifdef CONVOY_HAVE_CUDA
+    &convoy__cuda_conv_registry,
+#endif
+};
+#define REGISTRY_COUNT ((int)(sizeof registries / sizeof registries[0]))
+
+int convoy__algorithm_name_known(const char *name, size_t len)
+{
+    for (int r = 0; r < REGISTRY_COUNT; ++r) {
+        if (convoy__conv_registry_find(registries[r], name, len))
+            return 1;
+    }
+    return 0;
+}
+
+static char all_names[256];
+static pthread_once_t all_names_once = PTHREAD_ONCE_INIT;
+
+/* Every name once, in registry order: "1x1,gemm,direct,cudnn". */
+static void list_all_names(void)
+{
+    size_t used = 0;
+    for (int r = 0; r < REGISTRY_COUNT; ++r) {
+        for (int a = 0; a < registries[r]->count; ++a) {
+            const char *name = registries[r]->algos[a]->name;
+            int seen = 0;
+            for (int q = 0; q < r; ++q)
+                seen |= convoy__conv_registry_find(registries[q], name, strlen(name)) != NULL;
+            if (seen || used + strlen(name) + 2 > sizeof all_names)
+                continue;
+            used += (size_t)snprintf(all_names + used, sizeof all_names - used, "%s%s",
+                                     used ? "," : "", name);
+        }
+    }
+}
+
+const char *convoy__algorithm_names_all(void)
+{
+    pthread_once(&all_names_once, list_all_names);
+    return all_names;
+}
+
+/* The next name of a comma-separated list, as options.c splits them. */
+static const char *next_name(const char *p, size_t *len)
+{
+    while (*p == ',' || *p == ' ' || *p == '\t')
+        ++p;
+    if (!*p)
+        return NULL;
+    *len = strcspn(p, ", \t");
+    return p;
+}
+
+/* The first name of require that the backend lacks or cannot use, with why;
+ * NULL when it has them all. */
+static const char *missing_required(const convoy_options *o, convoy__backend *be, size_t *len,
+                                    const char **why)
+{
+    for (const char *p = o->require ? next_name(o->require, len) : NULL; p;
+         p = next_name(p + *len, len)) {
+        const convoy__conv_algo *algo = convoy__conv_registry_find(be->conv, p, *len);
+        *why = !algo               ? "this backend has no such algorithm"
+               : algo->unavailable ? algo->unavailable(be)
+                                   : NULL;
+        if (*why)
+            return p;
+    }
+    return NULL;
+}
+
+/* Keeps the backend only when it has every required algorithm. */
+static convoy_status check_required(const convoy_options *o, convoy__backend **be,
+                                    const char *fallback_note)
+{
+    size_t len = 0;
+    const char *why = NULL;
+    const char *name = missing_required(o, *be, &len, &why);
+    if (!name)
+        return CONVOY_OK;
+    convoy_status status = convoy__error(
+        CONVOY_ERR_UNSUPPORTED, "runtime_create: require names %.*s, but on the %s backend %s%s%s",
+        (int)len, name, (*be)->ops->name, why, fallback_note ? " " : "",
+        fallback_note ? fallback_note : "");
+    (*be)->ops->destroy(*be);
+    *be = NULL;
+    return status;
+}
+
 convoy_status convoy__backend_open(const convoy_options *o, convoy__backend **out, char *note,
                                    size_t note_size)
 {
     note[0] = '\0';
+    convoy_status status;
     if (o->device == CONVOY_DEVICE_CPU) {
-        if (o->require & CONVOY_IMPL_CUDNN)
-            return convoy__error(CONVOY_ERR_UNSUPPORTED,
-                                 "runtime_create: CONVOY_REQUIRE=cudnn but the device is the CPU");
-        return open_host(o, NULL, out);
+        if ((status = open_host(o, NULL, out)) != CONVOY_OK)
+            return status;
+        return check_required(o, out, NULL);
     }
 #ifdef CONVOY_HAVE_CUDA
     char why[256] = "";
     convoy__cuda_config config = {o->device_index, o->deterministic,
-                                  !(o->exclude & CONVOY_IMPL_CUDNN)};
-    convoy_status status = convoy__cuda_backend_create(&config, out, why, sizeof why);
-    if (status == CONVOY_OK) {
-        if ((o->require & CONVOY_IMPL_CUDNN) && !convoy__cuda_backend_has_cudnn(*out)) {
-            (*out)->ops->destroy(*out);
-            *out = NULL;
-            return convoy__error(CONVOY_ERR_UNSUPPORTED,
-                                 "runtime_create: CONVOY_REQUIRE=cudnn but cuDNN is not usable%s",
-                                 (o->exclude & CONVOY_IMPL_CUDNN) ? " (CONVOY_EXCLUDE has cudnn)"
-                                                                  : "");
-        }
-        return CONVOY_OK;
-    }
-    if (o->device == CONVOY_DEVICE_CUDA || (o->require & CONVOY_IMPL_CUDNN))
+                                  !convoy__name_listed(o->exclude, "cudnn")};
+    status = convoy__cuda_backend_create(&config, out, why, sizeof why);
+    if (status == CONVOY_OK)
+        return check_required(
+            o, out, convoy__name_listed(o->exclude, "cudnn") ? "(exclude names cudnn too)" : NULL);
+    if (o->device == CONVOY_DEVICE_CUDA)
         return convoy__error(status == CONVOY_ERR_NO_DEVICE ? CONVOY_ERR_NO_DEVICE : status,
-                             "runtime_create: CUDA device %d is not usable: %s%s", o->device_index,
-                             why,
-                             (o->require & CONVOY_IMPL_CUDNN) ? " (CONVOY_REQUIRE=cudnn)" : "");
+                             "runtime_create: CUDA device %d is not usable: %s", o->device_index,
+                             why);
     snprintf(note, note_size, "(no CUDA: %s)", why);
 #else
-    if (o->device == CONVOY_DEVICE_CUDA || (o->require & CONVOY_IMPL_CUDNN))
+    if (o->device == CONVOY_DEVICE_CUDA)
         return convoy__error(CONVOY_ERR_NO_DEVICE,
-                             "runtime_create: CUDA was requested%s but this convoy was built "
-                             "without the CUDA backend",
-                             (o->require & CONVOY_IMPL_CUDNN) ? " (CONVOY_REQUIRE=cudnn)" : "");
+                             "runtime_create: CUDA was requested but this convoy was built "
+                             "without the CUDA backend");
     snprintf(note, note_size, "(no CUDA: built without the CUDA backend)");
 #endif
-    return open_host(o, note, out);
+    if ((status = open_host(o, note, out)) != CONVOY_OK)
+        return status;
+    return check_required(o, out, note);
 }

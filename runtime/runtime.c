@@ -19,17 +19,6 @@
  * limit is given. */
 #define CONVOY__DEFAULT_WORKSPACE ((size_t)1 << 30)
 
-/* The opt-in logger installed by CONVOY_PROFILE=1 or CONVOY_LOG=stderr when
- * the program set none: the program asked for the text on stderr. */
-static void stderr_log(void *user_data, convoy_log_level level, const char *message)
-{
-    static const char *const names[] = {"error", "warning", "info", "debug"};
-    char line[4096];
-    int n = snprintf(line, sizeof line, "convoy %s: %s\n", names[level & 3], message);
-    if (n > 0)
-        fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
-}
-
 static char *copy_text(const char *text)
 {
     return text ? strdup(text) : NULL;
@@ -49,6 +38,8 @@ static void runtime_free(convoy_runtime *rt)
     pthread_mutex_destroy(&rt->tensors_lock);
     free(rt->tune_cache_path);
     free(rt->trace_path);
+    free(rt->exclude_names);
+    free(rt->require_names);
     free(rt);
 }
 
@@ -99,10 +90,8 @@ static convoy_status create_parts(convoy_runtime *rt)
     char environment[512];
     snprintf(environment, sizeof environment, "%s | convoy %s", be->ops->describe(be),
              CONVOY_VERSION_STRING);
-    char excluded[64];
-    convoy__impl_names(o->exclude, excluded, sizeof excluded);
     convoy__planner_config plan = {.backend = be,
-                                   .exclude = o->exclude ? excluded : NULL,
+                                   .exclude = o->exclude,
                                    .deterministic = o->deterministic,
                                    .exact_only = 0,
                                    .policy = o->algo,
@@ -116,7 +105,8 @@ static convoy_status create_parts(convoy_runtime *rt)
     snprintf(rt->description, sizeof rt->description,
              "%s; %d compute stream%s%s; algo %s; exclude %s; convoy %s", be->ops->describe(be),
              streams, streams == 1 ? "" : "s", streams == 0 ? " (inline)" : "",
-             policy_name(o->algo), excluded, CONVOY_VERSION_STRING);
+             policy_name(o->algo), o->exclude && *o->exclude ? o->exclude : "none",
+             CONVOY_VERSION_STRING);
     return CONVOY_OK;
 }
 
@@ -128,10 +118,13 @@ convoy_status convoy_runtime_create(const convoy_options *options, convoy_runtim
     convoy_status status;
     if (options) {
         o = *options;
-    } else if ((status = convoy_options_init(&o)) != CONVOY_OK) {
+    } else if ((status = convoy_options_init(&o)) != CONVOY_OK ||
+               (status = convoy_options_from_env(&o)) != CONVOY_OK) {
+        convoy__error_prefix("runtime_create");
         return status;
     }
-    if ((status = convoy__options_check(&o)) != CONVOY_OK)
+    if ((status = convoy__options_check(&o)) != CONVOY_OK ||
+        (status = convoy__options_test_hook(&o)) != CONVOY_OK)
         return status;
     convoy_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -140,12 +133,18 @@ convoy_status convoy_runtime_create(const convoy_options *options, convoy_runtim
     rt->options = o;
     rt->tune_cache_path = copy_text(o.tune_cache);
     rt->trace_path = copy_text(o.trace_path);
+    rt->exclude_names = copy_text(o.exclude);
+    rt->require_names = copy_text(o.require);
     rt->options.tune_cache = rt->tune_cache_path;
     rt->options.trace_path = rt->trace_path;
-    if (!rt->options.log_fn &&
-        (o.profile || (getenv("CONVOY_LOG") && !strcmp(getenv("CONVOY_LOG"), "stderr"))))
-        rt->options.log_fn = stderr_log;
-    if ((o.tune_cache && !rt->tune_cache_path) || (o.trace_path && !rt->trace_path)) {
+    rt->options.exclude = rt->exclude_names;
+    rt->options.require = rt->require_names;
+    /* A profile summary with nowhere to go goes to stderr: the program asked
+     * for it. */
+    if (!rt->options.log_fn && o.profile)
+        rt->options.log_fn = convoy__log_stderr;
+    if ((o.tune_cache && !rt->tune_cache_path) || (o.trace_path && !rt->trace_path) ||
+        (o.exclude && !rt->exclude_names) || (o.require && !rt->require_names)) {
         runtime_free(rt);
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
     }
@@ -180,16 +179,15 @@ void convoy_runtime_destroy(convoy_runtime *rt)
         return;
     (void)convoy__scheduler_synchronize(rt->scheduler);
     /* Tensors the program did not destroy: their tasks are done, so their
-     * storage can go straight back to the pool. */
+     * storage can go straight back to the pool. The handles stay with the
+     * program, detached, until it destroys them. */
     pthread_mutex_lock(&rt->tensors_lock);
     convoy_tensor *t = rt->tensors;
     rt->tensors = NULL;
     pthread_mutex_unlock(&rt->tensors_lock);
     while (t) {
         convoy_tensor *next = t->next;
-        convoy__hazards_clear(rt->scheduler, &t->hazards);
-        convoy__pool_free(rt->pool, t->storage, NULL);
-        free(t);
+        convoy__tensor_detach(t);
         t = next;
     }
     convoy__scheduler_destroy(rt->scheduler);

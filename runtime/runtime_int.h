@@ -20,6 +20,8 @@ struct convoy_runtime {
     convoy_options options; /* string fields point at the copies below */
     char *tune_cache_path;
     char *trace_path;
+    char *exclude_names;
+    char *require_names;
     convoy__backend *backend;
     convoy__pool *pool;
     convoy__scheduler *scheduler;
@@ -53,14 +55,19 @@ static inline float *convoy__tensor_data(const convoy_tensor *t)
     return t->storage ? (float *)t->storage->ptr : NULL;
 }
 
-/* Checks that a tensor argument is non-NULL and belongs to the runtime. */
+/* Checks that a tensor argument is non-NULL, not detached and belongs to
+ * the runtime. */
 convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor *t,
                                    const char *call, const char *name);
+
+/* At runtime destroy, with every task done: drops the tensor's hazard
+ * references, returns its storage and detaches the handle (runtime NULL).
+ * The caller has already unlinked it from the runtime's list. */
+void convoy__tensor_detach(convoy_tensor *t);
 
 /* Creates the backend the options ask for (runtime/backend_registry.c). note
  * receives why CUDA was not used when the CPU was chosen, or "". */
 convoy_status convoy__backend_open(const convoy_options *options, convoy__backend **out, char *note,
                                    size_t note_size);
-
 
 #endif /* CONVOY_RUNTIME_RUNTIME_INT_H */

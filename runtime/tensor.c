@@ -1,7 +1,11 @@
 /* Tensors: dense float32 storage from the runtime's pool plus the hazard
  * record the scheduler orders tasks by. Destroying a tensor is itself a task
  * ordered after every task already using it, so storage returns to the pool
- * exactly when the device is done with it and the call never blocks. */
+ * exactly when the device is done with it and the call never blocks.
+ *
+ * A tensor the program still holds when its runtime is destroyed is
+ * detached (runtime NULL, no storage): the handle stays valid for its dims
+ * and for convoy_tensor_destroy, which then only frees it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,10 @@ convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor
 {
     if (!t)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, name);
+    if (!t->runtime)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                             "%s: %s (%s) is detached: its runtime was destroyed", call, name,
+                             t->text);
     if (t->runtime != rt)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: %s (%s) belongs to another runtime",
                              call, name, t->text);
@@ -106,11 +114,25 @@ static convoy_status release_run(void *payload, void *native_stream, convoy__str
     return CONVOY_OK;
 }
 
+void convoy__tensor_detach(convoy_tensor *t)
+{
+    convoy_runtime *rt = t->runtime;
+    convoy__hazards_clear(rt->scheduler, &t->hazards);
+    convoy__pool_free(rt->pool, t->storage, NULL);
+    t->storage = NULL;
+    t->runtime = NULL;
+    t->prev = t->next = NULL;
+}
+
 void convoy_tensor_destroy(convoy_tensor *t)
 {
     if (!t)
         return;
     convoy_runtime *rt = t->runtime;
+    if (!rt) {
+        free(t);
+        return;
+    }
     /* No task still uses the tensor: free it now, no release task needed. */
     if (convoy__scheduler_clear_if_idle(rt->scheduler, &t->hazards)) {
         unlink_and_free(t, NULL);
@@ -149,4 +171,27 @@ int64_t convoy_tensor_dim(const convoy_tensor *t, int axis)
     if (!t || axis < 0 || axis >= t->ndim)
         return -1;
     return t->dims[axis];
+}
+
+/* Declared in include/convoy_cuda.h, which needs the CUDA headers; its
+ * signature has no CUDA type, so the definition builds everywhere and a CPU
+ * runtime answers CONVOY_ERR_NO_DEVICE. */
+CONVOY_EXTERN convoy_status convoy_cuda_tensor_data(convoy_tensor *t, float **device_ptr)
+{
+    static const char *call = "cuda_tensor_data";
+    if (!device_ptr)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: device_ptr is NULL", call);
+    if (!t)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: tensor is NULL", call);
+    convoy_runtime *rt = t->runtime;
+    if (!rt)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                             "%s: tensor (%s) is detached: its runtime was destroyed", call,
+                             t->text);
+    if (rt->backend->ops->device != CONVOY_DEVICE_CUDA)
+        return convoy__error(CONVOY_ERR_NO_DEVICE,
+                             "%s: tensor (%s) lives on the %s runtime, not on a CUDA device", call,
+                             t->text, rt->backend->ops->name);
+    *device_ptr = convoy__tensor_data(t);
+    return CONVOY_OK;
 }

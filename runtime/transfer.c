@@ -25,15 +25,20 @@ static convoy_status transfer_run(void *payload, void *native_stream, convoy__st
     return convoy__staging_download(p->staging, native_stream, p->host, p->device, p->bytes);
 }
 
-static convoy_status submit_transfer(convoy_runtime *rt, convoy_tensor *t, void *host, int upload,
-                                     convoy_task **task)
+static convoy_status submit_transfer(convoy_runtime *rt, convoy_tensor *t, void *host, size_t count,
+                                     int upload, convoy_task **task)
 {
     const char *call = upload ? "upload" : "download";
+    const char *name = upload ? "dst" : "src";
     if (!rt)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: runtime is NULL", call);
-    convoy_status status = convoy__check_tensor(rt, t, call, upload ? "dst" : "src");
+    convoy_status status = convoy__check_tensor(rt, t, call, name);
     if (status != CONVOY_OK)
         return status;
+    if (count != (size_t)t->numel)
+        return convoy__error(CONVOY_ERR_SHAPE,
+                             "%s: count does not match %s %s: expected %lld elements, got %zu",
+                             call, name, t->text, (long long)t->numel, count);
     if (!host && t->bytes > 0)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: host pointer is NULL for %s", call,
                              t->text);
@@ -56,14 +61,14 @@ static convoy_status submit_transfer(convoy_runtime *rt, convoy_tensor *t, void 
 }
 
 convoy_status convoy_upload(convoy_runtime *rt, convoy_tensor *dst, const void *host_src,
-                            convoy_task **task)
+                            size_t count, convoy_task **task)
 {
     /* The payload's host pointer is only read for an upload. */
-    return submit_transfer(rt, dst, (void *)(uintptr_t)host_src, 1, task);
+    return submit_transfer(rt, dst, (void *)(uintptr_t)host_src, count, 1, task);
 }
 
-convoy_status convoy_download(convoy_runtime *rt, convoy_tensor *src, void *host_dst,
+convoy_status convoy_download(convoy_runtime *rt, convoy_tensor *src, void *host_dst, size_t count,
                               convoy_task **task)
 {
-    return submit_transfer(rt, src, host_dst, 0, task);
+    return submit_transfer(rt, src, host_dst, count, 0, task);
 }

@@ -64,7 +64,6 @@ static atomic_ulong temp_counter;
 
 /* ---- small helpers ------------------------------------------------------ */
 
-
 /* Keys and choices are non-empty, bounded and free of control characters:
  * tabs and newlines would break the line format. */
 static int valid_field(const char *s, size_t max)
@@ -491,7 +490,8 @@ convoy_status convoy__tune_cache_open(const char *path, const char *environment,
     if (loaded < 0)
         convoy__log_to(&c->logger, CONVOY_LOG_WARNING, "%s", message);
     else if (loaded > 0)
-        convoy__log_to(&c->logger, CONVOY_LOG_DEBUG, "tune cache %s: loaded %zu entries", c->path, c->entries.count);
+        convoy__log_to(&c->logger, CONVOY_LOG_DEBUG, "tune cache %s: loaded %zu entries", c->path,
+                       c->entries.count);
     *out = c;
     return CONVOY_OK;
 
@@ -551,7 +551,8 @@ convoy_status convoy__tune_cache_store(convoy__tune_cache *c, const char *key, c
     char why[1024];
     if (rewrite(c, key, why, sizeof why) != 0) {
         convoy__log_to(&c->logger, c->write_warned ? CONVOY_LOG_DEBUG : CONVOY_LOG_WARNING,
-            "tune cache %s not saved: %s; tuned choices are kept for this run only", c->path, why);
+                       "tune cache %s not saved: %s; tuned choices are kept for this run only",
+                       c->path, why);
         c->write_warned = 1;
     }
     pthread_mutex_unlock(&c->lock);

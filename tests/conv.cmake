@@ -1,54 +1,56 @@
 # Convolution correctness, gradient identities and error paths. Each executable
-# is written once and runs on every backend: CONVOY_DEVICE picks it (the CUDA
-# runs exit 77, skipped, where there is no GPU); further CPU runs exercise the
+# is written once and runs on every backend: its command line picks it
+# (device=cpu|cuda; the CUDA runs exit 77, skipped, where there is no GPU) and
+# sets the options of the run (streams=, exclude=, workspace_limit=), so the
+# CONVOY_* variables of the shell play no part; further CPU runs exercise the
 # asynchronous host streams and each implementation on its own.
 
 # test_conv: the Aesara shape grids, groups, unshared, pads, empty tensors.
 convoy_add_test(test_conv_cpu TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
-  ENV CONVOY_DEVICE=cpu)
+  ARGS device=cpu)
 convoy_add_test(test_conv_cuda TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv cuda
-  ENV CONVOY_DEVICE=cuda)
+  ARGS device=cuda)
 convoy_add_test(test_conv_cpu_streams TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv tsan
-  ENV "CONVOY_DEVICE=cpu;CONVOY_STREAMS=2")
+  ARGS device=cpu streams=2)
 convoy_add_test(test_conv_cpu_direct TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
-  ENV "CONVOY_DEVICE=cpu;CONVOY_EXCLUDE=gemm,1x1")
+  ARGS device=cpu exclude=gemm,1x1)
 convoy_add_test(test_conv_cpu_gemm TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
-  ENV "CONVOY_DEVICE=cpu;CONVOY_EXCLUDE=direct,1x1")
+  ARGS device=cpu exclude=direct,1x1)
 # A workspace limit under the im2col buffer of the larger cases' whole batch,
 # so the GEMM path works in chunks of images (every single image still fits).
 convoy_add_test(test_conv_cpu_gemm_chunked TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
-  ENV "CONVOY_DEVICE=cpu;CONVOY_EXCLUDE=direct,1x1;CONVOY_WORKSPACE_LIMIT=320K")
+  ARGS device=cpu exclude=direct,1x1 workspace_limit=320K)
 convoy_add_test(test_conv_cuda_gemm TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv cuda
-  ENV "CONVOY_DEVICE=cuda;CONVOY_EXCLUDE=cudnn,1x1")
+  ARGS device=cuda exclude=cudnn,1x1)
 
 # test_conv_grads: adjoint identities, golden values, causal and separable.
 convoy_add_test(test_conv_grads_cpu TARGET test_conv_grads
   SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv
-  ENV CONVOY_DEVICE=cpu)
+  ARGS device=cpu)
 convoy_add_test(test_conv_grads_cuda TARGET test_conv_grads
   SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv cuda
-  ENV CONVOY_DEVICE=cuda)
+  ARGS device=cuda)
 convoy_add_test(test_conv_grads_cpu_streams TARGET test_conv_grads
   SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv tsan
-  ENV "CONVOY_DEVICE=cpu;CONVOY_STREAMS=2")
+  ARGS device=cpu streams=2)
 convoy_add_test(test_conv_grads_cpu_direct TARGET test_conv_grads
   SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv
-  ENV "CONVOY_DEVICE=cpu;CONVOY_EXCLUDE=gemm,1x1")
+  ARGS device=cpu exclude=gemm,1x1)
 
 # test_conv_errors: every error path of the public API, status and message.
 convoy_add_test(test_conv_errors_cpu TARGET test_conv_errors
   SOURCES test_conv_errors.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
-  ENV CONVOY_DEVICE=cpu)
+  ARGS device=cpu)
 convoy_add_test(test_conv_errors_cuda TARGET test_conv_errors
   SOURCES test_conv_errors.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv cuda
-  ENV CONVOY_DEVICE=cuda)
+  ARGS device=cuda)
 convoy_add_test(test_conv_errors_cpu_streams TARGET test_conv_errors
   SOURCES test_conv_errors.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv tsan
-  ENV "CONVOY_DEVICE=cpu;CONVOY_STREAMS=2")
+  ARGS device=cpu streams=2)

@@ -1,5 +1,5 @@
 /* Shared machinery of the convolution tests: seeded random data, the runtime
- * built from the CONVOY_* environment, and running one convolution direction
+ * built from the options the command line gives, and running one convolution direction
  * through the public API (create, upload, conv, download, wait) to compare it
  * with the double-precision reference of conv_reference.c. */
 #include "conv_cases.h"
@@ -81,12 +81,70 @@ float *case_nan_floats(int64_t count)
 
 /* ---- runtime ------------------------------------------------------------- */
 
+/* The options of this run: the defaults plus the command line's settings,
+ * never the environment, so what the shell exports cannot change a test. */
+static convoy_options run_options;
+static int run_options_set;
+
+static int parse_bytes(const char *text, size_t *out)
+{
+    char *end = NULL;
+    if (*text < '0' || *text > '9')
+        return 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    unsigned long long scale = *end == 'K' ? 1ull << 10 : *end == 'M' ? 1ull << 20 : 1;
+    if (scale != 1)
+        ++end;
+    if (*end != '\0')
+        return 0;
+    *out = (size_t)(value * scale);
+    return 1;
+}
+
+static int configure(const char *program, int argc, char **argv)
+{
+    convoy_options *o = &run_options;
+    if (convoy_options_init(o) != CONVOY_OK)
+        return 0;
+    run_options_set = 1;
+    for (int i = 1; i < argc; ++i) {
+        const char *arg = argv[i];
+        const char *value = strchr(arg, '=');
+        int ok = value != NULL;
+        if (ok && !strncmp(arg, "device=", 7)) {
+            ok = !strcmp(value + 1, "cpu") || !strcmp(value + 1, "cuda");
+            o->device = !strcmp(value + 1, "cuda") ? CONVOY_DEVICE_CUDA : CONVOY_DEVICE_CPU;
+        } else if (ok && !strncmp(arg, "streams=", 8)) {
+            o->streams = atoi(value + 1);
+        } else if (ok && !strncmp(arg, "exclude=", 8)) {
+            o->exclude = value + 1;
+        } else if (ok && !strncmp(arg, "workspace_limit=", 16)) {
+            ok = parse_bytes(value + 1, &o->workspace_limit);
+        } else {
+            ok = 0;
+        }
+        if (!ok) {
+            fprintf(stderr,
+                    "%s: bad argument '%s'; expected device=cpu|cuda, streams=N, "
+                    "exclude=NAMES, workspace_limit=N[K|M]\n",
+                    program, arg);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+void case_options(convoy_options *options)
+{
+    if (!run_options_set)
+        (void)configure("case_options", 0, NULL);
+    *options = run_options;
+}
+
 convoy_status case_runtime_create(convoy_runtime **rt)
 {
     convoy_options options;
-    convoy_status status = convoy_options_init(&options);
-    if (status != CONVOY_OK)
-        return status;
+    case_options(&options);
     return convoy_runtime_create(&options, rt);
 }
 
@@ -110,8 +168,10 @@ int case_teardown(void **state)
     return 0;
 }
 
-int case_device_check(const char *program)
+int case_device_check(const char *program, int argc, char **argv)
 {
+    if (!configure(program, argc, argv))
+        return 1;
     convoy_runtime *rt = NULL;
     convoy_status status = case_runtime_create(&rt);
     if (status == CONVOY_ERR_NO_DEVICE) {
@@ -316,6 +376,7 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
     const int64_t *dims[3];
     int ranks[3];
     direction_dims(c, dir, dims, ranks);
+    const int64_t na = numel(dims[0], ranks[0]), nb = numel(dims[1], ranks[1]);
     const int64_t nresult = numel(dims[2], ranks[2]);
     /* Where the forward roles sit among (a, b, result) of each direction. */
     static const int x_of[3] = {0, 2, 0}, w_of[3] = {1, 0, 2}, y_of[3] = {2, 1, 1};
@@ -329,17 +390,18 @@ convoy_status case_run(convoy_runtime *rt, const conv_case *c, convoy_conv_direc
         status =
             report(c, dir, "tensor_create", convoy_tensor_create(rt, ranks[j], dims[j], &t[j]));
     if (status == CONVOY_OK)
-        status = report(c, dir, "upload", convoy_upload(rt, t[0], a, NULL));
+        status = report(c, dir, "upload", convoy_upload(rt, t[0], a, (size_t)na, NULL));
     if (status == CONVOY_OK)
-        status = report(c, dir, "upload", convoy_upload(rt, t[1], b, NULL));
+        status = report(c, dir, "upload", convoy_upload(rt, t[1], b, (size_t)nb, NULL));
     if (status == CONVOY_OK)
-        status = report(c, dir, "upload", convoy_upload(rt, t[2], sentinel, NULL));
+        status = report(c, dir, "upload", convoy_upload(rt, t[2], sentinel, (size_t)nresult, NULL));
     if (status == CONVOY_OK)
         status = report(
             c, dir, "conv submit",
             case_submit(rt, &c->params, dir, t[x_of[dir]], t[w_of[dir]], t[y_of[dir]], &conv_task));
     if (status == CONVOY_OK)
-        status = report(c, dir, "download", convoy_download(rt, t[2], result, &down_task));
+        status = report(c, dir, "download",
+                        convoy_download(rt, t[2], result, (size_t)nresult, &down_task));
     if (status == CONVOY_OK)
         status = report(c, dir, "conv task", convoy_task_wait(conv_task));
     if (status == CONVOY_OK)
@@ -464,7 +526,7 @@ convoy_tensor *case_store_add(case_store *s, int ndim, const int64_t *dims)
         host[k] = (float)(i * 1000 + k % 997) * 0.25f + 0.125f;
     convoy_tensor *t = NULL;
     if (convoy_tensor_create(s->rt, ndim, dims, &t) != CONVOY_OK ||
-        convoy_upload(s->rt, t, host, NULL) != CONVOY_OK) {
+        convoy_upload(s->rt, t, host, (size_t)n, NULL) != CONVOY_OK) {
         printf("  cannot store a tensor: %s\n", convoy_last_error_message());
         convoy_tensor_destroy(t);
         if (convoy_runtime_synchronize(s->rt) != CONVOY_OK)
@@ -486,8 +548,8 @@ int case_store_unchanged(case_store *s)
         const int64_t n = s->numel[i];
         float *got = malloc((size_t)(n > 0 ? n : 1) * sizeof *got);
         convoy_task *task = NULL;
-        convoy_status status =
-            got ? convoy_download(s->rt, s->tensors[i], got, &task) : CONVOY_ERR_OUT_OF_MEMORY;
+        convoy_status status = got ? convoy_download(s->rt, s->tensors[i], got, (size_t)n, &task)
+                                   : CONVOY_ERR_OUT_OF_MEMORY;
         if (status == CONVOY_OK)
             status = convoy_task_wait(task);
         convoy_task_release(task);
@@ -510,9 +572,13 @@ int case_store_unchanged(case_store *s)
 
 void case_store_free(case_store *s)
 {
+    /* The runtime goes first: the tensors are then detached handles, which
+     * destroy only frees. */
     convoy_runtime_destroy(s->rt);
     s->rt = NULL;
-    for (int i = 0; i < s->count; ++i)
+    for (int i = 0; i < s->count; ++i) {
+        convoy_tensor_destroy(s->tensors[i]);
         free(s->host[i]);
+    }
     s->count = 0;
 }

@@ -1,5 +1,6 @@
 /* Shared helpers of the convolution tests: a seeded random generator, the
- * runtime every test creates from the environment (CONVOY_DEVICE, ...), one
+ * runtime every test creates from the command line's options (device=cpu,
+ * ...), one
  * case = params + shapes, running one direction through the public API
  * (create, upload, conv, download, wait) and comparing with the reference. */
 #ifndef CONVOY_TESTS_CONV_CASES_H
@@ -33,16 +34,23 @@ float *case_nan_floats(int64_t count);
 
 /* ---- runtime ------------------------------------------------------------- */
 
-/* Creates a runtime from convoy_options_init (so from CONVOY_* variables). */
+/* The options of this run: convoy_options_init's defaults plus what the
+ * command line set (case_device_check parses it). The environment plays no
+ * part. String fields point into argv. */
+void case_options(convoy_options *options);
+
+/* Creates a runtime from case_options. */
 convoy_status case_runtime_create(convoy_runtime **rt);
 
 /* CMocka setup/teardown: *state is the convoy_runtime *. */
 int case_setup(void **state);
 int case_teardown(void **state);
 
-/* Called first in main: 77 when the requested device is absent (CTest skip),
- * 1 when a runtime cannot be created for another reason, else 0. */
-int case_device_check(const char *program);
+/* Called first in main with its arguments: device=cpu|cuda, streams=N,
+ * exclude=NAMES and workspace_limit=N[K|M] set the run's options. Returns 77
+ * when the requested device is absent (CTest skip), 1 for a bad argument or
+ * when a runtime cannot be created for another reason, else 0. */
+int case_device_check(const char *program, int argc, char **argv);
 
 /* ---- cases --------------------------------------------------------------- */
 
@@ -147,7 +155,8 @@ convoy_tensor *case_store_add(case_store *s, int ndim, const int64_t *dims);
 /* 1 when every stored tensor still holds its pattern; prints the first change. */
 int case_store_unchanged(case_store *s);
 
-/* Destroys the runtime (which waits for the uploads), then the host copies. */
+/* Destroys the runtime (which waits for the uploads), then the tensor
+ * handles it detached and the host copies. */
 void case_store_free(case_store *s);
 
 #endif /* CONVOY_TESTS_CONV_CASES_H */

@@ -1,7 +1,6 @@
-/* Compiled as strict C99 (-pedantic): the public headers must need nothing
+/* Compiled as strict C99 (-pedantic): the public header must need nothing
  * newer and no CUDA header. Built, not run. */
 #include "convoy.h"
-#include "convoy_cuda.h"
 
 int convoy_header_c99_probe(void);
 

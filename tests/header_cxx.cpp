@@ -1,7 +1,6 @@
-// Compiled as C++: the public headers must be usable from C++ as they are.
-// Built, not run.
+// Compiled as C++: the public header must be usable from C++ as it is,
+// without CUDA headers. Built, not run.
 #include "convoy.h"
-#include "convoy_cuda.h"
 
 int convoy_header_cxx_probe();
 

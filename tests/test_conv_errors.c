@@ -1,7 +1,8 @@
 /* Error paths of the public API: each failing call returns the documented
  * status, convoy_last_error_message() names the call and the offending
  * argument, and the call changed nothing (no task handle, no output written,
- * no out-pointer set). Runs on the CONVOY_DEVICE backend. */
+ * no out-pointer set). Runs on the backend the command line names
+ * (device=cpu|cuda). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,6 +133,8 @@ static void test_null_other_arguments(void **state)
     fixture *f = *state;
     EXPECT_ERROR(convoy_runtime_create(NULL, NULL), CONVOY_ERR_INVALID_ARGUMENT, "runtime_create");
     EXPECT_ERROR(convoy_options_init(NULL), CONVOY_ERR_INVALID_ARGUMENT, "options_init");
+    EXPECT_ERROR(convoy_options_from_env(NULL), CONVOY_ERR_INVALID_ARGUMENT, "options_from_env",
+                 "NULL");
     EXPECT_ERROR(convoy_conv_params_init(NULL, 2), CONVOY_ERR_INVALID_ARGUMENT, "params_init",
                  "params");
     EXPECT_ERROR(convoy_task_wait(NULL), CONVOY_ERR_INVALID_ARGUMENT, "task_wait");
@@ -145,13 +148,13 @@ static void test_null_other_arguments(void **state)
                  "tensor_create", "out");
     assert_null(t);
     float host[8] = {0};
-    EXPECT_ERROR(convoy_upload(NULL, f->x, host, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
+    EXPECT_ERROR(convoy_upload(NULL, f->x, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
                  "runtime");
-    EXPECT_ERROR(convoy_upload(f->s.rt, NULL, host, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
+    EXPECT_ERROR(convoy_upload(f->s.rt, NULL, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT, "upload",
                  "NULL");
-    EXPECT_ERROR(convoy_download(NULL, f->x, host, NULL), CONVOY_ERR_INVALID_ARGUMENT, "download",
-                 "runtime");
-    EXPECT_ERROR(convoy_download(f->s.rt, NULL, host, NULL), CONVOY_ERR_INVALID_ARGUMENT,
+    EXPECT_ERROR(convoy_download(NULL, f->x, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT,
+                 "download", "runtime");
+    EXPECT_ERROR(convoy_download(f->s.rt, NULL, host, 8, NULL), CONVOY_ERR_INVALID_ARGUMENT,
                  "download", "NULL");
     convoy_memory_statistics stats;
     EXPECT_ERROR(convoy_memory_stats(NULL, &stats), CONVOY_ERR_INVALID_ARGUMENT, "memory_stats");
@@ -358,10 +361,10 @@ static void test_foreign_runtime(void **state)
     float *host = calloc(288, sizeof *host);
     assert_non_null(host);
     convoy_task *task = NULL;
-    EXPECT_ERROR(convoy_upload(f->s.rt, ox, host, &task), CONVOY_ERR_INVALID_ARGUMENT, "upload",
-                 "runtime");
-    EXPECT_ERROR(convoy_download(f->s.rt, oy, host, &task), CONVOY_ERR_INVALID_ARGUMENT, "download",
-                 "runtime");
+    EXPECT_ERROR(convoy_upload(f->s.rt, ox, host, 216, &task), CONVOY_ERR_INVALID_ARGUMENT,
+                 "upload", "runtime");
+    EXPECT_ERROR(convoy_download(f->s.rt, oy, host, 128, &task), CONVOY_ERR_INVALID_ARGUMENT,
+                 "download", "runtime");
     assert_null(task);
     free(host);
     convoy_tensor_destroy(ox);
@@ -442,12 +445,55 @@ static void test_transfer_null_host(void **state)
 {
     fixture *f = *state;
     convoy_task *task = NULL;
-    EXPECT_ERROR(convoy_upload(f->s.rt, f->y, NULL, &task), CONVOY_ERR_INVALID_ARGUMENT, "upload",
-                 "host");
-    EXPECT_ERROR(convoy_download(f->s.rt, f->y, NULL, &task), CONVOY_ERR_INVALID_ARGUMENT,
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->y, NULL, 128, &task), CONVOY_ERR_INVALID_ARGUMENT,
+                 "upload", "host");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->y, NULL, 128, &task), CONVOY_ERR_INVALID_ARGUMENT,
                  "download", "host");
     assert_null(task);
     check_unchanged(f);
+}
+
+/* count is the host buffer's element count: any other value than the
+ * tensor's is refused before anything is enqueued, with the tensor's dims,
+ * the expected and the given count in the message. */
+static void test_transfer_count_mismatch(void **state)
+{
+    fixture *f = *state;
+    float *host = calloc(256, sizeof *host);
+    assert_non_null(host);
+    convoy_task *task = NULL;
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->x, host, 215, &task), CONVOY_ERR_SHAPE, "upload",
+                 "dst 2x3x6x6", "expected 216", "got 215");
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->x, host, 217, &task), CONVOY_ERR_SHAPE, "upload",
+                 "dst 2x3x6x6", "expected 216", "got 217");
+    EXPECT_ERROR(convoy_upload(f->s.rt, f->y, host, 0, &task), CONVOY_ERR_SHAPE, "upload",
+                 "dst 2x4x4x4", "expected 128", "got 0");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->y, host, 129, &task), CONVOY_ERR_SHAPE, "download",
+                 "src 2x4x4x4", "expected 128", "got 129");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->w, host, 216, &task), CONVOY_ERR_SHAPE, "download",
+                 "src 4x3x3x3", "expected 108", "got 216");
+    EXPECT_ERROR(convoy_download(f->s.rt, f->w, NULL, 1, &task), CONVOY_ERR_SHAPE, "download",
+                 "expected 108", "got 1");
+    assert_null(task);
+    assert_int_equal(convoy_runtime_synchronize(f->s.rt), CONVOY_OK);
+    /* Nothing was downloaded either. */
+    for (int i = 0; i < 256; ++i)
+        assert_true(host[i] == 0.0f);
+    free(host);
+    check_unchanged(f);
+    /* An empty tensor takes count 0, and then the pointer may be NULL. */
+    const int64_t empty_dims[2] = {0, 4};
+    convoy_tensor *empty = NULL;
+    assert_int_equal(convoy_tensor_create(f->s.rt, 2, empty_dims, &empty), CONVOY_OK);
+    assert_int_equal(convoy_upload(f->s.rt, empty, NULL, 0, &task), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(task), CONVOY_OK);
+    convoy_task_release(task);
+    task = NULL;
+    float one = 0.0f;
+    EXPECT_ERROR(convoy_download(f->s.rt, empty, &one, 1, &task), CONVOY_ERR_SHAPE, "download",
+                 "src 0x4", "expected 0", "got 1");
+    assert_null(task);
+    convoy_tensor_destroy(empty);
 }
 
 /* ---- custom tasks ------------------------------------------------------------------ */
@@ -500,8 +546,8 @@ static void test_exclude_everything(void **state)
 {
     fixture *f = *state;
     convoy_options options;
-    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
-    options.exclude = CONVOY_IMPL_ALL;
+    case_options(&options);
+    options.exclude = "cudnn,gemm,1x1,direct";
     /* The fixture's tracked tensors are checked in the fixture's runtime;
      * this one gets its own. */
     fixture g = {0};
@@ -539,22 +585,36 @@ static void test_status_names(void **state)
         assert_string_equal(convoy_status_name((convoy_status)outside[i]), "CONVOY_STATUS_UNKNOWN");
 }
 
-/* Sets name=value, runs convoy_options_init, restores the variable. */
-static void expect_bad_variable(const char *name, const char *value)
+/* Removes every CONVOY_* variable, so only what a test sets is seen. */
+static void clear_convoy_environment(void)
 {
-    const char *old = getenv(name);
-    char *saved = old ? strdup(old) : NULL;
+    extern char **environ;
+    for (int again = 1; again;) {
+        again = 0;
+        for (char **e = environ; *e; ++e) {
+            if (!strncmp(*e, "CONVOY_", 7)) {
+                char name[128];
+                size_t len = strcspn(*e, "=");
+                snprintf(name, sizeof name, "%.*s", (int)len, *e);
+                unsetenv(name);
+                again = 1;
+                break;
+            }
+        }
+    }
+}
+
+/* With only name=value set, convoy_options_from_env refuses it; the message
+ * names the variable and value and lists what is accepted. */
+static void expect_bad_variable(const char *name, const char *value, const char *accepted)
+{
+    clear_convoy_environment();
     assert_int_equal(setenv(name, value, 1), 0);
     convoy_options options;
-    memset(&options, 0x5a, sizeof options);
-    convoy_status status = convoy_options_init(&options);
-    if (saved) {
-        setenv(name, saved, 1);
-        free(saved);
-    } else {
-        unsetenv(name);
-    }
-    EXPECT_ERROR(status, CONVOY_ERR_INVALID_ARGUMENT, name, value);
+    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
+    convoy_status status = convoy_options_from_env(&options);
+    unsetenv(name);
+    EXPECT_ERROR(status, CONVOY_ERR_INVALID_ARGUMENT, "options_from_env", name, value, accepted);
     if (!strcmp(name, "CONVOY_STREAMS"))
         assert_int_equal(options.streams, -1); /* that field keeps its default */
 }
@@ -562,9 +622,11 @@ static void expect_bad_variable(const char *name, const char *value)
 static void test_options_malformed_environment(void **state)
 {
     (void)state;
-    expect_bad_variable("CONVOY_STREAMS", "abc");
-    expect_bad_variable("CONVOY_EXCLUDE", "gemm,bogus");
-    expect_bad_variable("CONVOY_ALGO", "fastest");
+    expect_bad_variable("CONVOY_STREAMS", "abc", "0..64");
+    expect_bad_variable("CONVOY_EXCLUDE", "gemm,bogus", "1x1,gemm,direct");
+    expect_bad_variable("CONVOY_ALGO", "fastest", "heuristic|time_once|time_on_shape_change");
+    expect_bad_variable("CONVOY_MEMORY_LIMIT", " -5", "K, M or G");
+    expect_bad_variable("CONVOY_LOG", "syslog", "stderr");
     convoy_options options;
     assert_int_equal(convoy_options_init(&options), CONVOY_OK);
 }
@@ -586,6 +648,14 @@ static void test_runtime_create_bad_options(void **state)
     options.algo = (convoy_algo_policy)9;
     EXPECT_ERROR(convoy_runtime_create(&options, &rt), CONVOY_ERR_INVALID_ARGUMENT,
                  "runtime_create", "algo");
+    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
+    options.exclude = "gemm,fft";
+    EXPECT_ERROR(convoy_runtime_create(&options, &rt), CONVOY_ERR_INVALID_ARGUMENT,
+                 "runtime_create", "options.exclude", "'fft'", "1x1,gemm,direct");
+    assert_int_equal(convoy_options_init(&options), CONVOY_OK);
+    options.require = "cudnn;gemm";
+    EXPECT_ERROR(convoy_runtime_create(&options, &rt), CONVOY_ERR_INVALID_ARGUMENT,
+                 "runtime_create", "options.require", "'cudnn;gemm'", "1x1,gemm,direct");
     assert_null(rt);
 }
 
@@ -617,9 +687,9 @@ static void test_explain_errors(void **state)
 
 #define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
-int main(void)
+int main(int argc, char **argv)
 {
-    int device = case_device_check("test_conv_errors");
+    int device = case_device_check("test_conv_errors", argc, argv);
     if (device != 0)
         return device;
     const struct CMUnitTest tests[] = {
@@ -638,6 +708,7 @@ int main(void)
         FIXTURE_TEST(test_tensor_create_errors),
         FIXTURE_TEST(test_tensor_dim_bad_axis),
         FIXTURE_TEST(test_transfer_null_host),
+        FIXTURE_TEST(test_transfer_count_mismatch),
         FIXTURE_TEST(test_submit_errors),
         FIXTURE_TEST(test_exclude_everything),
         cmocka_unit_test(test_status_names),

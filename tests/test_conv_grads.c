@@ -278,12 +278,12 @@ static void check_separable(convoy_runtime *rt, const convoy_conv_params *depth_
     assert_int_equal(convoy_tensor_create(rt, rank, depth.out, &tmid), CONVOY_OK);
     assert_int_equal(convoy_tensor_create(rt, rank, point.out, &ty), CONVOY_OK);
     convoy_task *task = NULL;
-    assert_int_equal(convoy_upload(rt, tx, x, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, tdw, dw, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, tpw, pw, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, tx, x, (size_t)nx, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, tdw, dw, (size_t)nd_w, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, tpw, pw, (size_t)np_w, NULL), CONVOY_OK);
     assert_int_equal(convoy_conv_forward(rt, &depth.params, tx, tdw, tmid, NULL), CONVOY_OK);
     assert_int_equal(convoy_conv_forward(rt, &point.params, tmid, tpw, ty, NULL), CONVOY_OK);
-    assert_int_equal(convoy_download(rt, ty, y, &task), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, ty, y, (size_t)ny, &task), CONVOY_OK);
     assert_int_equal(convoy_task_wait(task), CONVOY_OK);
     convoy_task_release(task);
     assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
@@ -333,9 +333,9 @@ static void test_separable(void **state)
     check_separable(rt, &p, in3, 1, 2, 8004);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    int device = case_device_check("test_conv_grads");
+    int device = case_device_check("test_conv_grads", argc, argv);
     if (device != 0)
         return device;
     const struct CMUnitTest tests[] = {

@@ -83,19 +83,24 @@ static void run_pipeline(long fail_at, int streams, size_t workspace_limit, pipe
     } else {
         r->created = 1;
         convoy_task *t[6] = {NULL};
-        assert_int_equal(convoy_upload(rt, x, x_host, &t[0]), CONVOY_OK);
-        assert_int_equal(convoy_upload(rt, w, w_host, &t[5]), CONVOY_OK);
+        assert_int_equal(convoy_upload(rt, x, x_host, sizeof x_host / sizeof *x_host, &t[0]),
+                         CONVOY_OK);
+        assert_int_equal(convoy_upload(rt, w, w_host, sizeof w_host / sizeof *w_host, &t[5]),
+                         CONVOY_OK);
         assert_int_equal(convoy_conv_forward(rt, &p, x, w, y, &t[1]), CONVOY_OK);
         assert_int_equal(convoy_conv_backward_data(rt, &p, w, y, dx, &t[2]), CONVOY_OK);
         assert_int_equal(convoy_conv_backward_filter(rt, &p, dx, y, dw, &t[3]), CONVOY_OK);
-        assert_int_equal(convoy_download(rt, dw, dw_host, &t[4]), CONVOY_OK);
+        assert_int_equal(convoy_download(rt, dw, dw_host, sizeof dw_host / sizeof *dw_host, &t[4]),
+                         CONVOY_OK);
         for (int i = 0; i < 5; ++i)
             r->statuses[i] = convoy_task_wait(t[i]);
         assert_int_equal(convoy_task_wait(t[5]), CONVOY_OK);
         for (int i = 0; i < 6; ++i)
             convoy_task_release(t[i]);
         convoy_task *dl = NULL;
-        assert_int_equal(convoy_download(rt, y, r->output, &dl), CONVOY_OK);
+        assert_int_equal(
+            convoy_download(rt, y, r->output, sizeof r->output / sizeof *r->output, &dl),
+            CONVOY_OK);
         convoy_status last = convoy_task_wait(dl);
         assert_true(last == CONVOY_OK || last == CONVOY_ERR_DEPENDENCY_FAILED);
         convoy_task_release(dl);

@@ -99,14 +99,14 @@ static convoy_status mock_time(convoy__backend *be, const convoy__conv_plan *pla
     return CONVOY_OK;
 }
 
-static const convoy__conv_algo mock_cudnn = {"cudnn",      NULL,         mock_candidates,
-                                             mock_prepare, mock_release, mock_run};
-static const convoy__conv_algo mock_gemm = {"gemm",       NULL,         mock_candidates,
-                                            mock_prepare, mock_release, mock_run};
-static const convoy__conv_algo mock_1x1 = {"1x1",        pointwise_only, mock_candidates,
-                                           mock_prepare, mock_release,   mock_run};
-static const convoy__conv_algo mock_direct = {"direct",     NULL,         mock_candidates,
-                                              mock_prepare, mock_release, mock_run};
+static const convoy__conv_algo mock_cudnn = {
+    "cudnn", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
+static const convoy__conv_algo mock_gemm = {
+    "gemm", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
+static const convoy__conv_algo mock_1x1 = {
+    "1x1", pointwise_only, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
+static const convoy__conv_algo mock_direct = {
+    "direct", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
 static const convoy__conv_algo *const mock_algos[] = {&mock_cudnn, &mock_gemm, &mock_1x1,
                                                       &mock_direct};
 

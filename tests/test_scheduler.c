@@ -112,16 +112,19 @@ static void run_graph(int streams, unsigned seed, float *results /* GRAPH_VECTOR
     for (int i = 0; i < GRAPH_STEPS * 80; ++i)
         sources[i] = (float)(next_random(&state) % 2001) / 1000.0f - 1.0f;
     for (int i = 0; i < GRAPH_VECTORS; ++i)
-        assert_int_equal(convoy_upload(rt, v[i], sources + i * 80, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, x, sources + 500, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, w, sources + 600, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, y, sources + 700, NULL), CONVOY_OK);
+        assert_int_equal(convoy_upload(rt, v[i], sources + i * 80, (size_t)(32 + 8 * i), NULL),
+                         CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, x, sources + 500, 50, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, w, sources + 600, 54, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, y, sources + 700, 27, NULL), CONVOY_OK);
     for (int step = 0; step < GRAPH_STEPS; ++step) {
         unsigned r = next_random(&state);
         int a = (int)(r % GRAPH_VECTORS), b = (int)((r / 7) % GRAPH_VECTORS);
         switch (r % 5) {
         case 0:
-            assert_int_equal(convoy_upload(rt, v[a], sources + step * 80, NULL), CONVOY_OK);
+            assert_int_equal(
+                convoy_upload(rt, v[a], sources + step * 80, (size_t)(32 + 8 * a), NULL),
+                CONVOY_OK);
             break;
         case 1:
         case 2:
@@ -149,10 +152,17 @@ static void run_graph(int streams, unsigned seed, float *results /* GRAPH_VECTOR
         }
     }
     for (int i = 0; i < GRAPH_VECTORS; ++i)
-        assert_int_equal(convoy_download(rt, v[i], results + i * 80, NULL), CONVOY_OK);
-    assert_int_equal(convoy_download(rt, y, results + GRAPH_VECTORS * 80, NULL), CONVOY_OK);
-    assert_int_equal(convoy_download(rt, w, results + GRAPH_VECTORS * 80 + 27, NULL), CONVOY_OK);
+        assert_int_equal(convoy_download(rt, v[i], results + i * 80, (size_t)(32 + 8 * i), NULL),
+                         CONVOY_OK);
+    assert_int_equal(convoy_download(rt, y, results + GRAPH_VECTORS * 80, 27, NULL), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, w, results + GRAPH_VECTORS * 80 + 27, 54, NULL),
+                     CONVOY_OK);
     assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+    for (int i = 0; i < GRAPH_VECTORS; ++i)
+        convoy_tensor_destroy(v[i]);
+    convoy_tensor_destroy(x);
+    convoy_tensor_destroy(w);
+    convoy_tensor_destroy(y);
     convoy_runtime_destroy(rt);
     free(sources);
 }
@@ -204,6 +214,8 @@ static void test_independent_tasks_overlap(void **state)
     assert_true(submitted - start < 25.0);
     assert_true(elapsed >= 49.0);
     assert_true(elapsed < 90.0);
+    convoy_tensor_destroy(a);
+    convoy_tensor_destroy(b);
     convoy_runtime_destroy(rt);
 }
 
@@ -220,6 +232,7 @@ static void test_dependent_tasks_serialise(void **state)
                      CONVOY_OK);
     assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
     assert_true(now_ms() - start >= 59.0);
+    convoy_tensor_destroy(a);
     convoy_runtime_destroy(rt);
 }
 
@@ -230,12 +243,12 @@ static void test_long_chain_completes_and_frees(void **state)
     convoy_runtime *rt = make_runtime(2);
     convoy_tensor *t = vector(rt, 1);
     float zero = 0.0f, result = -1.0f;
-    assert_int_equal(convoy_upload(rt, t, &zero, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, t, &zero, 1, NULL), CONVOY_OK);
     convoy_access acc = {t, CONVOY_READ_WRITE};
     for (int i = 0; i < 100000; ++i)
         assert_int_equal(convoy_submit(rt, increment_fn, NULL, &acc, 1, "inc", NULL), CONVOY_OK);
     convoy_task *download = NULL;
-    assert_int_equal(convoy_download(rt, t, &result, &download), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, t, &result, 1, &download), CONVOY_OK);
     assert_int_equal(convoy_task_wait(download), CONVOY_OK);
     convoy_task_release(download);
     assert_true(result == 100000.0f);
@@ -257,10 +270,10 @@ static void diamond(int streams)
     float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1}, out[8];
     for (int i = 0; i < 8; ++i)
         out[i] = 42.0f;
-    assert_int_equal(convoy_upload(rt, t2, ones, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, t3, ones, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, t4, ones, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, other, ones, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, t2, ones, 8, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, t3, ones, 8, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, t4, ones, 8, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, other, ones, 8, NULL), CONVOY_OK);
     convoy_task *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL, *dl = NULL;
     convoy_access wa = {t1, CONVOY_WRITE};
     assert_int_equal(convoy_submit(rt, fail_fn, NULL, &wa, 1, "top", &a), CONVOY_OK);
@@ -274,7 +287,7 @@ static void diamond(int streams)
     /* An unrelated task is not affected. */
     convoy_access ae = {other, CONVOY_READ_WRITE};
     assert_int_equal(convoy_submit(rt, count_fn, &ran, &ae, 1, "unrelated", &e), CONVOY_OK);
-    assert_int_equal(convoy_download(rt, t4, out, &dl), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, t4, out, 8, &dl), CONVOY_OK);
 
     assert_int_equal(convoy_task_wait(a), CONVOY_ERR_TASK_FAILED);
     assert_non_null(strstr(convoy_last_error_message(), "top"));
@@ -291,8 +304,8 @@ static void diamond(int streams)
 
     /* A successful write clears the poison. */
     convoy_task *fix = NULL, *dl2 = NULL;
-    assert_int_equal(convoy_upload(rt, t4, ones, &fix), CONVOY_OK);
-    assert_int_equal(convoy_download(rt, t4, out, &dl2), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, t4, ones, 8, &fix), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, t4, out, 8, &dl2), CONVOY_OK);
     assert_int_equal(convoy_task_wait(dl2), CONVOY_OK);
     assert_true(out[0] == 1.0f);
     convoy_task *tasks[8] = {a, b, c, d, e, dl, fix, dl2};
@@ -300,6 +313,11 @@ static void diamond(int streams)
         assert_int_equal(convoy_task_done(tasks[i]), 1);
         convoy_task_release(tasks[i]);
     }
+    convoy_tensor_destroy(t1);
+    convoy_tensor_destroy(t2);
+    convoy_tensor_destroy(t3);
+    convoy_tensor_destroy(t4);
+    convoy_tensor_destroy(other);
     convoy_runtime_destroy(rt);
 }
 
@@ -327,13 +345,13 @@ static void *submit_chain(void *arg)
     if (convoy_tensor_create(job->rt, 1, &one, &mine) != CONVOY_OK)
         return NULL;
     float zero = 0.0f;
-    convoy_status s = convoy_upload(job->rt, mine, &zero, NULL);
+    convoy_status s = convoy_upload(job->rt, mine, &zero, 1, NULL);
     convoy_access acc[2] = {{mine, CONVOY_READ_WRITE}, {job->shared, CONVOY_READ}};
     for (int i = 0; i < job->chain && s == CONVOY_OK; ++i)
         s = convoy_submit(job->rt, increment_fn, NULL, acc, 2, "inc", NULL);
     convoy_task *dl = NULL;
     if (s == CONVOY_OK)
-        s = convoy_download(job->rt, mine, &job->result, &dl);
+        s = convoy_download(job->rt, mine, &job->result, 1, &dl);
     if (s == CONVOY_OK)
         s = convoy_task_wait(dl);
     convoy_task_release(dl);
@@ -348,7 +366,7 @@ static void test_concurrent_submission(void **state)
         convoy_runtime *rt = make_runtime(stream_counts[sc]);
         convoy_tensor *shared = vector(rt, 4);
         float data[4] = {1, 2, 3, 4};
-        assert_int_equal(convoy_upload(rt, shared, data, NULL), CONVOY_OK);
+        assert_int_equal(convoy_upload(rt, shared, data, 4, NULL), CONVOY_OK);
         pthread_t threads[4];
         thread_job jobs[4];
         for (int i = 0; i < 4; ++i) {
@@ -359,6 +377,7 @@ static void test_concurrent_submission(void **state)
             pthread_join(threads[i], NULL);
             assert_true(jobs[i].result == (float)(2000 + i));
         }
+        convoy_tensor_destroy(shared);
         convoy_runtime_destroy(rt);
     }
 }
@@ -373,8 +392,8 @@ static void test_tensor_destroy_waits_for_users(void **state)
     float data[16], out[16];
     for (int i = 0; i < 16; ++i)
         data[i] = (float)i;
-    assert_int_equal(convoy_upload(rt, src, data, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, dst, data, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, src, data, 16, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, dst, data, 16, NULL), CONVOY_OK);
     convoy_access slow = {src, CONVOY_READ};
     assert_int_equal(convoy_submit(rt, sleep_fn, (void *)(intptr_t)20, &slow, 1, "slow", NULL),
                      CONVOY_OK);
@@ -382,11 +401,12 @@ static void test_tensor_destroy_waits_for_users(void **state)
     assert_int_equal(convoy_submit(rt, mix_fn, NULL, acc, 2, "mix", NULL), CONVOY_OK);
     convoy_tensor_destroy(src); /* returns at once */
     convoy_task *dl = NULL;
-    assert_int_equal(convoy_download(rt, dst, out, &dl), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, dst, out, 16, &dl), CONVOY_OK);
     assert_int_equal(convoy_task_wait(dl), CONVOY_OK);
     convoy_task_release(dl);
     for (int i = 0; i < 16; ++i)
         assert_true(out[i] == 1.5f * (float)i);
+    convoy_tensor_destroy(dst);
     convoy_runtime_destroy(rt);
 }
 
@@ -406,6 +426,9 @@ static void test_handle_outlives_runtime(void **state)
     assert_int_equal(convoy_task_wait(bad), CONVOY_ERR_TASK_FAILED);
     convoy_task_release(ok);
     convoy_task_release(bad);
+    /* So does the tensor handle, detached: destroy just frees it. */
+    assert_int_equal(convoy_tensor_dim(t, 0), 4);
+    convoy_tensor_destroy(t);
 }
 
 static void test_task_api_errors(void **state)
@@ -425,6 +448,7 @@ static void test_task_api_errors(void **state)
                      CONVOY_OK);
     assert_int_equal(convoy_task_wait(task), CONVOY_OK);
     convoy_task_release(task);
+    convoy_tensor_destroy(t);
     convoy_runtime_destroy(rt);
 }
 
