@@ -133,6 +133,8 @@ typedef struct convoy_options {
                                 usable ("cudnn": runtime_create fails without cuDNN instead
                                 of falling back); NULL or "" = none */
     int deterministic;       /* CONVOY_DETERMINISTIC=0|1: only deterministic algorithms */
+    int exact_only;          /* CONVOY_EXACT_ONLY=0|1: only exact algorithms, no transform-based
+                                ones (Winograd, FFT) whose rounding differs from a direct sum */
     size_t memory_limit;     /* CONVOY_MEMORY_LIMIT bytes (K/M/G suffix), 0 = no limit */
     size_t workspace_limit;  /* CONVOY_WORKSPACE_LIMIT bytes per convolution, 0 = a quarter
                                 of memory_limit, or 1 GiB when that is unlimited */
@@ -159,7 +161,7 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_options_init(convoy_options 
  * field as it was. Accepted values:
  *   CONVOY_DEVICE          auto|cpu|cuda
  *   CONVOY_ALGO            heuristic|time_once|time_on_shape_change
- *   CONVOY_DETERMINISTIC, CONVOY_PROFILE   0|1
+ *   CONVOY_DETERMINISTIC, CONVOY_EXACT_ONLY, CONVOY_PROFILE   0|1
  *   CONVOY_DEVICE_INDEX, CONVOY_BLAS_THREADS   digits, 0..1024
  *   CONVOY_STREAMS         digits, 0..64
  *   CONVOY_MEMORY_LIMIT, CONVOY_WORKSPACE_LIMIT   digits with an optional

@@ -229,6 +229,7 @@ convoy_status convoy_options_from_env(convoy_options *o)
     read_names(&r, "CONVOY_EXCLUDE", &o->exclude);
     read_names(&r, "CONVOY_REQUIRE", &o->require);
     read_flag(&r, "CONVOY_DETERMINISTIC", &o->deterministic);
+    read_flag(&r, "CONVOY_EXACT_ONLY", &o->exact_only);
     read_bytes(&r, "CONVOY_MEMORY_LIMIT", &o->memory_limit);
     read_bytes(&r, "CONVOY_WORKSPACE_LIMIT", &o->workspace_limit);
     if ((v = variable("CONVOY_TUNE_CACHE")))

@@ -93,7 +93,7 @@ static convoy_status create_parts(convoy_runtime *rt)
     convoy__planner_config plan = {.backend = be,
                                    .exclude = o->exclude,
                                    .deterministic = o->deterministic,
-                                   .exact_only = 0,
+                                   .exact_only = o->exact_only,
                                    .policy = o->algo,
                                    .workspace_limit = rt->workspace_limit,
                                    .tune_cache_path = rt->tune_cache_path,

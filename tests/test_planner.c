@@ -36,15 +36,18 @@ typedef struct mock_spec {
     const char *candidate;
     size_t fixed, per_image;
     int deterministic;
+    int exact;
+    int64_t chunk_hint;
     double cost;
     int time_index;
 } mock_spec;
 
+/* cudnn:FAST is also inexact (a transform algorithm); gemm gains nothing past 5 images. */
 static const mock_spec specs[4] = {
-    {"cudnn:FAST", 4096, 0, 0, 1.0, 0},
-    {"gemm", 0, 1000, 1, 2.0, 1},
-    {"1x1", 0, 0, 1, 0.5, 2},
-    {"direct", 0, 0, 1, 100.0, 3},
+    {"cudnn:FAST", 4096, 0, 0, 0, 0, 1.0, 0},
+    {"gemm", 0, 1000, 1, 1, 5, 2.0, 1},
+    {"1x1", 0, 0, 1, 1, 0, 0.5, 2},
+    {"direct", 0, 0, 1, 1, 0, 100.0, 3},
 };
 
 static const mock_spec *spec_of(const convoy__conv_algo *algo)
@@ -70,6 +73,8 @@ static void mock_candidates(convoy__backend *be, const convoy__conv_algo *self,
     convoy__conv_candidate *c =
         convoy__candidate_add(list, self, s->candidate, s->fixed, s->per_image, s->cost);
     c->deterministic = s->deterministic;
+    c->exact = s->exact;
+    c->chunk_hint = s->chunk_hint;
     c->variant = 7;
 }
 
@@ -135,15 +140,16 @@ static void geometry(convoy__conv_geom *g, int64_t batch, int64_t size, int64_t 
     }
 }
 
-static convoy__planner *make_planner(mock_backend *m, const char *exclude, int deterministic,
-                                     convoy_algo_policy policy, size_t limit, const char *cache,
-                                     const char *environment)
+static convoy__planner *make_planner_exact(mock_backend *m, const char *exclude, int deterministic,
+                                           int exact_only, convoy_algo_policy policy, size_t limit,
+                                           const char *cache, const char *environment)
 {
     m->base.ops = &mock_ops;
     m->base.conv = &mock_registry;
     convoy__planner_config config = {.backend = &m->base,
                                      .exclude = exclude,
                                      .deterministic = deterministic,
+                                     .exact_only = exact_only,
                                      .policy = policy,
                                      .workspace_limit = limit,
                                      .tune_cache_path = cache,
@@ -151,6 +157,49 @@ static convoy__planner *make_planner(mock_backend *m, const char *exclude, int d
     convoy__planner *p = NULL;
     assert_int_equal(convoy__planner_create(&config, &p), CONVOY_OK);
     return p;
+}
+
+static convoy__planner *make_planner(mock_backend *m, const char *exclude, int deterministic,
+                                     convoy_algo_policy policy, size_t limit, const char *cache,
+                                     const char *environment)
+{
+    return make_planner_exact(m, exclude, deterministic, 0, policy, limit, cache, environment);
+}
+
+/* Names leave out a whole algorithm or one candidate; exact_only drops inexact candidates;
+ * a chunk hint caps the images per chunk below what the workspace limit allows, and the
+ * workspace taken is only what that chunk uses; a refusal is quoted. */
+static void test_names_exactness_and_chunk_hint(void **state)
+{
+    convoy__conv_geom g;
+    geometry(&g, 16, 10, 3);
+    const convoy__conv_plan *plan = NULL;
+
+    mock_backend a = {0};
+    convoy__planner *p =
+        make_planner(&a, "cudnn:FAST", 0, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "gemm");
+    assert_string_equal(plan->candidate.algo->name, "gemm");
+    assert_int_equal(plan->images_per_chunk, 5);
+    assert_int_equal(plan->workspace_bytes, 5000);
+    convoy__planner_destroy(p);
+
+    mock_backend b = {0};
+    p = make_planner_exact(&b, NULL, 0, 1, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "gemm");
+    convoy__planner_destroy(p);
+
+    mock_backend c = {0};
+    p = make_planner_exact(&c, "GEMM,direct", 0, 1, CONVOY_ALGO_HEURISTIC, 1 << 20, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "conv_forward", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                     CONVOY_ERR_UNSUPPORTED);
+    const char *message = convoy_last_error_message();
+    assert_non_null(strstr(message, "cudnn:FAST: not exact"));
+    assert_non_null(strstr(message, "gemm: excluded"));
+    assert_non_null(strstr(message, "1x1: needs a pointwise geometry"));
+    convoy__planner_destroy(p);
 }
 
 static void test_plan_key_covers_every_field(void **state)
@@ -307,6 +356,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_key_covers_every_field),
         cmocka_unit_test(test_heuristic_exclusion_determinism_workspace),
+        cmocka_unit_test(test_names_exactness_and_chunk_hint),
         cmocka_unit_test_setup_teardown(test_time_once_uses_and_fills_the_tune_cache,
                                         tune_file_setup, temp_dir_teardown),
         cmocka_unit_test(test_time_on_shape_change_retimes),

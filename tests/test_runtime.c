@@ -15,11 +15,22 @@
 #include "convoy.h"
 
 static const char *const flag_names[] = {
-    "CONVOY_DEVICE",          "CONVOY_DEVICE_INDEX",  "CONVOY_STREAMS",
-    "CONVOY_BLAS_THREADS",    "CONVOY_ALGO",          "CONVOY_EXCLUDE",
-    "CONVOY_REQUIRE",         "CONVOY_DETERMINISTIC", "CONVOY_MEMORY_LIMIT",
-    "CONVOY_WORKSPACE_LIMIT", "CONVOY_TUNE_CACHE",    "CONVOY_TRACE",
-    "CONVOY_PROFILE",         "CONVOY_LOG",           "CONVOY_TEST_FAIL_ALLOC",
+    "CONVOY_DEVICE",
+    "CONVOY_DEVICE_INDEX",
+    "CONVOY_STREAMS",
+    "CONVOY_BLAS_THREADS",
+    "CONVOY_ALGO",
+    "CONVOY_EXCLUDE",
+    "CONVOY_REQUIRE",
+    "CONVOY_DETERMINISTIC",
+    "CONVOY_EXACT_ONLY",
+    "CONVOY_MEMORY_LIMIT",
+    "CONVOY_WORKSPACE_LIMIT",
+    "CONVOY_TUNE_CACHE",
+    "CONVOY_TRACE",
+    "CONVOY_PROFILE",
+    "CONVOY_LOG",
+    "CONVOY_TEST_FAIL_ALLOC",
 };
 
 /* Every test starts from a clean environment. */
@@ -101,6 +112,7 @@ static void test_environment_overrides(void **state)
     setenv("CONVOY_EXCLUDE", "gemm, 1x1", 1);
     setenv("CONVOY_REQUIRE", "direct", 1);
     setenv("CONVOY_DETERMINISTIC", "1", 1);
+    setenv("CONVOY_EXACT_ONLY", "1", 1);
     setenv("CONVOY_MEMORY_LIMIT", "64M", 1);
     setenv("CONVOY_WORKSPACE_LIMIT", "1024", 1);
     setenv("CONVOY_TUNE_CACHE", "/tmp/tune", 1);
@@ -118,6 +130,7 @@ static void test_environment_overrides(void **state)
     assert_string_equal(o.exclude, "gemm, 1x1");
     assert_string_equal(o.require, "direct");
     assert_int_equal(o.deterministic, 1);
+    assert_int_equal(o.exact_only, 1);
     assert_int_equal(o.memory_limit, 64u << 20);
     assert_int_equal(o.workspace_limit, 1024);
     assert_string_equal(o.tune_cache, "/tmp/tune");
@@ -195,6 +208,7 @@ static void test_malformed_environment(void **state)
         {"CONVOY_REQUIRE", "bogus", "1x1,gemm,direct"},
         {"CONVOY_DETERMINISTIC", "maybe", "0|1"},
         {"CONVOY_DETERMINISTIC", "yes", "0|1"},
+        {"CONVOY_EXACT_ONLY", "2", "0|1"},
         {"CONVOY_MEMORY_LIMIT", "12Q", "K, M or G"},
         {"CONVOY_MEMORY_LIMIT", " -5", "K, M or G"},
         {"CONVOY_MEMORY_LIMIT", "-5", "K, M or G"},
