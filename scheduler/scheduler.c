@@ -66,9 +66,10 @@ static void note_failure(convoy__scheduler *s, convoy_task *task)
 {
     pthread_mutex_lock(&s->failure_lock);
     if (s->first_failure == CONVOY_OK) {
-        s->first_failure = task->status;
+        const char *message = convoy__task_message(task);
+        s->first_failure = convoy__task_status(task);
         free(s->first_failure_message);
-        s->first_failure_message = task->message ? strdup(task->message) : NULL;
+        s->first_failure_message = message ? strdup(message) : NULL;
     }
     pthread_mutex_unlock(&s->failure_lock);
 }
@@ -83,12 +84,10 @@ static void retire_slot(convoy__scheduler *s, stream_slot *slot)
         convoy_status error = CONVOY_OK;
         if (!ops->event_query(s->backend, task->event, &error))
             break;
-        if (error != CONVOY_OK && task->status == CONVOY_OK) {
-            /* An asynchronous device failure belongs to the task whose
-             * completion event reported it. */
-            convoy__task_set_failure(task, error, convoy__error_text());
+        /* An asynchronous device failure belongs to the task whose
+         * completion event reported it, unless it had failed already. */
+        if (error != CONVOY_OK && convoy__task_set_failure(task, error, convoy__error_text()))
             note_failure(s, task);
-        }
         slot->inflight_head = task->inflight_next;
         if (!slot->inflight_head)
             slot->inflight_tail = NULL;
@@ -108,10 +107,11 @@ static void retire_all(convoy__scheduler *s)
 static void fail_from_dependency(convoy_task *task, const convoy_task *dependency)
 {
     char text[640];
+    const char *message = convoy__task_message(dependency);
     snprintf(text, sizeof text, "%s: depends on '%s', which failed with %s: %.400s", task->label,
-             dependency->label, convoy_status_name(dependency->status),
-             dependency->message ? dependency->message : "");
-    convoy__task_set_failure(task, CONVOY_ERR_DEPENDENCY_FAILED, text);
+             dependency->label, convoy_status_name(convoy__task_status(dependency)),
+             message ? message : "");
+    (void)convoy__task_set_failure(task, CONVOY_ERR_DEPENDENCY_FAILED, text);
 }
 
 /* The stream work of every task: check that what it reads was written
@@ -120,10 +120,11 @@ static void task_execute(void *arg, void *native_stream)
 {
     convoy_task *task = arg;
     convoy__scheduler *s = task->scheduler;
-    if (task->status == CONVOY_OK) {
+    if (convoy__task_status(task) == CONVOY_OK) {
         for (int i = 0; i < task->dependency_count; ++i) {
             const convoy_task *dependency = task->dependencies[i].task;
-            if (task->dependencies[i].carries_failure && dependency->status != CONVOY_OK) {
+            if (task->dependencies[i].carries_failure &&
+                convoy__task_status(dependency) != CONVOY_OK) {
                 fail_from_dependency(task, dependency);
                 break;
             }
@@ -131,7 +132,7 @@ static void task_execute(void *arg, void *native_stream)
     }
     if (s->trace)
         task->start_us = convoy__now_us();
-    if (task->status == CONVOY_OK) {
+    if (convoy__task_status(task) == CONVOY_OK) {
         convoy__prof_range_push(s->domain, task->label);
         convoy__stream *order_stream = s->backend->ops->enqueue_runs_now ? task->stream : NULL;
         convoy_status status = task->run(task->payload, native_stream, order_stream);
@@ -139,17 +140,18 @@ static void task_execute(void *arg, void *native_stream)
         if (status != CONVOY_OK) {
             char text[1024];
             snprintf(text, sizeof text, "%s: %s", task->label, convoy__error_text());
-            convoy__task_set_failure(task, status, text);
+            (void)convoy__task_set_failure(task, status, text);
         }
     }
     if (s->trace)
         task->end_us = convoy__now_us();
-    if (task->status != CONVOY_OK)
+    convoy_status final = convoy__task_status(task);
+    if (final != CONVOY_OK)
         note_failure(s, task);
     if (s->trace) {
         char args[160];
         snprintf(args, sizeof args, "{\"status\":\"%s\",\"sequence\":%llu}",
-                 convoy_status_name(task->status), (unsigned long long)task->sequence);
+                 convoy_status_name(final), (unsigned long long)task->sequence);
         int track = task->slot >= 0 ? s->slots[task->slot].track : s->inline_track;
         convoy__trace_add(s->trace, track, convoy__task_kind_name(task->kind), task->label,
                           task->start_us, task->end_us, args);
@@ -177,7 +179,7 @@ static int add_dependency(convoy_task *task, convoy_task *dependency, int carrie
     /* A finished dependency only matters if it failed and its failure
      * propagates; otherwise there is nothing to wait for. */
     if (ops->event_query(task->backend, dependency->event, NULL) &&
-        (!carries_failure || dependency->status == CONVOY_OK))
+        (!carries_failure || convoy__task_status(dependency) == CONVOY_OK))
         return 1;
     if (task->dependency_count == task->dependency_capacity) {
         int capacity = task->dependency_capacity ? task->dependency_capacity * 2 : 4;
@@ -352,7 +354,7 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
     if (desc->bind) {
         status = desc->bind(task->payload, task->stream);
         if (status != CONVOY_OK)
-            convoy__task_set_failure(task, status, convoy__error_text());
+            (void)convoy__task_set_failure(task, status, convoy__error_text());
     }
     for (int i = 0; i < task->dependency_count && status == CONVOY_OK; ++i) {
         convoy_task *d = task->dependencies[i].task;
@@ -365,8 +367,7 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
         /* Nothing of the task reached the stream: it completes now as
          * failed (its event, never recorded, reads as complete), and its
          * dependants observe that like any other failure. */
-        if (task->status == CONVOY_OK)
-            convoy__task_set_failure(task, status, convoy__error_text());
+        (void)convoy__task_set_failure(task, status, convoy__error_text());
         task->stream = NULL;
         task->slot = -1;
         task_execute(task, NULL);

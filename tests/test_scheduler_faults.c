@@ -1,0 +1,311 @@
+/* The scheduler's failure paths on the host backend with faults injected
+ * under it: concurrent waiters record a task's failure exactly once. The
+ * injector wraps the host backend's function table, so the real worker
+ * threads run. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "convoy.h"
+#include "core/device.h"
+#include "core/error_detail.h"
+#include "runtime/runtime_int.h"
+#include "scheduler/task_int.h"
+
+/* ---- the fault injector -------------------------------------------------- */
+
+#define GRAVEYARD_SIZE 4096
+
+/* The host backend's table is one static object, so the wrapped copy is
+ * built once and never changes: worker threads of a runtime a failed test
+ * left behind may still read it. */
+static const convoy__backend_ops *real_ops;
+static convoy__backend_ops wrapped_ops;
+
+typedef struct injector {
+    pthread_mutex_t lock; /* guards everything below */
+    convoy__backend *backend;
+    convoy__event *fault_event;               /* reports a device fault once complete */
+    char fail_enqueue[64];                    /* label of the task whose enqueue fails */
+    int fail_waits;                           /* the next this many stream waits fail */
+    convoy__event *graveyard[GRAVEYARD_SIZE]; /* destroyed events, freed at uninstall */
+    int buried;
+    int late_waits; /* stream waits that reached a destroyed event */
+} injector;
+
+static injector inj = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int is_buried(const convoy__event *event)
+{
+    for (int i = 0; i < inj.buried; ++i) {
+        if (inj.graveyard[i] == event)
+            return 1;
+    }
+    return 0;
+}
+
+/* Destroyed events are kept (not freed) so that a stream reaching a wait on
+ * one is seen, not a use after free. */
+static void inj_event_destroy(convoy__backend *be, convoy__event *event)
+{
+    pthread_mutex_lock(&inj.lock);
+    if (inj.buried < GRAVEYARD_SIZE) {
+        inj.graveyard[inj.buried++] = event;
+        event = NULL;
+    }
+    pthread_mutex_unlock(&inj.lock);
+    if (event)
+        real_ops->event_destroy(be, event);
+}
+
+static int inj_event_query(convoy__backend *be, convoy__event *event, convoy_status *error)
+{
+    int done = real_ops->event_query(be, event, error);
+    pthread_mutex_lock(&inj.lock);
+    int fault = done && event == inj.fault_event;
+    pthread_mutex_unlock(&inj.lock);
+    if (fault && error)
+        *error = convoy__error(CONVOY_ERR_BACKEND, "injected device fault (event query)");
+    return done;
+}
+
+static convoy_status inj_event_synchronize(convoy__backend *be, convoy__event *event)
+{
+    convoy_status status = real_ops->event_synchronize(be, event);
+    pthread_mutex_lock(&inj.lock);
+    int fault = event == inj.fault_event;
+    pthread_mutex_unlock(&inj.lock);
+    if (fault)
+        return convoy__error(CONVOY_ERR_BACKEND, "injected device fault (event synchronize)");
+    return status;
+}
+
+/* A stream wait is a work item that checks the event is still alive when
+ * the stream reaches it, then waits for it. */
+static void checked_wait(void *arg, void *native_stream)
+{
+    convoy__event *event = arg;
+    pthread_mutex_lock(&inj.lock);
+    int late = is_buried(event);
+    inj.late_waits += late;
+    convoy__backend *be = inj.backend;
+    pthread_mutex_unlock(&inj.lock);
+    if (!late)
+        (void)real_ops->event_synchronize(be, event);
+}
+
+static convoy_status inj_stream_wait_event(convoy__backend *be, convoy__stream *stream,
+                                           convoy__event *event)
+{
+    pthread_mutex_lock(&inj.lock);
+    int fail = inj.fail_waits > 0;
+    inj.fail_waits -= fail;
+    pthread_mutex_unlock(&inj.lock);
+    if (fail)
+        return convoy__error(CONVOY_ERR_BACKEND, "injected stream wait failure");
+    if (!stream)
+        return real_ops->stream_wait_event(be, stream, event);
+    return real_ops->stream_enqueue(be, stream, checked_wait, event);
+}
+
+static convoy_status inj_stream_enqueue(convoy__backend *be, convoy__stream *stream,
+                                        convoy__work_fn fn, void *arg)
+{
+    const convoy_task *task = arg;
+    pthread_mutex_lock(&inj.lock);
+    int fail = inj.fail_enqueue[0] && strcmp(task->label, inj.fail_enqueue) == 0;
+    pthread_mutex_unlock(&inj.lock);
+    if (fail)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "injected enqueue failure");
+    return real_ops->stream_enqueue(be, stream, fn, arg);
+}
+
+static void install(convoy_runtime *rt)
+{
+    if (!real_ops) {
+        real_ops = rt->backend->ops;
+        wrapped_ops = *real_ops;
+        wrapped_ops.event_destroy = inj_event_destroy;
+        wrapped_ops.event_query = inj_event_query;
+        wrapped_ops.event_synchronize = inj_event_synchronize;
+        wrapped_ops.stream_wait_event = inj_stream_wait_event;
+        wrapped_ops.stream_enqueue = inj_stream_enqueue;
+    }
+    assert_ptr_equal(rt->backend->ops, real_ops);
+    pthread_mutex_lock(&inj.lock);
+    inj.backend = rt->backend;
+    inj.fault_event = NULL;
+    inj.fail_enqueue[0] = '\0';
+    inj.fail_waits = 0;
+    inj.buried = 0;
+    inj.late_waits = 0;
+    pthread_mutex_unlock(&inj.lock);
+    /* No task exists yet, so no worker reads the pointer while it changes. */
+    rt->backend->ops = &wrapped_ops;
+}
+
+/* After the runtime is gone: frees the kept events (host events need no
+ * backend to be freed). */
+static void uninstall(void)
+{
+    pthread_mutex_lock(&inj.lock);
+    for (int i = 0; i < inj.buried; ++i)
+        real_ops->event_destroy(NULL, inj.graveyard[i]);
+    inj.buried = 0;
+    pthread_mutex_unlock(&inj.lock);
+}
+
+static convoy_runtime *make_runtime(int streams)
+{
+    convoy_options o;
+    assert_int_equal(convoy_options_init(&o), CONVOY_OK);
+    o.device = CONVOY_DEVICE_CPU;
+    o.streams = streams;
+    convoy_runtime *rt = NULL;
+    assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
+    install(rt);
+    return rt;
+}
+
+static convoy_tensor *vector(convoy_runtime *rt, int64_t n)
+{
+    convoy_tensor *t = NULL;
+    assert_int_equal(convoy_tensor_create(rt, 1, &n, &t), CONVOY_OK);
+    return t;
+}
+
+/* ---- task bodies --------------------------------------------------------- */
+
+typedef struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int open;
+} gate;
+
+/* Gates live on the heap: a failed assertion leaves the test function while
+ * workers may still wait on them. */
+static gate *gate_new(void)
+{
+    gate *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    return g;
+}
+
+static void gate_free(gate *g)
+{
+    pthread_cond_destroy(&g->cond);
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
+
+static void gate_open(gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static convoy_status gate_fn(const convoy_task_context *ctx, void *user_data)
+{
+    gate *g = user_data;
+    pthread_mutex_lock(&g->lock);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    for (size_t i = 0; i < ctx->count; ++i) {
+        if (ctx->accesses[i].mode & CONVOY_WRITE)
+            ctx->data[i][0] = 1.0f;
+    }
+    return CONVOY_OK;
+}
+
+static convoy_status touch_fn(const convoy_task_context *ctx, void *user_data)
+{
+    for (size_t i = 0; i < ctx->count; ++i) {
+        if (ctx->accesses[i].mode & CONVOY_WRITE)
+            ctx->data[i][0] += 1.0f;
+    }
+    return CONVOY_OK;
+}
+
+/* ---- one failure per task, however many threads see it ------------------- */
+
+typedef struct waiter {
+    convoy_task *task;
+    convoy_status status;
+    char message[256];
+} waiter;
+
+static void *wait_for_task(void *arg)
+{
+    waiter *w = arg;
+    w->status = convoy_task_wait(w->task);
+    snprintf(w->message, sizeof w->message, "%s", convoy_last_error_message());
+    return NULL;
+}
+
+static void test_concurrent_waiters_share_one_failure(void **state)
+{
+    for (int round = 0; round < 20; ++round) {
+        convoy_runtime *rt = make_runtime(2);
+        convoy_tensor *y = vector(rt, 4), *other = vector(rt, 4);
+        gate *g = gate_new();
+        convoy_access wy = {y, CONVOY_WRITE};
+        convoy_task *s = NULL;
+        assert_int_equal(convoy_submit(rt, gate_fn, g, &wy, 1, "S", &s), CONVOY_OK);
+        pthread_mutex_lock(&inj.lock);
+        inj.fault_event = s->event;
+        pthread_mutex_unlock(&inj.lock);
+        enum { WAITERS = 4 };
+        waiter waiters[WAITERS];
+        pthread_t threads[WAITERS];
+        for (int i = 0; i < WAITERS; ++i) {
+            waiters[i] = (waiter){s, CONVOY_OK, ""};
+            assert_int_equal(pthread_create(&threads[i], NULL, wait_for_task, &waiters[i]), 0);
+        }
+        gate_open(g);
+        /* Submits retire S and see its fault while the waiters see it too. */
+        convoy_access acc = {other, CONVOY_READ_WRITE};
+        for (int i = 0; i < 200; ++i) {
+            if (convoy_submit(rt, touch_fn, NULL, &acc, 1, "poke", NULL) != CONVOY_OK)
+                break;
+            if (i % 8 == 7)
+                usleep(200);
+        }
+        for (int i = 0; i < WAITERS; ++i)
+            pthread_join(threads[i], NULL);
+        convoy_status first = convoy_task_wait(s);
+        char message[256];
+        snprintf(message, sizeof message, "%s", convoy_last_error_message());
+        assert_int_equal(first, CONVOY_ERR_BACKEND);
+        assert_non_null(strstr(message, "injected device fault"));
+        for (int i = 0; i < WAITERS; ++i) {
+            assert_int_equal(waiters[i].status, first);
+            assert_string_equal(waiters[i].message, message);
+        }
+        convoy_task_release(s);
+        convoy_runtime_destroy(rt);
+        gate_free(g);
+        uninstall();
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_concurrent_waiters_share_one_failure),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
