@@ -57,6 +57,12 @@ static void *host_stream_native(convoy__backend *be, convoy__stream *stream)
     return NULL;
 }
 
+static convoy_status host_stream_reserve(convoy__backend *be, convoy__stream *stream,
+                                         size_t entries)
+{
+    return convoy__host_stream_reserve(stream, entries);
+}
+
 static convoy_status host_event_create(convoy__backend *be, convoy__event **out)
 {
     return convoy__host_event_create(as_host(be)->sync, out);
@@ -263,6 +269,7 @@ static const convoy__backend_ops host_ops = {
     .stream_destroy = host_stream_destroy,
     .stream_enqueue = host_stream_enqueue,
     .stream_native = host_stream_native,
+    .stream_reserve = host_stream_reserve,
     .event_create = host_event_create,
     .event_destroy = host_event_destroy,
     .event_record = host_event_record,

@@ -26,9 +26,14 @@ typedef struct stream_slot {
 
 struct convoy__scheduler {
     convoy__backend *backend;
-    /* lock guards the slots, every hazard record, the handle list and
-     * next_sequence. Work never runs while it is held, except inline tasks
-     * (compute_streams == 0) and CUDA enqueues, which only enqueue. */
+    /* lock guards the slots and their in-flight lists, every hazard record,
+     * the handle list, next_sequence, and each task's stream, slot and
+     * dependency array from submit until the task retires. Work never runs
+     * while it is held, except inline tasks (compute_streams == 0), CUDA
+     * enqueues, which only enqueue, and the bookkeeping of a task that
+     * failed before it could be queued. It blocks on an event only on the
+     * failure paths of enqueue, where a task's order can no longer be kept
+     * on the device; no stream work ever takes it, so that cannot deadlock. */
     pthread_mutex_t lock;
     stream_slot *slots; /* compute streams first, then upload, then download */
     int slot_count;
@@ -38,8 +43,10 @@ struct convoy__scheduler {
     uint64_t next_sequence;
     convoy_task *handles; /* tasks the program holds handles to */
 
-    pthread_mutex_t failure_lock; /* guards first_failure and its message */
-    convoy_status first_failure;
+    /* failure_lock guards first_failure and its message. It is taken alone
+     * (by worker threads) or inside lock, never around it. */
+    pthread_mutex_t failure_lock;
+    convoy_status first_failure; /* since the last synchronize */
     char *first_failure_message;
 
     convoy__prof_domain *domain;
@@ -74,8 +81,26 @@ static void note_failure(convoy__scheduler *s, convoy_task *task)
     pthread_mutex_unlock(&s->failure_lock);
 }
 
+/* Blocks until a task's completion event fires. Used only where a task's
+ * order could not be kept on its stream. */
+static void wait_on_host(convoy__scheduler *s, convoy_task *task)
+{
+    (void)s->backend->ops->event_synchronize(s->backend, task->event);
+}
+
+/* ---- retiring tasks ----------------------------------------------------- */
+
+static void drop_dependencies(convoy_task *task)
+{
+    for (int i = 0; i < task->dependency_count; ++i)
+        convoy__task_unref(task->dependencies[i].task);
+    task->dependency_count = 0;
+}
+
 /* Pops the tasks whose completion events have fired off a stream's in-flight
- * list. The list is in stream order, so completion is in list order. */
+ * list. The list is in stream order, so completion is in list order. A task
+ * retires only here (or at destroy): its stream has then passed every wait it
+ * queued, so the events those waits name may go. */
 static void retire_slot(convoy__scheduler *s, stream_slot *slot)
 {
     const convoy__backend_ops *ops = s->backend->ops;
@@ -92,6 +117,7 @@ static void retire_slot(convoy__scheduler *s, stream_slot *slot)
         if (!slot->inflight_head)
             slot->inflight_tail = NULL;
         slot->inflight_count--;
+        drop_dependencies(task);
         convoy__task_unref(task);
     }
 }
@@ -115,7 +141,8 @@ static void fail_from_dependency(convoy_task *task, const convoy_task *dependenc
 }
 
 /* The stream work of every task: check that what it reads was written
- * successfully, run the body, record the outcome, drop the dependencies. */
+ * successfully, run the body, record the outcome. A task that failed before
+ * it was queued runs this too, for the bookkeeping, and skips its body. */
 static void task_execute(void *arg, void *native_stream)
 {
     convoy_task *task = arg;
@@ -156,11 +183,9 @@ static void task_execute(void *arg, void *native_stream)
         convoy__trace_add(s->trace, track, convoy__task_kind_name(task->kind), task->label,
                           task->start_us, task->end_us, args);
     }
-    for (int i = 0; i < task->dependency_count; ++i)
-        convoy__task_unref(task->dependencies[i].task);
-    task->dependency_count = 0;
-    /* On the host the completion event is this task's own; firing it last
-     * means a waiter sees the status written above. */
+    /* The dependencies stay referenced until the task retires. On the host
+     * an inline task's completion event is its own; firing it last means a
+     * waiter sees the status written above. */
     if (!s->backend->ops->enqueue_runs_now && !task->stream)
         s->backend->ops->event_record(s->backend, task->event, NULL);
 }
@@ -347,34 +372,82 @@ static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc
     return task;
 }
 
+/* A task that cannot keep its place on its stream fails before it runs:
+ * only its body is skipped. */
+static void fail_early(convoy_task *task, convoy_status status)
+{
+    char text[1024];
+    snprintf(text, sizeof text, "%s: %s", task->label, convoy__error_text());
+    (void)convoy__task_set_failure(task, status, text);
+}
+
+/* Makes room on the task's stream for its waits, its work and its completion
+ * record, so that it is queued whole or not at all. */
+static int reserve_queue(convoy__scheduler *s, convoy_task *task)
+{
+    const convoy__backend_ops *ops = s->backend->ops;
+    if (!ops->stream_reserve)
+        return 1;
+    convoy_status status =
+        ops->stream_reserve(s->backend, task->stream, (size_t)task->dependency_count + 2);
+    if (status == CONVOY_OK)
+        return 1;
+    fail_early(task, status);
+    return 0;
+}
+
+/* Puts the task on its stream: event waits for its dependencies on other
+ * streams, its work, then its completion event. Whatever fails, the task
+ * keeps its place in the order: it completes only after everything it had to
+ * follow, failed if it could not run, so its dependants and the tasks
+ * ordered after it see it like any other failure. */
 static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_desc *desc)
 {
     const convoy__backend_ops *ops = s->backend->ops;
-    convoy_status status = CONVOY_OK;
-    if (desc->bind) {
-        status = desc->bind(task->payload, task->stream);
-        if (status != CONVOY_OK)
-            (void)convoy__task_set_failure(task, status, convoy__error_text());
-    }
-    for (int i = 0; i < task->dependency_count && status == CONVOY_OK; ++i) {
-        convoy_task *d = task->dependencies[i].task;
-        if (d->stream && d->stream != task->stream)
-            status = ops->stream_wait_event(s->backend, task->stream, d->event);
-    }
-    if (status == CONVOY_OK)
-        status = ops->stream_enqueue(s->backend, task->stream, task_execute, task);
-    if (status != CONVOY_OK) {
-        /* Nothing of the task reached the stream: it completes now as
-         * failed (its event, never recorded, reads as complete), and its
-         * dependants observe that like any other failure. */
-        (void)convoy__task_set_failure(task, status, convoy__error_text());
+    if (task->stream && !reserve_queue(s, task)) {
+        /* Not even room to queue the task: nothing of it reaches the
+         * stream. It completes here, once everything it follows has. */
+        for (int i = 0; i < task->dependency_count; ++i)
+            wait_on_host(s, task->dependencies[i].task);
         task->stream = NULL;
         task->slot = -1;
         task_execute(task, NULL);
-    } else if (task->stream) {
-        /* A failed record (host: no memory to grow the queue) leaves the
-         * event reading as complete; the work itself still runs in order. */
-        (void)ops->event_record(s->backend, task->event, task->stream);
+        return;
+    }
+    if (desc->bind) {
+        convoy_status status = desc->bind(task->payload, task->stream);
+        if (status != CONVOY_OK)
+            (void)convoy__task_set_failure(task, status, convoy__error_text());
+    }
+    for (int i = 0; i < task->dependency_count && task->stream; ++i) {
+        convoy_task *d = task->dependencies[i].task;
+        if (!d->stream || d->stream == task->stream)
+            continue;
+        convoy_status status = ops->stream_wait_event(s->backend, task->stream, d->event);
+        if (status != CONVOY_OK) {
+            /* The stream cannot be told to wait; wait here instead, so the
+             * task still completes after d. */
+            fail_early(task, status);
+            wait_on_host(s, d);
+        }
+    }
+    convoy_status status = ops->stream_enqueue(s->backend, task->stream, task_execute, task);
+    if (status != CONVOY_OK) {
+        /* Only the body is lost: the bookkeeping runs here, and the
+         * completion event below still follows the waits. */
+        fail_early(task, status);
+        task_execute(task, NULL);
+    }
+    if (task->stream) {
+        status = ops->event_record(s->backend, task->event, task->stream);
+        if (status != CONVOY_OK) {
+            /* The event reads as complete while the stream may still run
+             * the task (host queues had room reserved, so only a device
+             * fails here): let it at least follow the dependencies. */
+            fail_early(task, status);
+            for (int i = 0; i < task->dependency_count; ++i)
+                wait_on_host(s, task->dependencies[i].task);
+        }
     }
     if (desc->unbind)
         desc->unbind(task->payload, task->stream);
@@ -383,20 +456,19 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
 convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_desc *desc,
                                        convoy_task **task_out)
 {
+    const char *label = desc->label ? desc->label : convoy__task_kind_name(desc->kind);
     convoy_task *task = task_new(s, desc);
     if (!task)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for the task",
-                             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+                             label);
     pthread_mutex_lock(&s->lock);
     retire_all(s);
     if (!collect_dependencies(task, desc)) {
+        drop_dependencies(task);
         pthread_mutex_unlock(&s->lock);
-        for (int i = 0; i < task->dependency_count; ++i)
-            convoy__task_unref(task->dependencies[i].task);
-        task->dependency_count = 0;
         convoy__task_unref(task);
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for dependencies",
-                             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+                             label);
     }
     update_hazards(task, desc);
     task->sequence = ++s->next_sequence;
@@ -406,8 +478,9 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
     }
     enqueue(s, task, desc);
     if (task->stream) {
-        /* The stream's in-flight list keeps the task until its completion
-         * event is seen, so the event outlives every queue entry naming it. */
+        /* The stream's in-flight list keeps the task, and the task its
+         * dependencies, until its completion event is seen, so the events
+         * outlive every queue entry naming them. */
         stream_slot *slot = &s->slots[task->slot];
         slot->last_sequence = task->sequence;
         atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
@@ -418,6 +491,10 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
             slot->inflight_head = task;
         slot->inflight_tail = task;
         slot->inflight_count++;
+    } else {
+        /* Ran inline (or completed here): nothing on a stream names its
+         * dependencies. */
+        drop_dependencies(task);
     }
     if (task_out) {
         atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
@@ -577,6 +654,7 @@ void convoy__scheduler_destroy(convoy__scheduler *s)
         while (slot->inflight_head) {
             convoy_task *task = slot->inflight_head;
             slot->inflight_head = task->inflight_next;
+            drop_dependencies(task);
             convoy__task_unref(task);
         }
     }

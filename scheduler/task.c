@@ -18,6 +18,10 @@ static void task_free(convoy_task *task)
 {
     if (task->event)
         task->backend->ops->event_destroy(task->backend, task->event);
+    /* The scheduler drops the dependencies when the task retires; these are
+     * only left when a task is freed without ever being submitted. */
+    for (int i = 0; i < task->dependency_count; ++i)
+        convoy__task_unref(task->dependencies[i].task);
     free(task->dependencies);
     convoy__failure *failure = atomic_load_explicit(&task->failure, memory_order_acquire);
     if (failure && failure->allocated)

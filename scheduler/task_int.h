@@ -50,6 +50,10 @@ struct convoy_task {
     double start_us, end_us; /* written by the executing thread */
 
     convoy__task_run_fn run;
+    /* Written at submit under the scheduler's lock, read by the executing
+     * thread, and released when the task retires from its stream, not when
+     * it runs: until its completion event is seen, the stream may still hold
+     * waits on the dependencies' events. */
     convoy__dependency *dependencies;
     int dependency_count;
     int dependency_capacity;

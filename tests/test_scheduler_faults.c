@@ -1,7 +1,9 @@
 /* The scheduler's failure paths on the host backend with faults injected
- * under it: concurrent waiters record a task's failure exactly once. The
- * injector wraps the host backend's function table, so the real worker
- * threads run. */
+ * under it: a task whose queue reservation, event wait or enqueue fails
+ * keeps its place in the order and keeps its dependencies alive while its
+ * stream still waits on them; concurrent waiters record a task's failure
+ * exactly once. The injector wraps the host backend's function table, so
+ * the real worker threads run. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -37,6 +39,7 @@ typedef struct injector {
     convoy__event *fault_event;               /* reports a device fault once complete */
     char fail_enqueue[64];                    /* label of the task whose enqueue fails */
     int fail_waits;                           /* the next this many stream waits fail */
+    int fail_reserves;                        /* the next this many stream reservations fail */
     convoy__event *graveyard[GRAVEYARD_SIZE]; /* destroyed events, freed at uninstall */
     int buried;
     int late_waits; /* stream waits that reached a destroyed event */
@@ -129,6 +132,17 @@ static convoy_status inj_stream_enqueue(convoy__backend *be, convoy__stream *str
     return real_ops->stream_enqueue(be, stream, fn, arg);
 }
 
+static convoy_status inj_stream_reserve(convoy__backend *be, convoy__stream *stream, size_t entries)
+{
+    pthread_mutex_lock(&inj.lock);
+    int fail = inj.fail_reserves > 0;
+    inj.fail_reserves -= fail;
+    pthread_mutex_unlock(&inj.lock);
+    if (fail)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "injected queue reservation failure");
+    return real_ops->stream_reserve(be, stream, entries);
+}
+
 static void install(convoy_runtime *rt)
 {
     if (!real_ops) {
@@ -139,6 +153,7 @@ static void install(convoy_runtime *rt)
         wrapped_ops.event_synchronize = inj_event_synchronize;
         wrapped_ops.stream_wait_event = inj_stream_wait_event;
         wrapped_ops.stream_enqueue = inj_stream_enqueue;
+        wrapped_ops.stream_reserve = inj_stream_reserve;
     }
     assert_ptr_equal(rt->backend->ops, real_ops);
     pthread_mutex_lock(&inj.lock);
@@ -146,6 +161,7 @@ static void install(convoy_runtime *rt)
     inj.fault_event = NULL;
     inj.fail_enqueue[0] = '\0';
     inj.fail_waits = 0;
+    inj.fail_reserves = 0;
     inj.buried = 0;
     inj.late_waits = 0;
     pthread_mutex_unlock(&inj.lock);
@@ -240,6 +256,156 @@ static convoy_status touch_fn(const convoy_task_context *ctx, void *user_data)
     return CONVOY_OK;
 }
 
+typedef struct delayed_open {
+    gate *gate;
+    int ms;
+} delayed_open;
+
+static void *open_later(void *arg)
+{
+    delayed_open *d = arg;
+    usleep((useconds_t)d->ms * 1000);
+    gate_open(d->gate);
+    return NULL;
+}
+
+/* ---- a task that fails before it runs ------------------------------------ */
+
+/* The enqueue of T fails after T's stream was told to wait for S: S must
+ * stay alive until that stream has passed the wait, and T completes in its
+ * place, failed, poisoning what it writes. */
+static void test_dependencies_outlive_queued_waits(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *q = vector(rt, 4), *x = vector(rt, 4), *y = vector(rt, 4), *u = vector(rt, 4);
+    gate *g1 = gate_new(), *g2 = gate_new();
+    convoy_access wq = {q, CONVOY_WRITE}, wy = {y, CONVOY_WRITE}, wx = {x, CONVOY_WRITE};
+    convoy_task *s = NULL, *t = NULL, *dl = NULL;
+    /* Stream 0: Q (held), then D. Stream 1: S (held). */
+    assert_int_equal(convoy_submit(rt, gate_fn, g1, &wq, 1, "Q", NULL), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, gate_fn, g2, &wy, 1, "S", &s), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &wx, 1, "D", NULL), CONVOY_OK);
+    /* T follows D on stream 0 and waits there for S; its enqueue fails. */
+    pthread_mutex_lock(&inj.lock);
+    snprintf(inj.fail_enqueue, sizeof inj.fail_enqueue, "custom T");
+    pthread_mutex_unlock(&inj.lock);
+    convoy_access rw[2] = {{x, CONVOY_READ_WRITE}, {y, CONVOY_READ_WRITE}};
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, rw, 2, "T", &t), CONVOY_OK);
+    pthread_mutex_lock(&inj.lock);
+    inj.fail_enqueue[0] = '\0';
+    pthread_mutex_unlock(&inj.lock);
+    /* S finishes and nothing but T names it any more. */
+    gate_open(g2);
+    assert_int_equal(convoy_task_wait(s), CONVOY_OK);
+    convoy_task_release(s);
+    convoy_access wu = {u, CONVOY_WRITE};
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &wu, 1, "U", NULL), CONVOY_OK);
+    /* Stream 0 moves on to T's wait for S. */
+    gate_open(g1);
+    float out[4] = {-1.0f, -1.0f, -1.0f, -1.0f};
+    assert_int_equal(convoy_download(rt, x, out, &dl), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(t), CONVOY_ERR_OUT_OF_MEMORY);
+    assert_non_null(strstr(convoy_last_error_message(), "injected enqueue failure"));
+    assert_int_equal(convoy_task_wait(dl), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_true(out[0] == -1.0f);
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_ERR_OUT_OF_MEMORY);
+    pthread_mutex_lock(&inj.lock);
+    int late = inj.late_waits;
+    pthread_mutex_unlock(&inj.lock);
+    assert_int_equal(late, 0);
+    convoy_task_release(t);
+    convoy_task_release(dl);
+    convoy_runtime_destroy(rt);
+    gate_free(g1);
+    gate_free(g2);
+    uninstall();
+}
+
+/* T's stream cannot be told to wait for S: T still completes only after S
+ * did, fails with the wait's error, and what reads T's output fails with
+ * CONVOY_ERR_DEPENDENCY_FAILED. */
+static void test_failed_wait_keeps_order(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *y = vector(rt, 4), *p = vector(rt, 4);
+    gate *gs = gate_new(), *gp = gate_new();
+    convoy_access wy = {y, CONVOY_WRITE}, wp = {p, CONVOY_WRITE};
+    convoy_task *s = NULL, *t = NULL, *l = NULL;
+    assert_int_equal(convoy_submit(rt, gate_fn, gs, &wy, 1, "S", &s), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, gate_fn, gp, &wp, 1, "P", NULL), CONVOY_OK);
+    pthread_mutex_lock(&inj.lock);
+    inj.fail_waits = 1;
+    pthread_mutex_unlock(&inj.lock);
+    /* S opens a while after T's submit began. */
+    delayed_open *later = calloc(1, sizeof *later);
+    assert_non_null(later);
+    *later = (delayed_open){gs, 100};
+    pthread_t opener;
+    assert_int_equal(pthread_create(&opener, NULL, open_later, later), 0);
+    convoy_access tr[2] = {{y, CONVOY_READ}, {p, CONVOY_READ_WRITE}};
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, tr, 2, "T", &t), CONVOY_OK);
+    /* Whenever T reads as done, S is done. */
+    int t_done = convoy_task_done(t), s_done = convoy_task_done(s);
+    assert_true(!t_done || s_done);
+    convoy_access lp = {p, CONVOY_READ_WRITE};
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &lp, 1, "L", &l), CONVOY_OK);
+    gate_open(gp);
+    pthread_join(opener, NULL);
+    assert_int_equal(convoy_task_wait(s), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(t), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "injected stream wait failure"));
+    assert_int_equal(convoy_task_wait(l), CONVOY_ERR_DEPENDENCY_FAILED);
+    convoy_task_release(s);
+    convoy_task_release(t);
+    convoy_task_release(l);
+    convoy_runtime_destroy(rt);
+    gate_free(gs);
+    gate_free(gp);
+    free(later);
+    uninstall();
+}
+
+/* No room can be made on T's stream: nothing of T is queued, T completes
+ * failed on the submitting thread once S has, and a later write recovers. */
+static void test_failed_reservation_keeps_order(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *y = vector(rt, 4);
+    gate *gs = gate_new();
+    convoy_access wy = {y, CONVOY_WRITE}, rwy = {y, CONVOY_READ_WRITE};
+    convoy_task *s = NULL, *t = NULL, *dl = NULL, *up = NULL, *dl2 = NULL;
+    assert_int_equal(convoy_submit(rt, gate_fn, gs, &wy, 1, "S", &s), CONVOY_OK);
+    pthread_mutex_lock(&inj.lock);
+    inj.fail_reserves = 1;
+    pthread_mutex_unlock(&inj.lock);
+    delayed_open *later = calloc(1, sizeof *later);
+    assert_non_null(later);
+    *later = (delayed_open){gs, 100};
+    pthread_t opener;
+    assert_int_equal(pthread_create(&opener, NULL, open_later, later), 0);
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &rwy, 1, "T", &t), CONVOY_OK);
+    assert_int_equal(convoy_task_done(t), 1);
+    assert_int_equal(convoy_task_done(s), 1);
+    float out[4] = {-1.0f, -1.0f, -1.0f, -1.0f}, in[4] = {5.0f, 5.0f, 5.0f, 5.0f};
+    assert_int_equal(convoy_download(rt, y, out, &dl), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(t), CONVOY_ERR_OUT_OF_MEMORY);
+    assert_non_null(strstr(convoy_last_error_message(), "injected queue reservation failure"));
+    assert_int_equal(convoy_task_wait(dl), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_true(out[0] == -1.0f);
+    assert_int_equal(convoy_upload(rt, y, in, &up), CONVOY_OK);
+    assert_int_equal(convoy_download(rt, y, out, &dl2), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(dl2), CONVOY_OK);
+    assert_true(out[0] == 5.0f);
+    pthread_join(opener, NULL);
+    convoy_task *tasks[5] = {s, t, dl, up, dl2};
+    for (int i = 0; i < 5; ++i)
+        convoy_task_release(tasks[i]);
+    convoy_runtime_destroy(rt);
+    uninstall();
+    gate_free(gs);
+    free(later);
+}
+
 /* ---- one failure per task, however many threads see it ------------------- */
 
 typedef struct waiter {
@@ -305,6 +471,9 @@ static void test_concurrent_waiters_share_one_failure(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dependencies_outlive_queued_waits),
+        cmocka_unit_test(test_failed_wait_keeps_order),
+        cmocka_unit_test(test_failed_reservation_keeps_order),
         cmocka_unit_test(test_concurrent_waiters_share_one_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
