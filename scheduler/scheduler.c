@@ -4,6 +4,7 @@
  * order the lock is granted and the cost per task stays at a few hundred
  * nanoseconds. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,11 +44,16 @@ struct convoy__scheduler {
     uint64_t next_sequence;
     convoy_task *handles; /* tasks the program holds handles to */
 
-    /* failure_lock guards first_failure and its message. It is taken alone
-     * (by worker threads) or inside lock, never around it. */
+    /* failure_lock guards first_failure, fault and both messages. It is
+     * taken alone (by worker threads) or inside lock, never around it. */
     pthread_mutex_t failure_lock;
     convoy_status first_failure; /* since the last synchronize */
     char *first_failure_message;
+    /* The first device fault an event query or wait reported. Sticky: it is
+     * never reset, and every submit after it fails fast. Written once under
+     * failure_lock; read without it for the fast check. */
+    _Atomic convoy_status fault;
+    char *fault_message;
 
     convoy__prof_domain *domain;
     convoy__trace *trace;
@@ -81,11 +87,64 @@ static void note_failure(convoy__scheduler *s, convoy_task *task)
     pthread_mutex_unlock(&s->failure_lock);
 }
 
-/* Blocks until a task's completion event fires. Used only where a task's
- * order could not be kept on its stream. */
+/* ---- device faults ------------------------------------------------------ */
+
+/* Keeps the first device fault for good: a device that faulted
+ * asynchronously (a CUDA sticky error) runs nothing more, so every later
+ * submit fails fast naming it. */
+static void latch_fault(convoy__scheduler *s, convoy_status error, const char *text)
+{
+    pthread_mutex_lock(&s->failure_lock);
+    if (atomic_load_explicit(&s->fault, memory_order_relaxed) == CONVOY_OK) {
+        s->fault_message = strdup(text);
+        atomic_store_explicit(&s->fault, error, memory_order_release);
+    }
+    pthread_mutex_unlock(&s->failure_lock);
+}
+
+/* A device fault reported by the completion event of task (the thread's
+ * detail text describes it). It belongs to that task, which fails with it
+ * unless it had failed already, so the tasks that read what it wrote and
+ * have not run yet fail with CONVOY_ERR_DEPENDENCY_FAILED. */
+static void device_fault(convoy__scheduler *s, convoy_task *task, convoy_status error)
+{
+    char text[1024];
+    snprintf(text, sizeof text, "device fault seen by '%s': %s", task->label, convoy__error_text());
+    if (convoy__task_set_failure(task, error, text))
+        note_failure(s, task);
+    latch_fault(s, error, text);
+}
+
+/* The error of a submit after a device fault: nothing was enqueued. */
+static convoy_status refuse_after_fault(convoy__scheduler *s, const char *label)
+{
+    pthread_mutex_lock(&s->failure_lock);
+    convoy_status status =
+        convoy__error(CONVOY_ERR_BACKEND, "%s: not submitted: the device faulted earlier (%s)",
+                      label, s->fault_message ? s->fault_message : "no detail");
+    pthread_mutex_unlock(&s->failure_lock);
+    return status;
+}
+
+/* Whether a task's completion event has fired, noting a device fault it
+ * reports. Called with the lock held. */
+static int task_complete(convoy__scheduler *s, convoy_task *task)
+{
+    convoy_status error = CONVOY_OK;
+    if (!s->backend->ops->event_query(s->backend, task->event, &error))
+        return 0;
+    if (error != CONVOY_OK)
+        device_fault(s, task, error);
+    return 1;
+}
+
+/* Blocks until a task's completion event fires, noting a fault. Used only
+ * where a task's order could not be kept on its stream. */
 static void wait_on_host(convoy__scheduler *s, convoy_task *task)
 {
-    (void)s->backend->ops->event_synchronize(s->backend, task->event);
+    convoy_status error = s->backend->ops->event_synchronize(s->backend, task->event);
+    if (error != CONVOY_OK)
+        device_fault(s, task, error);
 }
 
 /* ---- retiring tasks ----------------------------------------------------- */
@@ -103,16 +162,10 @@ static void drop_dependencies(convoy_task *task)
  * queued, so the events those waits name may go. */
 static void retire_slot(convoy__scheduler *s, stream_slot *slot)
 {
-    const convoy__backend_ops *ops = s->backend->ops;
     while (slot->inflight_head) {
         convoy_task *task = slot->inflight_head;
-        convoy_status error = CONVOY_OK;
-        if (!ops->event_query(s->backend, task->event, &error))
+        if (!task_complete(s, task))
             break;
-        /* An asynchronous device failure belongs to the task whose
-         * completion event reported it, unless it had failed already. */
-        if (error != CONVOY_OK && convoy__task_set_failure(task, error, convoy__error_text()))
-            note_failure(s, task);
         slot->inflight_head = task->inflight_next;
         if (!slot->inflight_head)
             slot->inflight_tail = NULL;
@@ -194,16 +247,16 @@ static void task_execute(void *arg, void *native_stream)
 
 static int add_dependency(convoy_task *task, convoy_task *dependency, int carries_failure)
 {
-    const convoy__backend_ops *ops = task->backend->ops;
     for (int i = 0; i < task->dependency_count && i < 64; ++i) {
         if (task->dependencies[i].task == dependency) {
             task->dependencies[i].carries_failure |= carries_failure;
             return 1;
         }
     }
-    /* A finished dependency only matters if it failed and its failure
-     * propagates; otherwise there is nothing to wait for. */
-    if (ops->event_query(task->backend, dependency->event, NULL) &&
+    /* A finished dependency only matters if it failed (a device fault its
+     * event reports counts) and its failure propagates; otherwise there is
+     * nothing to wait for. */
+    if (task_complete(task->scheduler, dependency) &&
         (!carries_failure || convoy__task_status(dependency) == CONVOY_OK))
         return 1;
     if (task->dependency_count == task->dependency_capacity) {
@@ -221,14 +274,14 @@ static int add_dependency(convoy_task *task, convoy_task *dependency, int carrie
 }
 
 /* Makes room for one more reader, dropping readers that have finished. */
-static int reserve_reader(convoy__backend *be, convoy__hazards *h)
+static int reserve_reader(convoy__scheduler *s, convoy__hazards *h)
 {
     if (h->reader_count < h->reader_capacity)
         return 1;
     int kept = 0;
     for (int i = 0; i < h->reader_count; ++i) {
         convoy_task *reader = h->readers[i];
-        if (be->ops->event_query(be, reader->event, NULL))
+        if (task_complete(s, reader))
             convoy__task_unref(reader);
         else
             h->readers[kept++] = reader;
@@ -261,11 +314,10 @@ void convoy__hazards_clear(convoy__scheduler *s, convoy__hazards *h)
 
 int convoy__scheduler_clear_if_idle(convoy__scheduler *s, convoy__hazards *h)
 {
-    const convoy__backend_ops *ops = s->backend->ops;
     pthread_mutex_lock(&s->lock);
-    int idle = !h->last_writer || ops->event_query(s->backend, h->last_writer->event, NULL);
+    int idle = !h->last_writer || task_complete(s, h->last_writer);
     for (int i = 0; i < h->reader_count && idle; ++i)
-        idle = ops->event_query(s->backend, h->readers[i]->event, NULL);
+        idle = task_complete(s, h->readers[i]);
     pthread_mutex_unlock(&s->lock);
     if (idle)
         convoy__hazards_clear(s, h);
@@ -286,7 +338,7 @@ static int collect_dependencies(convoy_task *task, const convoy__task_desc *desc
                 if (!add_dependency(task, h->readers[r], 0))
                     return 0;
             }
-        } else if (!reserve_reader(task->backend, h)) {
+        } else if (!reserve_reader(task->scheduler, h)) {
             return 0;
         }
     }
@@ -442,9 +494,10 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
         status = ops->event_record(s->backend, task->event, task->stream);
         if (status != CONVOY_OK) {
             /* The event reads as complete while the stream may still run
-             * the task (host queues had room reserved, so only a device
-             * fails here): let it at least follow the dependencies. */
-            fail_early(task, status);
+             * the task. Host queues had room reserved, so this is the device
+             * failing: latch the fault so nothing more is submitted, and let
+             * the event at least follow the dependencies. */
+            device_fault(s, task, status);
             for (int i = 0; i < task->dependency_count; ++i)
                 wait_on_host(s, task->dependencies[i].task);
         }
@@ -457,16 +510,23 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
                                        convoy_task **task_out)
 {
     const char *label = desc->label ? desc->label : convoy__task_kind_name(desc->kind);
+    if (atomic_load_explicit(&s->fault, memory_order_acquire) != CONVOY_OK)
+        return refuse_after_fault(s, label);
     convoy_task *task = task_new(s, desc);
     if (!task)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for the task",
                              label);
     pthread_mutex_lock(&s->lock);
     retire_all(s);
-    if (!collect_dependencies(task, desc)) {
+    int collected = collect_dependencies(task, desc);
+    /* Retiring and collecting query events: either may have seen a fault. */
+    int faulted = atomic_load_explicit(&s->fault, memory_order_acquire) != CONVOY_OK;
+    if (!collected || faulted) {
         drop_dependencies(task);
         pthread_mutex_unlock(&s->lock);
         convoy__task_unref(task);
+        if (faulted)
+            return refuse_after_fault(s, label);
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for dependencies",
                              label);
     }
@@ -558,8 +618,11 @@ convoy_status convoy__scheduler_synchronize(convoy__scheduler *s)
     pthread_mutex_unlock(&s->lock);
     for (int i = 0; i < marker_count; ++i) {
         convoy_status sync = ops->event_synchronize(s->backend, markers[i]);
-        if (sync != CONVOY_OK && status == CONVOY_OK)
+        if (sync != CONVOY_OK && status == CONVOY_OK) {
+            /* A wait that fails is the device failing (host waits cannot). */
             status = sync;
+            latch_fault(s, sync, convoy__error_text());
+        }
         ops->event_destroy(s->backend, markers[i]);
     }
     if (status != CONVOY_OK)
@@ -666,6 +729,7 @@ void convoy__scheduler_destroy(convoy__scheduler *s)
     }
     free(s->slots);
     free(s->first_failure_message);
+    free(s->fault_message);
     pthread_mutex_destroy(&s->failure_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);

@@ -1,9 +1,10 @@
 /* The scheduler's failure paths on the host backend with faults injected
- * under it: a task whose queue reservation, event wait or enqueue fails
- * keeps its place in the order and keeps its dependencies alive while its
- * stream still waits on them; concurrent waiters record a task's failure
- * exactly once. The injector wraps the host backend's function table, so
- * the real worker threads run. */
+ * under it: a task whose event wait or enqueue fails keeps its place in the
+ * order and keeps its dependencies alive while its stream still waits on
+ * them; concurrent waiters record a task's failure exactly once; and a fault
+ * reported by an event query (as a CUDA device fault would be) fails the
+ * dependants that have not run yet and every later submit. The injector
+ * wraps the host backend's function table, so the real worker threads run. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -36,10 +37,11 @@ static convoy__backend_ops wrapped_ops;
 typedef struct injector {
     pthread_mutex_t lock; /* guards everything below */
     convoy__backend *backend;
-    convoy__event *fault_event;               /* reports a device fault once complete */
-    char fail_enqueue[64];                    /* label of the task whose enqueue fails */
-    int fail_waits;                           /* the next this many stream waits fail */
-    int fail_reserves;                        /* the next this many stream reservations fail */
+    convoy__event *fault_event; /* reports a device fault once complete */
+    char fail_enqueue[64];      /* label of the task whose enqueue fails */
+    int fail_waits;             /* the next this many stream waits fail */
+    int fail_reserves;          /* the next this many stream reservations fail */
+    int fail_records;           /* the next this many event records on a stream fail */
     convoy__event *graveyard[GRAVEYARD_SIZE]; /* destroyed events, freed at uninstall */
     int buried;
     int late_waits; /* stream waits that reached a destroyed event */
@@ -143,6 +145,18 @@ static convoy_status inj_stream_reserve(convoy__backend *be, convoy__stream *str
     return real_ops->stream_reserve(be, stream, entries);
 }
 
+static convoy_status inj_event_record(convoy__backend *be, convoy__event *event,
+                                      convoy__stream *stream)
+{
+    pthread_mutex_lock(&inj.lock);
+    int fail = stream && inj.fail_records > 0;
+    inj.fail_records -= fail;
+    pthread_mutex_unlock(&inj.lock);
+    if (fail)
+        return convoy__error(CONVOY_ERR_BACKEND, "injected event record failure");
+    return real_ops->event_record(be, event, stream);
+}
+
 static void install(convoy_runtime *rt)
 {
     if (!real_ops) {
@@ -154,6 +168,7 @@ static void install(convoy_runtime *rt)
         wrapped_ops.stream_wait_event = inj_stream_wait_event;
         wrapped_ops.stream_enqueue = inj_stream_enqueue;
         wrapped_ops.stream_reserve = inj_stream_reserve;
+        wrapped_ops.event_record = inj_event_record;
     }
     assert_ptr_equal(rt->backend->ops, real_ops);
     pthread_mutex_lock(&inj.lock);
@@ -162,6 +177,7 @@ static void install(convoy_runtime *rt)
     inj.fail_enqueue[0] = '\0';
     inj.fail_waits = 0;
     inj.fail_reserves = 0;
+    inj.fail_records = 0;
     inj.buried = 0;
     inj.late_waits = 0;
     pthread_mutex_unlock(&inj.lock);
@@ -406,6 +422,40 @@ static void test_failed_reservation_keeps_order(void **state)
     free(later);
 }
 
+/* T's completion event cannot be recorded: on a device that is the device
+ * failing, so T fails with it, the fault is latched, and T's event (which
+ * reads as complete) at least follows T's dependencies. */
+static void test_failed_record_is_a_fault(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *y = vector(rt, 4), *z = vector(rt, 4);
+    gate *gs = gate_new();
+    convoy_access wy = {y, CONVOY_WRITE}, ry = {y, CONVOY_READ}, wz = {z, CONVOY_WRITE};
+    convoy_task *s = NULL, *t = NULL;
+    assert_int_equal(convoy_submit(rt, gate_fn, gs, &wy, 1, "S", &s), CONVOY_OK);
+    pthread_mutex_lock(&inj.lock);
+    inj.fail_records = 1;
+    pthread_mutex_unlock(&inj.lock);
+    delayed_open *later = calloc(1, sizeof *later);
+    assert_non_null(later);
+    *later = (delayed_open){gs, 100};
+    pthread_t opener;
+    assert_int_equal(pthread_create(&opener, NULL, open_later, later), 0);
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &ry, 1, "T", &t), CONVOY_OK);
+    assert_int_equal(convoy_task_done(s), 1);
+    assert_int_equal(convoy_task_wait(t), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "injected event record failure"));
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &wz, 1, "U", NULL), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "custom T"));
+    pthread_join(opener, NULL);
+    convoy_task_release(s);
+    convoy_task_release(t);
+    convoy_runtime_destroy(rt);
+    uninstall();
+    gate_free(gs);
+    free(later);
+}
+
 /* ---- one failure per task, however many threads see it ------------------- */
 
 typedef struct waiter {
@@ -468,13 +518,106 @@ static void test_concurrent_waiters_share_one_failure(void **state)
     }
 }
 
+/* ---- device faults seen by an event query -------------------------------- */
+
+static void test_async_fault_fails_dependants(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *x = vector(rt, 4), *g = vector(rt, 4), *z = vector(rt, 4);
+    gate *g1 = gate_new(), *g2 = gate_new();
+    convoy_access wx = {x, CONVOY_WRITE}, wg = {g, CONVOY_WRITE}, wz = {z, CONVOY_WRITE};
+    convoy_task *a = NULL, *b = NULL, *d = NULL, *e = NULL;
+    /* A on stream 0 and S on stream 1 are held; B follows S and waits for A. */
+    assert_int_equal(convoy_submit(rt, gate_fn, g1, &wx, 1, "A", &a), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, gate_fn, g2, &wg, 1, "S", NULL), CONVOY_OK);
+    convoy_access rb[2] = {{x, CONVOY_READ}, {g, CONVOY_READ_WRITE}};
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, rb, 2, "B", &b), CONVOY_OK);
+    float out[4] = {-1.0f, -1.0f, -1.0f, -1.0f};
+    assert_int_equal(convoy_download(rt, g, out, &d), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &wz, 1, "E", &e), CONVOY_OK);
+
+    /* A completes, and its event then reports a device fault. */
+    pthread_mutex_lock(&inj.lock);
+    inj.fault_event = a->event;
+    pthread_mutex_unlock(&inj.lock);
+    gate_open(g1);
+    while (!convoy_task_done(a))
+        usleep(1000);
+
+    /* The next submit sees the fault: it fails fast, naming it. */
+    convoy_access rz = {z, CONVOY_READ};
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &rz, 1, "C", NULL), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "injected device fault"));
+    assert_non_null(strstr(convoy_last_error_message(), "custom A"));
+    assert_int_equal(convoy_task_wait(a), CONVOY_ERR_BACKEND);
+
+    /* B had not run yet: it fails as a dependant, and so does the download
+     * of what it writes, which leaves the host buffer alone. */
+    gate_open(g2);
+    assert_int_equal(convoy_task_wait(b), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_non_null(strstr(convoy_last_error_message(), "custom A"));
+    assert_int_equal(convoy_task_wait(d), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_true(out[0] == -1.0f);
+    assert_int_equal(convoy_task_wait(e), CONVOY_OK);
+
+    /* Every later submit fails fast and names the first fault, even after a
+     * synchronize and after a second fault. */
+    assert_int_not_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+    pthread_mutex_lock(&inj.lock);
+    inj.fault_event = e->event;
+    pthread_mutex_unlock(&inj.lock);
+    float host[4] = {0};
+    assert_int_equal(convoy_upload(rt, z, host, NULL), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "custom A"));
+    assert_int_equal(convoy_download(rt, z, host, NULL), CONVOY_ERR_BACKEND);
+    assert_non_null(strstr(convoy_last_error_message(), "custom A"));
+    /* Destroying a tensor still works. */
+    convoy_tensor_destroy(x);
+    convoy_task *tasks[4] = {a, b, d, e};
+    for (int i = 0; i < 4; ++i)
+        convoy_task_release(tasks[i]);
+    convoy_runtime_destroy(rt);
+    gate_free(g1);
+    gate_free(g2);
+    uninstall();
+}
+
+/* The faulted producer finished and left its stream's list before the fault
+ * shows; a reader submitted afterwards finds it through the tensor and must
+ * not take it for complete. */
+static void test_fault_found_through_hazards(void **state)
+{
+    convoy_runtime *rt = make_runtime(2);
+    convoy_tensor *x = vector(rt, 4), *z = vector(rt, 4);
+    convoy_access wx = {x, CONVOY_WRITE}, wz = {z, CONVOY_WRITE};
+    convoy_task *a = NULL;
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &wx, 1, "A", &a), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(a), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &wz, 1, "retire", NULL), CONVOY_OK);
+    assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+    pthread_mutex_lock(&inj.lock);
+    inj.fault_event = a->event;
+    pthread_mutex_unlock(&inj.lock);
+    convoy_access rx = {x, CONVOY_READ};
+    convoy_task *b = NULL;
+    assert_int_equal(convoy_submit(rt, touch_fn, NULL, &rx, 1, "B", &b), CONVOY_ERR_BACKEND);
+    assert_null(b);
+    assert_non_null(strstr(convoy_last_error_message(), "injected device fault"));
+    convoy_task_release(a);
+    convoy_runtime_destroy(rt);
+    uninstall();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dependencies_outlive_queued_waits),
         cmocka_unit_test(test_failed_wait_keeps_order),
         cmocka_unit_test(test_failed_reservation_keeps_order),
+        cmocka_unit_test(test_failed_record_is_a_fault),
         cmocka_unit_test(test_concurrent_waiters_share_one_failure),
+        cmocka_unit_test(test_async_fault_fails_dependants),
+        cmocka_unit_test(test_fault_found_through_hazards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
