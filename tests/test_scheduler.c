@@ -1,6 +1,8 @@
 /* The scheduler on the host backend: results independent of the stream
  * count, real overlap, long chains, failure propagation and poisoning,
- * concurrent submission, deferred tensor destruction and task handles. */
+ * concurrent submission, deferred tensor destruction, task handles, and a
+ * convolution that fails before it runs (its workspace cannot be allocated)
+ * keeping its place in the order. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
