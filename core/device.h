@@ -65,6 +65,12 @@ struct convoy__backend_ops {
      * NULL stream means "inline": fn runs now on the calling thread. */
     convoy_status (*stream_enqueue)(convoy__backend *be, convoy__stream *stream, convoy__work_fn fn,
                                     void *arg);
+    /* Makes room for `entries` more stream_enqueue, stream_wait_event and
+     * event_record calls on stream, so that they cannot fail for want of
+     * host memory while the caller is the only one queuing on it (the
+     * scheduler, under its lock): a task is then queued whole or not at
+     * all. NULL when those calls never fail that way (CUDA). */
+    convoy_status (*stream_reserve)(convoy__backend *be, convoy__stream *stream, size_t entries);
 
     /* -- events -- */
     convoy_status (*event_create)(convoy__backend *be, convoy__event **out);

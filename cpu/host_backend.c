@@ -53,6 +53,12 @@ static convoy_status host_stream_enqueue(convoy__backend *be, convoy__stream *st
     return convoy__host_stream_enqueue(stream, fn, arg);
 }
 
+static convoy_status host_stream_reserve(convoy__backend *be, convoy__stream *stream,
+                                         size_t entries)
+{
+    return convoy__host_stream_reserve(stream, entries);
+}
+
 static convoy_status host_event_create(convoy__backend *be, convoy__event **out)
 {
     return convoy__host_event_create(as_host(be)->sync, out);
@@ -212,6 +218,7 @@ static const convoy__backend_ops host_ops = {
     .stream_create = host_stream_create,
     .stream_destroy = host_stream_destroy,
     .stream_enqueue = host_stream_enqueue,
+    .stream_reserve = host_stream_reserve,
     .event_create = host_event_create,
     .event_destroy = host_event_destroy,
     .event_record = host_event_record,

@@ -128,23 +128,34 @@ int convoy__host_event_query(convoy__event *event)
     return atomic_load(&event->state) == EVENT_COMPLETE;
 }
 
+/* Grows the ring so that `entries` more fit. Called with s->lock held. */
+static convoy_status make_room(convoy__stream *s, size_t entries)
+{
+    if (s->capacity - s->count >= entries)
+        return CONVOY_OK;
+    size_t capacity = s->capacity ? s->capacity * 2 : 256;
+    while (capacity - s->count < entries)
+        capacity *= 2;
+    entry *ring = malloc(capacity * sizeof *ring);
+    if (!ring)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY,
+                             "host stream %s: out of host memory growing its queue", s->name);
+    for (size_t i = 0; i < s->count; ++i)
+        ring[i] = s->ring[(s->head + i) % s->capacity];
+    free(s->ring);
+    s->ring = ring;
+    s->capacity = capacity;
+    s->head = 0;
+    return CONVOY_OK;
+}
+
 static convoy_status push(convoy__stream *s, entry e)
 {
     pthread_mutex_lock(&s->lock);
-    if (s->count == s->capacity) {
-        size_t capacity = s->capacity ? s->capacity * 2 : 256;
-        entry *ring = malloc(capacity * sizeof *ring);
-        if (!ring) {
-            pthread_mutex_unlock(&s->lock);
-            return convoy__error(CONVOY_ERR_OUT_OF_MEMORY,
-                                 "host stream %s: out of host memory growing its queue", s->name);
-        }
-        for (size_t i = 0; i < s->count; ++i)
-            ring[i] = s->ring[(s->head + i) % s->capacity];
-        free(s->ring);
-        s->ring = ring;
-        s->capacity = capacity;
-        s->head = 0;
+    convoy_status status = make_room(s, 1);
+    if (status != CONVOY_OK) {
+        pthread_mutex_unlock(&s->lock);
+        return status;
     }
     s->ring[(s->head + s->count) % s->capacity] = e;
     s->count++;
@@ -240,6 +251,16 @@ void convoy__host_stream_destroy(convoy__stream *s)
     pthread_mutex_destroy(&s->lock);
     free(s->ring);
     free(s);
+}
+
+convoy_status convoy__host_stream_reserve(convoy__stream *s, size_t entries)
+{
+    if (!s)
+        return CONVOY_OK;
+    pthread_mutex_lock(&s->lock);
+    convoy_status status = make_room(s, entries);
+    pthread_mutex_unlock(&s->lock);
+    return status;
 }
 
 convoy_status convoy__host_stream_enqueue(convoy__stream *s, convoy__work_fn fn, void *arg)

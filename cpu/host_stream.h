@@ -18,6 +18,8 @@ convoy_status convoy__host_stream_create(convoy__host_sync *sync, const char *na
                                          convoy__stream **out);
 void convoy__host_stream_destroy(convoy__stream *stream);
 convoy_status convoy__host_stream_enqueue(convoy__stream *stream, convoy__work_fn fn, void *arg);
+/* Makes room for `entries` more entries, so that many pushes cannot fail. */
+convoy_status convoy__host_stream_reserve(convoy__stream *stream, size_t entries);
 convoy_status convoy__host_stream_wait_event(convoy__stream *stream, convoy__event *event);
 
 convoy_status convoy__host_event_create(convoy__host_sync *sync, convoy__event **out);

@@ -7,11 +7,15 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "profiling/trace.h"
 #include "core/error_detail.h"
@@ -438,17 +442,59 @@ static void put_trace(const convoy__trace *t, FILE *fp)
     fputs("\n]}\n", fp);
 }
 
+/* Temp file names must be unique across every trace of the process (two
+ * runtimes may write the same path), hence one process-wide counter. */
+static atomic_ulong temp_counter;
+
+/* NULL when path is absent or a regular file (the only things a trace may
+ * replace), else what is there. lstat, so a symbolic link is not followed,
+ * and nothing is opened: opening a FIFO blocks. */
+static const char *not_a_file(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode))
+        return NULL;
+    return S_ISDIR(st.st_mode)    ? "a directory"
+           : S_ISLNK(st.st_mode)  ? "a symbolic link"
+           : S_ISFIFO(st.st_mode) ? "a FIFO"
+           : S_ISCHR(st.st_mode)  ? "a character device"
+           : S_ISBLK(st.st_mode)  ? "a block device"
+           : S_ISSOCK(st.st_mode) ? "a socket"
+                                  : "not a regular file";
+}
+
+/* The trace goes to a new temp file beside path, which is then renamed over
+ * it: a reader never sees half a trace, and only a regular file (or
+ * nothing) at path is ever replaced. */
 convoy_status convoy__trace_write(convoy__trace *t, const char *path)
 {
     if (!t || !path || !*path)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "trace_write: %s",
                              !t ? "trace is NULL" : "the path is NULL or empty");
-    char reason[128];
-    FILE *fp = fopen(path, "we");
-    if (!fp)
+    const char *what = not_a_file(path);
+    if (what)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
-                             "trace_write: cannot open %s for writing (%s)", path,
-                             strerror_r(errno, reason, sizeof reason));
+                             "trace_write: %s is %s, not a regular file; not written", path, what);
+    char reason[128];
+    size_t tmp_size = strlen(path) + 64;
+    char *tmp = malloc(tmp_size);
+    if (!tmp)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "trace_write: out of host memory");
+    snprintf(tmp, tmp_size, "%s.tmp.%ld.%lu", path, (long)getpid(),
+             atomic_fetch_add(&temp_counter, 1));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+    FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!fp) {
+        convoy_status status = convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                                             "trace_write: cannot create %s to write %s (%s)", tmp,
+                                             path, strerror_r(errno, reason, sizeof reason));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        free(tmp);
+        return status;
+    }
     /* A large buffer, on the heap because this may run on a small stack. */
     char *buffer = malloc(1 << 16);
     if (buffer)
@@ -464,10 +510,24 @@ convoy_status convoy__trace_write(convoy__trace *t, const char *path)
         err = errno;
     }
     free(buffer);
-    if (failed)
-        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "trace_write: writing %s failed (%s)",
-                             path, err ? strerror_r(err, reason, sizeof reason) : "I/O error");
-    return CONVOY_OK;
+    convoy_status status = CONVOY_OK;
+    if (failed) {
+        status = convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "trace_write: writing %s failed (%s)",
+                               tmp, err ? strerror_r(err, reason, sizeof reason) : "I/O error");
+    } else if ((what = not_a_file(path)) != NULL) {
+        /* Something took the path's place while the trace was written. */
+        status =
+            convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                          "trace_write: %s is %s, not a regular file; not written", path, what);
+    } else if (rename(tmp, path) != 0) {
+        status =
+            convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "trace_write: cannot rename %s to %s (%s)",
+                          tmp, path, strerror_r(errno, reason, sizeof reason));
+    }
+    if (status != CONVOY_OK)
+        unlink(tmp);
+    free(tmp);
+    return status;
 }
 
 /* ---- the summary ---------------------------------------------------------- */

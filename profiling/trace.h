@@ -52,9 +52,15 @@ void convoy__trace_add(convoy__trace *trace, int track, const char *kind, const 
  * (thread_name, thread_sort_index) so each stream is one named track.
  * Strings are JSON-escaped, and invalid UTF-8 becomes U+FFFD. Numbers are
  * written without the C locale, so setlocale() cannot break the file.
- * Returns CONVOY_ERR_INVALID_ARGUMENT for a NULL argument or when the file
- * cannot be opened or written (the message names the path and the reason);
- * a failed write may leave a partial file. Thread-safe (adds wait). */
+ * The text goes to a temp file "<path>.tmp.<pid>.<counter>" beside path,
+ * renamed over path once complete, so path never holds half a trace. Only
+ * an absent path or a regular file is replaced: anything else there (a
+ * FIFO, a device such as /dev/null, a directory, a symbolic link) is left
+ * alone, never opened, and the call fails; nothing it does blocks.
+ * Returns CONVOY_ERR_INVALID_ARGUMENT for a NULL argument, a path that is
+ * not a regular file, or when the file cannot be created, written or
+ * renamed (the message names the path and the reason; no temp file is left
+ * behind); CONVOY_ERR_OUT_OF_MEMORY. Thread-safe (adds wait). */
 convoy_status convoy__trace_write(convoy__trace *trace, const char *path);
 
 /* Writes a small aligned table into buffer[size], one line per kind, most

@@ -56,6 +56,9 @@ struct convoy__tune_cache {
     convoy__logger logger;
     table entries;
     int write_warned;
+    /* The path names something other than a regular file: it is never
+     * read or written again, and entries live in memory only. */
+    int left_alone;
 };
 
 /* Temp file names must be unique across every cache object of the process
@@ -63,6 +66,27 @@ struct convoy__tune_cache {
 static atomic_ulong temp_counter;
 
 /* ---- small helpers ------------------------------------------------------ */
+
+/* What is at path, judged without following a final symbolic link and
+ * without opening it (opening a FIFO blocks, opening a device may act):
+ * 1 a regular file, 0 nothing there (or lstat failed: the open that follows
+ * reports why), -1 anything else, with *what naming it. */
+static int path_kind(const char *path, const char **what)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return 0;
+    if (S_ISREG(st.st_mode))
+        return 1;
+    *what = S_ISDIR(st.st_mode)    ? "a directory"
+            : S_ISLNK(st.st_mode)  ? "a symbolic link"
+            : S_ISFIFO(st.st_mode) ? "a FIFO"
+            : S_ISCHR(st.st_mode)  ? "a character device"
+            : S_ISBLK(st.st_mode)  ? "a block device"
+            : S_ISSOCK(st.st_mode) ? "a socket"
+                                   : "of an unknown type";
+    return -1;
+}
 
 /* Keys and choices are non-empty, bounded and free of control characters:
  * tabs and newlines would break the line format. */
@@ -179,12 +203,14 @@ static void table_free(table *t)
 
 /* Reads the whole file, NUL-terminated. Returns 0, or an errno value
  * (ENOENT: missing; EFBIG: over MAX_FILE_BYTES; EISDIR/EINVAL: not a
- * regular file). */
+ * regular file). The caller checked the path's type; the flags keep a file
+ * swapped in since from blocking the open (a FIFO) or being followed (a
+ * symbolic link), and fstat checks again what was opened. */
 static int read_file(const char *path, char **data, size_t *size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY);
     if (fd < 0)
-        return errno;
+        return errno == ELOOP ? EINVAL : errno;
     struct stat st;
     char *buffer = NULL;
     size_t used = 0;
@@ -296,12 +322,23 @@ static int parse(char *data, size_t size, const char *environment, table *out, c
 }
 
 /* Reads and parses the file at the cache's path. Returns 1 with *out filled,
- * 0 when there is no file, -1 when it was ignored (then message says why). */
+ * 0 when there is no file, -1 when it was ignored (then message says why),
+ * -2 when the path names something other than a regular file, which must be
+ * left alone (message says what it is). */
 static int load(const convoy__tune_cache *c, table *out, char *message, size_t message_size)
 {
     char *data = NULL, text[128], why[768];
     size_t size = 0;
+    const char *what = NULL;
+    if (path_kind(c->path, &what) < 0) {
+        snprintf(message, message_size, "%s is %s, not a regular file", c->path, what);
+        return -2;
+    }
     int err = read_file(c->path, &data, &size);
+    if (err == EINVAL || err == EISDIR) {
+        snprintf(message, message_size, "%s is not a regular file", c->path);
+        return -2;
+    }
     if (err == ENOENT || err == ENOTDIR)
         return 0;
     if (err) {
@@ -377,7 +414,7 @@ static int replace_file(const convoy__tune_cache *c, const char *data, size_t si
         free(tmp);
         return -1;
     }
-    const char *step = NULL;
+    const char *step = NULL, *what = NULL;
     if (write_all(fd, data, size) != 0)
         step = "write";
     else if (fsync(fd) != 0)
@@ -386,6 +423,14 @@ static int replace_file(const convoy__tune_cache *c, const char *data, size_t si
     if (close(fd) != 0 && !step) {
         step = "close";
         err = errno;
+    }
+    /* rename() would replace whatever is at the path, a device node or a
+     * FIFO as much as a file: look once more right before it. */
+    if (!step && path_kind(c->path, &what) < 0) {
+        snprintf(why, why_size, "%s is %s, not a regular file; left alone", c->path, what);
+        unlink(tmp);
+        free(tmp);
+        return -1;
     }
     if (!step && rename(tmp, c->path) != 0) {
         step = "rename";
@@ -424,7 +469,13 @@ static int rewrite(convoy__tune_cache *c, const char *stored_key, char *why, siz
     /* Other processes writing the same path take the same advisory lock, so
      * the read-merge-rename below is not raced. Without the lock file (for
      * example a read-only directory) the rename still keeps the file whole. */
-    int lock_fd = open(c->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int lock_fd =
+        open(c->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY, 0644);
+    struct stat lock_st;
+    if (lock_fd >= 0 && (fstat(lock_fd, &lock_st) != 0 || !S_ISREG(lock_st.st_mode))) {
+        close(lock_fd); /* not a file of ours: do without the lock */
+        lock_fd = -1;
+    }
     if (lock_fd >= 0) {
         while (flock(lock_fd, LOCK_EX) != 0 && errno == EINTR)
             continue;
@@ -432,6 +483,14 @@ static int rewrite(convoy__tune_cache *c, const char *stored_key, char *why, siz
     table disk = {NULL, 0, 0};
     char ignored[1024];
     int loaded = load(c, &disk, ignored, sizeof ignored);
+    if (loaded == -2) {
+        /* Something else took the file's place since open: keep off it. */
+        c->left_alone = 1;
+        snprintf(why, why_size, "%s; left alone", ignored);
+        if (lock_fd >= 0)
+            close(lock_fd);
+        return -1;
+    }
     if (loaded < 0)
         convoy__log_to(&c->logger, CONVOY_LOG_DEBUG, "%s; overwriting it", ignored);
     int merge_failed = 0;
@@ -487,7 +546,13 @@ convoy_status convoy__tune_cache_open(const char *path, const char *environment,
 
     char message[1024];
     int loaded = load(c, &c->entries, message, sizeof message);
-    if (loaded < 0)
+    c->left_alone = loaded == -2;
+    if (c->left_alone)
+        convoy__log_to(&c->logger, CONVOY_LOG_WARNING,
+                       "tune cache ignored: %s; it is neither read nor written, and tuned "
+                       "choices are kept for this run only",
+                       message);
+    else if (loaded < 0)
         convoy__log_to(&c->logger, CONVOY_LOG_WARNING, "%s", message);
     else if (loaded > 0)
         convoy__log_to(&c->logger, CONVOY_LOG_DEBUG, "tune cache %s: loaded %zu entries", c->path,
@@ -549,7 +614,8 @@ convoy_status convoy__tune_cache_store(convoy__tune_cache *c, const char *key, c
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "tune cache store: out of host memory");
     }
     char why[1024];
-    if (rewrite(c, key, why, sizeof why) != 0) {
+    /* A path left alone was warned about at open and is never touched. */
+    if (!c->left_alone && rewrite(c, key, why, sizeof why) != 0) {
         convoy__log_to(&c->logger, c->write_warned ? CONVOY_LOG_DEBUG : CONVOY_LOG_WARNING,
                        "tune cache %s not saved: %s; tuned choices are kept for this run only",
                        c->path, why);

@@ -18,7 +18,11 @@
  * A cache never breaks a run: a missing file is an empty cache; a file that
  * is stale (another environment) or corrupt is ignored entirely with one
  * CONVOY_LOG_WARNING line; a file that cannot be written costs a warning and
- * nothing else. All functions are thread-safe. Several processes may share
+ * nothing else. Only a regular file (or nothing) at the path is read or
+ * replaced: anything else there (a directory, a FIFO, a device node such as
+ * /dev/null, a socket, a symbolic link) is left alone, never opened, read
+ * or written; the cache then lives in memory for the run, with one warning
+ * at open. Opens never block. All functions are thread-safe. Several processes may share
  * one path: writers serialize on an advisory lock file "<path>.lock" (kept
  * next to the cache; removing it is harmless), re-read and merge the current
  * file, and replace it with an atomic rename, so the file is never torn and
@@ -47,8 +51,8 @@ typedef struct convoy__tune_cache convoy__tune_cache;
  * replaced by spaces (the file keeps it on one line). log (may be NULL) gets
  * the warning when an existing file is ignored, with log_user_data.
  * Returns CONVOY_ERR_INVALID_ARGUMENT for a NULL or empty path or a NULL out,
- * CONVOY_ERR_OUT_OF_MEMORY. A missing, unreadable, stale or corrupt file is
- * not an error. *out is set only on success; close it with
+ * CONVOY_ERR_OUT_OF_MEMORY. A missing, unreadable, stale or corrupt file, or
+ * a path that is not a regular file, is not an error. *out is set only on success; close it with
  * convoy__tune_cache_close(). Synchronous (reads the file). */
 convoy_status convoy__tune_cache_open(const char *path, const char *environment, convoy_log_fn log,
                                       void *log_user_data, convoy__tune_cache **out);
@@ -68,8 +72,10 @@ int convoy__tune_cache_lookup(convoy__tune_cache *cache, const char *key, char *
  * and renamed over path. Returns CONVOY_ERR_INVALID_ARGUMENT for a NULL
  * argument, an empty key or choice, one longer than the maxima above or
  * holding a tab, newline or other control character, or ms negative, not
- * finite or over 1e9; CONVOY_ERR_OUT_OF_MEMORY when memory fails. When the
- * file cannot be written (no such directory, no permission, disk full) the
+ * finite or over 1e9; CONVOY_ERR_OUT_OF_MEMORY when memory fails. A path
+ * left alone at open (not a regular file) keeps the entry in memory only,
+ * with no further log line. When the file cannot be written (no such
+ * directory, no permission, disk full, not a regular file any more) the
  * entry is still kept in memory, a warning is logged (once per cache object;
  * later failures log at CONVOY_LOG_DEBUG) and the call returns CONVOY_OK: a
  * cache must never break a run. Thread-safe; blocks on file I/O. */

@@ -4,6 +4,7 @@
  * order the lock is granted and the cost per task stays at a few hundred
  * nanoseconds. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +27,14 @@ typedef struct stream_slot {
 
 struct convoy__scheduler {
     convoy__backend *backend;
-    /* lock guards the slots, every hazard record, the handle list and
-     * next_sequence. Work never runs while it is held, except inline tasks
-     * (compute_streams == 0) and CUDA enqueues, which only enqueue. */
+    /* lock guards the slots and their in-flight lists, every hazard record,
+     * the handle list, next_sequence, and each task's stream, slot and
+     * dependency array from submit until the task retires. Work never runs
+     * while it is held, except inline tasks (compute_streams == 0), CUDA
+     * enqueues, which only enqueue, and the bookkeeping of a task that
+     * failed before it could be queued. It blocks on an event only on the
+     * failure paths of enqueue, where a task's order can no longer be kept
+     * on the device; no stream work ever takes it, so that cannot deadlock. */
     pthread_mutex_t lock;
     stream_slot *slots; /* compute streams first, then upload, then download */
     int slot_count;
@@ -38,9 +44,16 @@ struct convoy__scheduler {
     uint64_t next_sequence;
     convoy_task *handles; /* tasks the program holds handles to */
 
-    pthread_mutex_t failure_lock; /* guards first_failure and its message */
-    convoy_status first_failure;
+    /* failure_lock guards first_failure, fault and both messages. It is
+     * taken alone (by worker threads) or inside lock, never around it. */
+    pthread_mutex_t failure_lock;
+    convoy_status first_failure; /* since the last synchronize */
     char *first_failure_message;
+    /* The first device fault an event query or wait reported. Sticky: it is
+     * never reset, and every submit after it fails fast. Written once under
+     * failure_lock; read without it for the fast check. */
+    _Atomic convoy_status fault;
+    char *fault_message;
 
     convoy__prof_domain *domain;
     convoy__trace *trace;
@@ -66,33 +79,98 @@ static void note_failure(convoy__scheduler *s, convoy_task *task)
 {
     pthread_mutex_lock(&s->failure_lock);
     if (s->first_failure == CONVOY_OK) {
-        s->first_failure = task->status;
+        const char *message = convoy__task_message(task);
+        s->first_failure = convoy__task_status(task);
         free(s->first_failure_message);
-        s->first_failure_message = task->message ? strdup(task->message) : NULL;
+        s->first_failure_message = message ? strdup(message) : NULL;
     }
     pthread_mutex_unlock(&s->failure_lock);
 }
 
+/* ---- device faults ------------------------------------------------------ */
+
+/* Keeps the first device fault for good: a device that faulted
+ * asynchronously (a CUDA sticky error) runs nothing more, so every later
+ * submit fails fast naming it. */
+static void latch_fault(convoy__scheduler *s, convoy_status error, const char *text)
+{
+    pthread_mutex_lock(&s->failure_lock);
+    if (atomic_load_explicit(&s->fault, memory_order_relaxed) == CONVOY_OK) {
+        s->fault_message = strdup(text);
+        atomic_store_explicit(&s->fault, error, memory_order_release);
+    }
+    pthread_mutex_unlock(&s->failure_lock);
+}
+
+/* A device fault reported by the completion event of task (the thread's
+ * detail text describes it). It belongs to that task, which fails with it
+ * unless it had failed already, so the tasks that read what it wrote and
+ * have not run yet fail with CONVOY_ERR_DEPENDENCY_FAILED. */
+static void device_fault(convoy__scheduler *s, convoy_task *task, convoy_status error)
+{
+    char text[1024];
+    snprintf(text, sizeof text, "device fault seen by '%s': %s", task->label, convoy__error_text());
+    if (convoy__task_set_failure(task, error, text))
+        note_failure(s, task);
+    latch_fault(s, error, text);
+}
+
+/* The error of a submit after a device fault: nothing was enqueued. */
+static convoy_status refuse_after_fault(convoy__scheduler *s, const char *label)
+{
+    pthread_mutex_lock(&s->failure_lock);
+    convoy_status status =
+        convoy__error(CONVOY_ERR_BACKEND, "%s: not submitted: the device faulted earlier (%s)",
+                      label, s->fault_message ? s->fault_message : "no detail");
+    pthread_mutex_unlock(&s->failure_lock);
+    return status;
+}
+
+/* Whether a task's completion event has fired, noting a device fault it
+ * reports. Called with the lock held. */
+static int task_complete(convoy__scheduler *s, convoy_task *task)
+{
+    convoy_status error = CONVOY_OK;
+    if (!s->backend->ops->event_query(s->backend, task->event, &error))
+        return 0;
+    if (error != CONVOY_OK)
+        device_fault(s, task, error);
+    return 1;
+}
+
+/* Blocks until a task's completion event fires, noting a fault. Used only
+ * where a task's order could not be kept on its stream. */
+static void wait_on_host(convoy__scheduler *s, convoy_task *task)
+{
+    convoy_status error = s->backend->ops->event_synchronize(s->backend, task->event);
+    if (error != CONVOY_OK)
+        device_fault(s, task, error);
+}
+
+/* ---- retiring tasks ----------------------------------------------------- */
+
+static void drop_dependencies(convoy_task *task)
+{
+    for (int i = 0; i < task->dependency_count; ++i)
+        convoy__task_unref(task->dependencies[i].task);
+    task->dependency_count = 0;
+}
+
 /* Pops the tasks whose completion events have fired off a stream's in-flight
- * list. The list is in stream order, so completion is in list order. */
+ * list. The list is in stream order, so completion is in list order. A task
+ * retires only here (or at destroy): its stream has then passed every wait it
+ * queued, so the events those waits name may go. */
 static void retire_slot(convoy__scheduler *s, stream_slot *slot)
 {
-    const convoy__backend_ops *ops = s->backend->ops;
     while (slot->inflight_head) {
         convoy_task *task = slot->inflight_head;
-        convoy_status error = CONVOY_OK;
-        if (!ops->event_query(s->backend, task->event, &error))
+        if (!task_complete(s, task))
             break;
-        if (error != CONVOY_OK && task->status == CONVOY_OK) {
-            /* An asynchronous device failure belongs to the task whose
-             * completion event reported it. */
-            convoy__task_set_failure(task, error, convoy__error_text());
-            note_failure(s, task);
-        }
         slot->inflight_head = task->inflight_next;
         if (!slot->inflight_head)
             slot->inflight_tail = NULL;
         slot->inflight_count--;
+        drop_dependencies(task);
         convoy__task_unref(task);
     }
 }
@@ -108,22 +186,25 @@ static void retire_all(convoy__scheduler *s)
 static void fail_from_dependency(convoy_task *task, const convoy_task *dependency)
 {
     char text[640];
+    const char *message = convoy__task_message(dependency);
     snprintf(text, sizeof text, "%s: depends on '%s', which failed with %s: %.400s", task->label,
-             dependency->label, convoy_status_name(dependency->status),
-             dependency->message ? dependency->message : "");
-    convoy__task_set_failure(task, CONVOY_ERR_DEPENDENCY_FAILED, text);
+             dependency->label, convoy_status_name(convoy__task_status(dependency)),
+             message ? message : "");
+    (void)convoy__task_set_failure(task, CONVOY_ERR_DEPENDENCY_FAILED, text);
 }
 
 /* The stream work of every task: check that what it reads was written
- * successfully, run the body, record the outcome, drop the dependencies. */
+ * successfully, run the body, record the outcome. A task that failed before
+ * it was queued runs this too, for the bookkeeping, and skips its body. */
 static void task_execute(void *arg, void *native_stream)
 {
     convoy_task *task = arg;
     convoy__scheduler *s = task->scheduler;
-    if (task->status == CONVOY_OK) {
+    if (convoy__task_status(task) == CONVOY_OK) {
         for (int i = 0; i < task->dependency_count; ++i) {
             const convoy_task *dependency = task->dependencies[i].task;
-            if (task->dependencies[i].carries_failure && dependency->status != CONVOY_OK) {
+            if (task->dependencies[i].carries_failure &&
+                convoy__task_status(dependency) != CONVOY_OK) {
                 fail_from_dependency(task, dependency);
                 break;
             }
@@ -131,7 +212,7 @@ static void task_execute(void *arg, void *native_stream)
     }
     if (s->trace)
         task->start_us = convoy__now_us();
-    if (task->status == CONVOY_OK) {
+    if (convoy__task_status(task) == CONVOY_OK) {
         convoy__prof_range_push(s->domain, task->label);
         convoy__stream *order_stream = s->backend->ops->enqueue_runs_now ? task->stream : NULL;
         convoy_status status = task->run(task->payload, native_stream, order_stream);
@@ -139,26 +220,25 @@ static void task_execute(void *arg, void *native_stream)
         if (status != CONVOY_OK) {
             char text[1024];
             snprintf(text, sizeof text, "%s: %s", task->label, convoy__error_text());
-            convoy__task_set_failure(task, status, text);
+            (void)convoy__task_set_failure(task, status, text);
         }
     }
     if (s->trace)
         task->end_us = convoy__now_us();
-    if (task->status != CONVOY_OK)
+    convoy_status final = convoy__task_status(task);
+    if (final != CONVOY_OK)
         note_failure(s, task);
     if (s->trace) {
         char args[160];
         snprintf(args, sizeof args, "{\"status\":\"%s\",\"sequence\":%llu}",
-                 convoy_status_name(task->status), (unsigned long long)task->sequence);
+                 convoy_status_name(final), (unsigned long long)task->sequence);
         int track = task->slot >= 0 ? s->slots[task->slot].track : s->inline_track;
         convoy__trace_add(s->trace, track, convoy__task_kind_name(task->kind), task->label,
                           task->start_us, task->end_us, args);
     }
-    for (int i = 0; i < task->dependency_count; ++i)
-        convoy__task_unref(task->dependencies[i].task);
-    task->dependency_count = 0;
-    /* On the host the completion event is this task's own; firing it last
-     * means a waiter sees the status written above. */
+    /* The dependencies stay referenced until the task retires. On the host
+     * an inline task's completion event is its own; firing it last means a
+     * waiter sees the status written above. */
     if (!s->backend->ops->enqueue_runs_now && !task->stream)
         s->backend->ops->event_record(s->backend, task->event, NULL);
 }
@@ -167,17 +247,17 @@ static void task_execute(void *arg, void *native_stream)
 
 static int add_dependency(convoy_task *task, convoy_task *dependency, int carries_failure)
 {
-    const convoy__backend_ops *ops = task->backend->ops;
     for (int i = 0; i < task->dependency_count && i < 64; ++i) {
         if (task->dependencies[i].task == dependency) {
             task->dependencies[i].carries_failure |= carries_failure;
             return 1;
         }
     }
-    /* A finished dependency only matters if it failed and its failure
-     * propagates; otherwise there is nothing to wait for. */
-    if (ops->event_query(task->backend, dependency->event, NULL) &&
-        (!carries_failure || dependency->status == CONVOY_OK))
+    /* A finished dependency only matters if it failed (a device fault its
+     * event reports counts) and its failure propagates; otherwise there is
+     * nothing to wait for. */
+    if (task_complete(task->scheduler, dependency) &&
+        (!carries_failure || convoy__task_status(dependency) == CONVOY_OK))
         return 1;
     if (task->dependency_count == task->dependency_capacity) {
         int capacity = task->dependency_capacity ? task->dependency_capacity * 2 : 4;
@@ -194,14 +274,14 @@ static int add_dependency(convoy_task *task, convoy_task *dependency, int carrie
 }
 
 /* Makes room for one more reader, dropping readers that have finished. */
-static int reserve_reader(convoy__backend *be, convoy__hazards *h)
+static int reserve_reader(convoy__scheduler *s, convoy__hazards *h)
 {
     if (h->reader_count < h->reader_capacity)
         return 1;
     int kept = 0;
     for (int i = 0; i < h->reader_count; ++i) {
         convoy_task *reader = h->readers[i];
-        if (be->ops->event_query(be, reader->event, NULL))
+        if (task_complete(s, reader))
             convoy__task_unref(reader);
         else
             h->readers[kept++] = reader;
@@ -234,11 +314,10 @@ void convoy__hazards_clear(convoy__scheduler *s, convoy__hazards *h)
 
 int convoy__scheduler_clear_if_idle(convoy__scheduler *s, convoy__hazards *h)
 {
-    const convoy__backend_ops *ops = s->backend->ops;
     pthread_mutex_lock(&s->lock);
-    int idle = !h->last_writer || ops->event_query(s->backend, h->last_writer->event, NULL);
+    int idle = !h->last_writer || task_complete(s, h->last_writer);
     for (int i = 0; i < h->reader_count && idle; ++i)
-        idle = ops->event_query(s->backend, h->readers[i]->event, NULL);
+        idle = task_complete(s, h->readers[i]);
     pthread_mutex_unlock(&s->lock);
     if (idle)
         convoy__hazards_clear(s, h);
@@ -259,7 +338,7 @@ static int collect_dependencies(convoy_task *task, const convoy__task_desc *desc
                 if (!add_dependency(task, h->readers[r], 0))
                     return 0;
             }
-        } else if (!reserve_reader(task->backend, h)) {
+        } else if (!reserve_reader(task->scheduler, h)) {
             return 0;
         }
     }
@@ -345,35 +424,83 @@ static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc
     return task;
 }
 
+/* A task that cannot keep its place on its stream fails before it runs:
+ * only its body is skipped. */
+static void fail_early(convoy_task *task, convoy_status status)
+{
+    char text[1024];
+    snprintf(text, sizeof text, "%s: %s", task->label, convoy__error_text());
+    (void)convoy__task_set_failure(task, status, text);
+}
+
+/* Makes room on the task's stream for its waits, its work and its completion
+ * record, so that it is queued whole or not at all. */
+static int reserve_queue(convoy__scheduler *s, convoy_task *task)
+{
+    const convoy__backend_ops *ops = s->backend->ops;
+    if (!ops->stream_reserve)
+        return 1;
+    convoy_status status =
+        ops->stream_reserve(s->backend, task->stream, (size_t)task->dependency_count + 2);
+    if (status == CONVOY_OK)
+        return 1;
+    fail_early(task, status);
+    return 0;
+}
+
+/* Puts the task on its stream: event waits for its dependencies on other
+ * streams, its work, then its completion event. Whatever fails, the task
+ * keeps its place in the order: it completes only after everything it had to
+ * follow, failed if it could not run, so its dependants and the tasks
+ * ordered after it see it like any other failure. */
 static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_desc *desc)
 {
     const convoy__backend_ops *ops = s->backend->ops;
-    convoy_status status = CONVOY_OK;
-    if (desc->bind) {
-        status = desc->bind(task->payload, task->stream);
-        if (status != CONVOY_OK)
-            convoy__task_set_failure(task, status, convoy__error_text());
-    }
-    for (int i = 0; i < task->dependency_count && status == CONVOY_OK; ++i) {
-        convoy_task *d = task->dependencies[i].task;
-        if (d->stream && d->stream != task->stream)
-            status = ops->stream_wait_event(s->backend, task->stream, d->event);
-    }
-    if (status == CONVOY_OK)
-        status = ops->stream_enqueue(s->backend, task->stream, task_execute, task);
-    if (status != CONVOY_OK) {
-        /* Nothing of the task reached the stream: it completes now as
-         * failed (its event, never recorded, reads as complete), and its
-         * dependants observe that like any other failure. */
-        if (task->status == CONVOY_OK)
-            convoy__task_set_failure(task, status, convoy__error_text());
+    if (task->stream && !reserve_queue(s, task)) {
+        /* Not even room to queue the task: nothing of it reaches the
+         * stream. It completes here, once everything it follows has. */
+        for (int i = 0; i < task->dependency_count; ++i)
+            wait_on_host(s, task->dependencies[i].task);
         task->stream = NULL;
         task->slot = -1;
         task_execute(task, NULL);
-    } else if (task->stream) {
-        /* A failed record (host: no memory to grow the queue) leaves the
-         * event reading as complete; the work itself still runs in order. */
-        (void)ops->event_record(s->backend, task->event, task->stream);
+        return;
+    }
+    if (desc->bind) {
+        convoy_status status = desc->bind(task->payload, task->stream);
+        if (status != CONVOY_OK)
+            (void)convoy__task_set_failure(task, status, convoy__error_text());
+    }
+    for (int i = 0; i < task->dependency_count && task->stream; ++i) {
+        convoy_task *d = task->dependencies[i].task;
+        if (!d->stream || d->stream == task->stream)
+            continue;
+        convoy_status status = ops->stream_wait_event(s->backend, task->stream, d->event);
+        if (status != CONVOY_OK) {
+            /* The stream cannot be told to wait; wait here instead, so the
+             * task still completes after d. */
+            fail_early(task, status);
+            wait_on_host(s, d);
+        }
+    }
+    convoy_status status = ops->stream_enqueue(s->backend, task->stream, task_execute, task);
+    if (status != CONVOY_OK) {
+        /* Only the body is lost: the bookkeeping runs here, and the
+         * completion event below still follows the waits. */
+        fail_early(task, status);
+        task_execute(task, NULL);
+    }
+    if (task->stream) {
+        status = ops->event_record(s->backend, task->event, task->stream);
+        if (status != CONVOY_OK) {
+            /* The event reads as complete while the stream may still run
+             * the task. Host queues had room reserved, so this is the device
+             * failing: latch the fault so nothing more is submitted, and let
+             * the event at least follow the dependencies. */
+            device_fault(s, task, status);
+            for (int i = 0; i < task->dependency_count; ++i)
+                wait_on_host(s, task->dependencies[i].task);
+        }
     }
     if (desc->unbind)
         desc->unbind(task->payload, task->stream);
@@ -382,20 +509,26 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
 convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_desc *desc,
                                        convoy_task **task_out)
 {
+    const char *label = desc->label ? desc->label : convoy__task_kind_name(desc->kind);
+    if (atomic_load_explicit(&s->fault, memory_order_acquire) != CONVOY_OK)
+        return refuse_after_fault(s, label);
     convoy_task *task = task_new(s, desc);
     if (!task)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for the task",
-                             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+                             label);
     pthread_mutex_lock(&s->lock);
     retire_all(s);
-    if (!collect_dependencies(task, desc)) {
+    int collected = collect_dependencies(task, desc);
+    /* Retiring and collecting query events: either may have seen a fault. */
+    int faulted = atomic_load_explicit(&s->fault, memory_order_acquire) != CONVOY_OK;
+    if (!collected || faulted) {
+        drop_dependencies(task);
         pthread_mutex_unlock(&s->lock);
-        for (int i = 0; i < task->dependency_count; ++i)
-            convoy__task_unref(task->dependencies[i].task);
-        task->dependency_count = 0;
         convoy__task_unref(task);
+        if (faulted)
+            return refuse_after_fault(s, label);
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for dependencies",
-                             desc->label ? desc->label : convoy__task_kind_name(desc->kind));
+                             label);
     }
     update_hazards(task, desc);
     task->sequence = ++s->next_sequence;
@@ -405,8 +538,9 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
     }
     enqueue(s, task, desc);
     if (task->stream) {
-        /* The stream's in-flight list keeps the task until its completion
-         * event is seen, so the event outlives every queue entry naming it. */
+        /* The stream's in-flight list keeps the task, and the task its
+         * dependencies, until its completion event is seen, so the events
+         * outlive every queue entry naming them. */
         stream_slot *slot = &s->slots[task->slot];
         slot->last_sequence = task->sequence;
         atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
@@ -417,6 +551,10 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
             slot->inflight_head = task;
         slot->inflight_tail = task;
         slot->inflight_count++;
+    } else {
+        /* Ran inline (or completed here): nothing on a stream names its
+         * dependencies. */
+        drop_dependencies(task);
     }
     if (task_out) {
         atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
@@ -480,8 +618,11 @@ convoy_status convoy__scheduler_synchronize(convoy__scheduler *s)
     pthread_mutex_unlock(&s->lock);
     for (int i = 0; i < marker_count; ++i) {
         convoy_status sync = ops->event_synchronize(s->backend, markers[i]);
-        if (sync != CONVOY_OK && status == CONVOY_OK)
+        if (sync != CONVOY_OK && status == CONVOY_OK) {
+            /* A wait that fails is the device failing (host waits cannot). */
             status = sync;
+            latch_fault(s, sync, convoy__error_text());
+        }
         ops->event_destroy(s->backend, markers[i]);
     }
     if (status != CONVOY_OK)
@@ -576,6 +717,7 @@ void convoy__scheduler_destroy(convoy__scheduler *s)
         while (slot->inflight_head) {
             convoy_task *task = slot->inflight_head;
             slot->inflight_head = task->inflight_next;
+            drop_dependencies(task);
             convoy__task_unref(task);
         }
     }
@@ -587,6 +729,7 @@ void convoy__scheduler_destroy(convoy__scheduler *s)
     }
     free(s->slots);
     free(s->first_failure_message);
+    free(s->fault_message);
     pthread_mutex_destroy(&s->failure_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);

@@ -9,7 +9,10 @@
  * any work. Only read-after-write dependencies carry failure: a task whose
  * input was written by a failed task completes with
  * CONVOY_ERR_DEPENDENCY_FAILED without running, and so poisons what it
- * writes in turn until a successful write replaces it. */
+ * writes in turn until a successful write replaces it. A task that fails
+ * while being queued still completes in its place in the order; a device
+ * fault reported by an event fails the task whose event reported it and
+ * every later submit (DESIGN.md section 3, failure). */
 #ifndef CONVOY_SCHEDULER_SCHEDULER_H
 #define CONVOY_SCHEDULER_SCHEDULER_H
 
@@ -108,8 +111,11 @@ convoy_status convoy__scheduler_create(convoy__backend *backend,
  * holds handles to are detached: they stay valid for wait and release. */
 void convoy__scheduler_destroy(convoy__scheduler *scheduler);
 
-/* Submits one task. task_out may be NULL. Fails only for host resource
- * exhaustion or a backend enqueue failure; nothing is enqueued then. */
+/* Submits one task. task_out may be NULL. Fails only for host memory
+ * exhaustion (CONVOY_ERR_OUT_OF_MEMORY) or, once a device fault was seen,
+ * with CONVOY_ERR_BACKEND naming it; nothing is enqueued then. A task that
+ * cannot be queued whole (no workspace, a refused wait or enqueue) is not a
+ * submit error: it completes failed, in its place in the order. */
 convoy_status convoy__scheduler_submit(convoy__scheduler *scheduler, const convoy__task_desc *desc,
                                        convoy_task **task_out);
 

@@ -19,6 +19,14 @@ typedef struct convoy__dependency {
     int carries_failure;
 } convoy__dependency;
 
+/* A failure: its status and detail text, published together by one pointer
+ * so that a reader never sees one without the other. */
+typedef struct convoy__failure {
+    convoy_status status;
+    int allocated; /* 0 for the static records used when memory runs out */
+    const char *message;
+} convoy__failure;
+
 struct convoy_task {
     /* References: the submit call while it runs, the program's handle, the
      * stream's in-flight list, hazard records naming the task, and the
@@ -32,13 +40,20 @@ struct convoy_task {
     convoy__event *event;   /* completion; NULL once detached */
     uint64_t sequence;      /* submission order */
 
-    /* Written by the executing thread before the completion event fires;
-     * read by others only after observing that event. */
-    convoy_status status;
-    char *message; /* detail of a failure, malloc'd */
-    double start_us, end_us;
+    /* NULL while the task has not failed. Set at most once: the first
+     * setter wins (compare-and-swap) and later ones are dropped. Setters are
+     * the submitting thread (a failure before the task could run), the
+     * executing thread (a failed dependency or body, before the completion
+     * event fires), and after that event the scheduler's retire or any
+     * waiter (a device fault the event reported). Read without a lock. */
+    _Atomic(convoy__failure *) failure;
+    double start_us, end_us; /* written by the executing thread */
 
     convoy__task_run_fn run;
+    /* Written at submit under the scheduler's lock, read by the executing
+     * thread, and released when the task retires from its stream, not when
+     * it runs: until its completion event is seen, the stream may still hold
+     * waits on the dependencies' events. */
     convoy__dependency *dependencies;
     int dependency_count;
     int dependency_capacity;
@@ -53,7 +68,15 @@ struct convoy_task {
 
 void convoy__task_unref(convoy_task *task);
 
-/* Stores a failure's status and the thread's current detail text. */
-void convoy__task_set_failure(convoy_task *task, convoy_status status, const char *message);
+/* Records a failure (status and a copy of message; NULL or "" means the
+ * status name) unless the task has one already. Returns 1 when this call
+ * set it. Safe from any thread. */
+int convoy__task_set_failure(convoy_task *task, convoy_status status, const char *message);
+
+/* The task's status so far: CONVOY_OK until a failure was set. */
+convoy_status convoy__task_status(const convoy_task *task);
+
+/* The failure's detail text; NULL while the task has not failed. */
+const char *convoy__task_message(const convoy_task *task);
 
 #endif /* CONVOY_SCHEDULER_TASK_INT_H */

@@ -1,6 +1,8 @@
 /* The scheduler on the host backend: results independent of the stream
  * count, real overlap, long chains, failure propagation and poisoning,
- * concurrent submission, deferred tensor destruction and task handles. */
+ * concurrent submission, deferred tensor destruction, task handles, and a
+ * convolution that fails before it runs (its workspace cannot be allocated)
+ * keeping its place in the order. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -468,6 +470,212 @@ static void test_custom_task_odd_status(void **state)
     convoy_runtime_destroy(rt);
 }
 
+/* ---- a task that fails before it runs keeps its place ---- */
+
+/* A custom task that blocks until the test opens its gate, then checks that
+ * what it reads did not change while it ran. */
+typedef struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int open;
+    int active;    /* the gated reader is inside its body */
+    int changed;   /* the reader saw its input change under it */
+    int violation; /* a writer ran while the reader was active */
+} gate;
+
+static gate *gate_new(void)
+{
+    gate *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    return g;
+}
+
+static void gate_open(gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_free(gate *g)
+{
+    pthread_cond_destroy(&g->cond);
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
+
+static convoy_status gated_reader_fn(const convoy_task_context *ctx, void *user_data)
+{
+    gate *g = user_data;
+    int64_t n = convoy_tensor_dim(ctx->accesses[0].tensor, 0);
+    for (int i = 1; i < convoy_tensor_ndim(ctx->accesses[0].tensor); ++i)
+        n *= convoy_tensor_dim(ctx->accesses[0].tensor, i);
+    float *before = malloc((size_t)n * sizeof *before);
+    if (!before)
+        return CONVOY_ERR_OUT_OF_MEMORY;
+    memcpy(before, ctx->data[0], (size_t)n * sizeof *before);
+    pthread_mutex_lock(&g->lock);
+    g->active = 1;
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    g->active = 0;
+    g->changed = memcmp(before, ctx->data[0], (size_t)n * sizeof *before) != 0;
+    pthread_mutex_unlock(&g->lock);
+    free(before);
+    return CONVOY_OK;
+}
+
+static convoy_status checked_writer_fn(const convoy_task_context *ctx, void *user_data)
+{
+    gate *g = user_data;
+    pthread_mutex_lock(&g->lock);
+    g->violation |= g->active;
+    pthread_mutex_unlock(&g->lock);
+    ctx->data[0][0] = 7.0f;
+    return CONVOY_OK;
+}
+
+/* Waits up to ms for the task to complete; returns whether it did. */
+static int done_within(convoy_task *task, double ms)
+{
+    double start = now_ms();
+    while (!convoy_task_done(task) && now_ms() - start < ms)
+        usleep(1000);
+    return convoy_task_done(task);
+}
+
+/* A convolution whose workspace cannot be allocated (the second backend
+ * allocation: the first is the small-tensor segment, the second the
+ * multi-megabyte im2col buffer) fails at submit time, before it runs. */
+typedef struct early_failure {
+    convoy_runtime *rt;
+    convoy_tensor *x, *w, *y;
+    convoy_conv_params p;
+    float *x_host, *w_host, *y_host;
+    size_t y_count;
+} early_failure;
+
+static void early_failure_setup(early_failure *e)
+{
+    convoy_options o;
+    assert_int_equal(convoy_options_init(&o), CONVOY_OK);
+    o.device = CONVOY_DEVICE_CPU;
+    o.streams = 2;
+    o.exclude = "direct,1x1";
+    o.test_fail_alloc = 2;
+    assert_int_equal(convoy_runtime_create(&o, &e->rt), CONVOY_OK);
+    const int64_t xd[4] = {1, 4, 128, 128}, wd[4] = {4, 4, 3, 3}, yd[4] = {1, 4, 126, 126};
+    assert_int_equal(convoy_tensor_create(e->rt, 4, xd, &e->x), CONVOY_OK);
+    assert_int_equal(convoy_tensor_create(e->rt, 4, wd, &e->w), CONVOY_OK);
+    assert_int_equal(convoy_tensor_create(e->rt, 4, yd, &e->y), CONVOY_OK);
+    assert_int_equal(convoy_conv_params_init(&e->p, 2), CONVOY_OK);
+    e->y_count = 4 * 126 * 126;
+    e->x_host = calloc(4 * 128 * 128, sizeof(float));
+    e->w_host = calloc(4 * 4 * 3 * 3, sizeof(float));
+    e->y_host = malloc(e->y_count * sizeof(float));
+    assert_non_null(e->x_host);
+    assert_non_null(e->w_host);
+    assert_non_null(e->y_host);
+    for (size_t i = 0; i < e->y_count; ++i)
+        e->y_host[i] = (float)(i % 251);
+    assert_int_equal(convoy_upload(e->rt, e->x, e->x_host, 4 * 128 * 128, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(e->rt, e->w, e->w_host, 4 * 4 * 3 * 3, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(e->rt, e->y, e->y_host, e->y_count, NULL), CONVOY_OK);
+    assert_int_equal(convoy_runtime_synchronize(e->rt), CONVOY_OK);
+}
+
+static void early_failure_teardown(early_failure *e)
+{
+    convoy_runtime_destroy(e->rt);
+    free(e->x_host);
+    free(e->w_host);
+    free(e->y_host);
+}
+
+/* A later writer of the failed convolution's output still waits for the
+ * readers before it. */
+static void test_early_failure_keeps_write_after_read(void **state)
+{
+    early_failure e;
+    early_failure_setup(&e);
+    gate *g = gate_new();
+    convoy_task *reader = NULL, *conv = NULL, *download = NULL, *writer = NULL;
+    convoy_access read_y = {e.y, CONVOY_READ}, write_y = {e.y, CONVOY_WRITE};
+    assert_int_equal(convoy_submit(e.rt, gated_reader_fn, g, &read_y, 1, "reader", &reader),
+                     CONVOY_OK);
+    assert_int_equal(convoy_conv_forward(e.rt, &e.p, e.x, e.w, e.y, &conv), CONVOY_OK);
+    float *out = malloc(e.y_count * sizeof *out);
+    assert_non_null(out);
+    out[0] = -1.0f;
+    assert_int_equal(convoy_download(e.rt, e.y, out, e.y_count, &download), CONVOY_OK);
+    assert_int_equal(convoy_submit(e.rt, checked_writer_fn, g, &write_y, 1, "writer", &writer),
+                     CONVOY_OK);
+    /* The writer must not finish while the reader holds the gate. */
+    assert_false(done_within(writer, 200.0));
+    gate_open(g);
+    assert_int_equal(convoy_task_wait(reader), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(conv), CONVOY_ERR_OUT_OF_MEMORY);
+    assert_non_null(strstr(convoy_last_error_message(), "injected"));
+    assert_int_equal(convoy_task_wait(download), CONVOY_ERR_DEPENDENCY_FAILED);
+    assert_true(out[0] == -1.0f);
+    assert_int_equal(convoy_task_wait(writer), CONVOY_OK);
+    assert_false(g->violation);
+    assert_false(g->changed);
+    convoy_task *tasks[4] = {reader, conv, download, writer};
+    for (int i = 0; i < 4; ++i)
+        convoy_task_release(tasks[i]);
+    free(out);
+    early_failure_teardown(&e);
+    gate_free(g);
+}
+
+/* Destroying the failed convolution's output does not hand its storage out
+ * while an earlier reader still uses it. */
+static void test_early_failure_keeps_storage_until_readers_finish(void **state)
+{
+    early_failure e;
+    early_failure_setup(&e);
+    gate *g = gate_new();
+    convoy_task *reader = NULL, *conv = NULL;
+    convoy_access read_y = {e.y, CONVOY_READ};
+    assert_int_equal(convoy_submit(e.rt, gated_reader_fn, g, &read_y, 1, "reader", &reader),
+                     CONVOY_OK);
+    assert_int_equal(convoy_conv_forward(e.rt, &e.p, e.x, e.w, e.y, &conv), CONVOY_OK);
+    convoy_memory_statistics before, after;
+    assert_int_equal(convoy_memory_stats(e.rt, &before), CONVOY_OK);
+    convoy_tensor_destroy(e.y);
+    /* The storage stays in use while the reader runs. */
+    double start = now_ms();
+    do {
+        usleep(1000);
+        assert_int_equal(convoy_memory_stats(e.rt, &after), CONVOY_OK);
+    } while (after.bytes_in_use == before.bytes_in_use && now_ms() - start < 200.0);
+    assert_int_equal(after.bytes_in_use, before.bytes_in_use);
+    /* A new tensor of the same size gets other storage: overwriting it
+     * leaves what the reader sees alone. */
+    const int64_t yd[4] = {1, 4, 126, 126};
+    convoy_tensor *z = NULL;
+    assert_int_equal(convoy_tensor_create(e.rt, 4, yd, &z), CONVOY_OK);
+    float *zeros = calloc(e.y_count, sizeof *zeros);
+    assert_non_null(zeros);
+    convoy_task *upload = NULL;
+    assert_int_equal(convoy_upload(e.rt, z, zeros, e.y_count, &upload), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(upload), CONVOY_OK);
+    gate_open(g);
+    assert_int_equal(convoy_task_wait(reader), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(conv), CONVOY_ERR_OUT_OF_MEMORY);
+    assert_false(g->changed);
+    convoy_task_release(reader);
+    convoy_task_release(conv);
+    convoy_task_release(upload);
+    free(zeros);
+    early_failure_teardown(&e);
+    gate_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +689,8 @@ int main(void)
         cmocka_unit_test(test_handle_outlives_runtime),
         cmocka_unit_test(test_task_api_errors),
         cmocka_unit_test(test_custom_task_odd_status),
+        cmocka_unit_test(test_early_failure_keeps_write_after_read),
+        cmocka_unit_test(test_early_failure_keeps_storage_until_readers_finish),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,17 +1,24 @@
 /* Chrome trace export and the per-kind summary (profiling/trace.c): events
  * from several threads and tracks written as valid JSON (checked by a small
  * strict parser here and by Python's json module when python3 exists), with
- * escaping, track metadata, the summary's numbers and its truncation. */
+ * escaping, track metadata, the summary's numbers and its truncation; and a
+ * trace path that is not a regular file (a FIFO, /dev/null, a symbolic
+ * link), which is left alone without blocking, directly and through
+ * CONVOY_TRACE at runtime destroy. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "convoy.h"
 #include "profiling/trace.h"
@@ -457,6 +464,157 @@ static void test_unwritable_path(void **state)
     convoy__trace_destroy(t);
 }
 
+/* ---- paths that are not regular files ------------------------------------- */
+
+/* Opening a FIFO for writing blocks until a reader comes: a test that would
+ * hang fails instead. */
+static void on_alarm(int signal_number)
+{
+    static const char text[] = "test_trace: timed out: an operation on a FIFO blocked\n";
+    (void)signal_number;
+    (void)!write(2, text, sizeof text - 1);
+    _exit(1);
+}
+
+static void watchdog(unsigned seconds)
+{
+    signal(SIGALRM, on_alarm);
+    alarm(seconds);
+}
+
+/* Entries of dir other than . and .. */
+static int entries_in(const char *dir)
+{
+    int count = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        count += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return count;
+}
+
+static convoy__trace *one_event_trace(void)
+{
+    convoy__trace *t = NULL;
+    assert_int_equal(convoy__trace_create(&t), CONVOY_OK);
+    convoy__trace_add(t, convoy__trace_track(t, "s"), "conv_fwd", "x", 0.0, 1.0, NULL);
+    return t;
+}
+
+static void test_fifo_left_alone(void **state)
+{
+    temp_dir *f = *state;
+    assert_int_equal(mkfifo(f->path, 0644), 0);
+    convoy__trace *t = one_event_trace();
+    watchdog(20);
+    assert_int_equal(convoy__trace_write(t, f->path), CONVOY_ERR_INVALID_ARGUMENT);
+    alarm(0);
+    assert_non_null(strstr(convoy_last_error_message(), f->path));
+    assert_non_null(strstr(convoy_last_error_message(), "a FIFO"));
+    struct stat st;
+    assert_int_equal(lstat(f->path, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(entries_in(f->dir), 1);
+    convoy__trace_destroy(t);
+}
+
+static void test_device_and_symlink_left_alone(void **state)
+{
+    temp_dir *f = *state;
+    convoy__trace *t = one_event_trace();
+    struct stat before, after;
+    assert_int_equal(lstat("/dev/null", &before), 0);
+    assert_int_equal(convoy__trace_write(t, "/dev/null"), CONVOY_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(convoy_last_error_message(), "a character device"));
+    assert_int_equal(lstat("/dev/null", &after), 0);
+    assert_true(S_ISCHR(after.st_mode));
+    assert_true(after.st_rdev == before.st_rdev && after.st_ino == before.st_ino);
+
+    /* A link is not followed, nor replaced. */
+    char target[400];
+    snprintf(target, sizeof target, "%s/target.json", f->dir);
+    FILE *fp = fopen(target, "w");
+    assert_non_null(fp);
+    fputs("old", fp);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(symlink(target, f->path), 0);
+    assert_int_equal(convoy__trace_write(t, f->path), CONVOY_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(convoy_last_error_message(), "a symbolic link"));
+    assert_int_equal(lstat(f->path, &after), 0);
+    assert_true(S_ISLNK(after.st_mode));
+    char *text = temp_read_file(target, NULL);
+    assert_string_equal(text, "old");
+    free(text);
+    assert_int_equal(entries_in(f->dir), 2);
+    unlink(target);
+
+    /* A regular file is replaced whole. */
+    unlink(f->path);
+    fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    fputs("old", fp);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(convoy__trace_write(t, f->path), CONVOY_OK);
+    text = temp_read_file(f->path, NULL);
+    assert_true(json_valid(text));
+    free(text);
+    assert_int_equal(entries_in(f->dir), 1);
+    convoy__trace_destroy(t);
+}
+
+typedef struct warnings {
+    pthread_mutex_t lock;
+    int count;
+    char last[1024];
+} warnings;
+
+static void keep_warning(void *user_data, convoy_log_level level, const char *message)
+{
+    warnings *w = user_data;
+    if (level > CONVOY_LOG_WARNING)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->count++;
+    snprintf(w->last, sizeof w->last, "%s", message);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static convoy_status nothing_fn(const convoy_task_context *ctx, void *user_data)
+{
+    return CONVOY_OK;
+}
+
+/* CONVOY_TRACE naming a FIFO: the runtime still runs and is destroyed
+ * promptly; the trace is not written and a warning says why. */
+static void test_runtime_trace_to_fifo(void **state)
+{
+    temp_dir *f = *state;
+    assert_int_equal(mkfifo(f->path, 0644), 0);
+    warnings w = {PTHREAD_MUTEX_INITIALIZER, 0, ""};
+    convoy_options o;
+    assert_int_equal(convoy_options_init(&o), CONVOY_OK);
+    o.device = CONVOY_DEVICE_CPU;
+    o.streams = 1;
+    o.trace_path = f->path;
+    o.log_fn = keep_warning;
+    o.log_user_data = &w;
+    watchdog(20);
+    convoy_runtime *rt = NULL;
+    assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
+    assert_int_equal(convoy_submit(rt, nothing_fn, NULL, NULL, 0, "nothing", NULL), CONVOY_OK);
+    convoy_runtime_destroy(rt);
+    alarm(0);
+    assert_int_equal(w.count, 1);
+    assert_non_null(strstr(w.last, f->path));
+    assert_non_null(strstr(w.last, "not a regular file"));
+    struct stat st;
+    assert_int_equal(lstat(f->path, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(entries_in(f->dir), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -465,6 +623,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_from_threads, setup, temp_dir_teardown),
         cmocka_unit_test(test_summary_numbers),
         cmocka_unit_test_setup_teardown(test_unwritable_path, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_left_alone, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_device_and_symlink_left_alone, setup,
+                                        temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_trace_to_fifo, setup, temp_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /* The persistent tuning cache (runtime/tune_cache.c): round trips, missing,
  * stale and corrupt files (each ignored with one warning, then overwritten
  * cleanly), argument checks, concurrent writers in two processes and in
- * threads, and an unwritable path that must not fail the caller. */
+ * threads, an unwritable path that must not fail the caller, and paths that
+ * are not regular files (a FIFO, a device node, a symbolic link), which are
+ * left alone without blocking. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,10 +13,12 @@
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -487,19 +491,135 @@ static void test_unwritable_path(void **state)
     assert_int_equal(convoy__tune_cache_lookup(c, "k2", choice, sizeof choice, NULL), 1);
     convoy__tune_cache_close(c);
 
-    /* A directory where the file should be: unreadable, so ignored with a
-     * warning, and unwritable, so stores warn but succeed. */
+    /* A directory where the file should be: left alone with one warning at
+     * open; stores succeed and keep their entries in memory. */
     char dir_path[400];
     snprintf(dir_path, sizeof dir_path, "%s/a_directory", f->dir);
     assert_int_equal(mkdir(dir_path, 0755), 0);
     capture_reset(&log);
     c = open_cache(dir_path, ENV_A, &log);
     assert_int_equal(log.warnings, 1);
-    assert_non_null(strstr(log.last_warning, "cannot be read"));
+    assert_non_null(strstr(log.last_warning, "a directory, not a regular file"));
     assert_int_equal(convoy__tune_cache_store(c, "k1", "gemm", 1.0), CONVOY_OK);
-    assert_int_equal(log.warnings, 2);
+    assert_int_equal(log.warnings, 1);
+    assert_int_equal(convoy__tune_cache_lookup(c, "k1", choice, sizeof choice, NULL), 1);
     convoy__tune_cache_close(c);
     assert_int_equal(count_temp_files(f->dir), 0);
+}
+
+/* ---- paths that are not regular files ------------------------------------- */
+
+/* Opening a FIFO for reading blocks until a writer comes: a test that
+ * would hang fails instead. */
+static void on_alarm(int signal_number)
+{
+    static const char text[] = "test_tune_cache: timed out: an operation on a FIFO blocked\n";
+    (void)signal_number;
+    (void)!write(2, text, sizeof text - 1);
+    _exit(1);
+}
+
+static void watchdog(unsigned seconds)
+{
+    signal(SIGALRM, on_alarm);
+    alarm(seconds);
+}
+
+static mode_t type_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    return st.st_mode & S_IFMT;
+}
+
+/* Opens a cache at path, stores two entries and checks that the path was
+ * neither read nor written: one warning at open naming what it is, the
+ * entries usable in memory, no temp or lock file next to it. */
+static void expect_left_alone(const char *dir, const char *path, const char *what)
+{
+    log_capture log = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
+    convoy__tune_cache *c = open_cache(path, ENV_A, &log);
+    assert_int_equal(log.warnings, 1);
+    assert_non_null(strstr(log.last_warning, path));
+    assert_non_null(strstr(log.last_warning, what));
+    assert_non_null(strstr(log.last_warning, "not a regular file"));
+    assert_int_equal(convoy__tune_cache_store(c, "k1", "gemm", 1.0), CONVOY_OK);
+    assert_int_equal(convoy__tune_cache_store(c, "k2", "direct", 2.0), CONVOY_OK);
+    assert_int_equal(log.warnings, 1);
+    char choice[16];
+    assert_int_equal(convoy__tune_cache_lookup(c, "k2", choice, sizeof choice, NULL), 1);
+    assert_string_equal(choice, "direct");
+    convoy__tune_cache_close(c);
+    if (dir)
+        assert_int_equal(count_temp_files(dir), 0);
+}
+
+static void test_fifo_left_alone(void **state)
+{
+    temp_dir *f = *state;
+    assert_int_equal(mkfifo(f->path, 0644), 0);
+    watchdog(20);
+    expect_left_alone(f->dir, f->path, "a FIFO");
+    alarm(0);
+    assert_int_equal(type_of(f->path), S_IFIFO);
+    char lock_path[400];
+    snprintf(lock_path, sizeof lock_path, "%s.lock", f->path);
+    assert_int_not_equal(access(lock_path, F_OK), 0);
+}
+
+/* A symbolic link is not followed: the file it points to keeps its
+ * entries, and the link stays a link. */
+static void test_symlink_left_alone(void **state)
+{
+    temp_dir *f = *state;
+    char target[400];
+    snprintf(target, sizeof target, "%s/elsewhere", f->dir);
+    write_summed(target, "convoy-tune-cache 1\nenvironment\t" ENV_A "\nk9\tgemm\t1.000000\n");
+    size_t before_size = 0, after_size = 0;
+    char *before = temp_read_file(target, &before_size);
+    assert_non_null(before);
+    assert_int_equal(symlink(target, f->path), 0);
+    log_capture log = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
+    convoy__tune_cache *c = open_cache(f->path, ENV_A, &log);
+    assert_int_equal(convoy__tune_cache_lookup(c, "k9", NULL, 0, NULL), 0);
+    convoy__tune_cache_close(c);
+    expect_left_alone(f->dir, f->path, "a symbolic link");
+    assert_int_equal(type_of(f->path), S_IFLNK);
+    char *after = temp_read_file(target, &after_size);
+    assert_non_null(after);
+    assert_int_equal(after_size, before_size);
+    assert_memory_equal(after, before, before_size);
+    free(before);
+    free(after);
+}
+
+/* Device nodes are never replaced. As root rename() could replace one, so
+ * the test makes its own node (the null device's numbers) and, only then,
+ * also checks /dev/null itself. */
+static void test_device_node_left_alone(void **state)
+{
+    temp_dir *f = *state;
+    watchdog(20);
+    if (geteuid() == 0) {
+        char node[400];
+        snprintf(node, sizeof node, "%s/null", f->dir);
+        assert_int_equal(mknod(node, S_IFCHR | 0666, makedev(1, 3)), 0);
+        expect_left_alone(f->dir, node, "a character device");
+        struct stat st;
+        assert_int_equal(lstat(node, &st), 0);
+        assert_true(S_ISCHR(st.st_mode));
+        assert_true(st.st_rdev == makedev(1, 3));
+    }
+    struct stat before, after;
+    assert_int_equal(lstat("/dev/null", &before), 0);
+    assert_true(S_ISCHR(before.st_mode));
+    expect_left_alone(NULL, "/dev/null", "a character device");
+    assert_int_equal(lstat("/dev/null", &after), 0);
+    assert_true(S_ISCHR(after.st_mode));
+    assert_true(after.st_rdev == before.st_rdev);
+    assert_true(after.st_ino == before.st_ino);
+    assert_int_not_equal(access("/dev/null.lock", F_OK), 0);
+    alarm(0);
 }
 
 int main(void)
@@ -513,6 +633,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_processes, setup, temp_dir_teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, temp_dir_teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_path, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_left_alone, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_symlink_left_alone, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_device_node_left_alone, setup, temp_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
