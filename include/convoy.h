@@ -16,6 +16,11 @@
  *  - All functions are safe to call from any thread. Submission order between
  *    threads is the order in which the runtime's lock is granted.
  *  - The library never prints, exits or aborts.
+ *  - Once the device has reported an asynchronous fault (a kernel or copy
+ *    that failed after its submit returned), every later submit of that
+ *    runtime returns CONVOY_ERR_BACKEND naming the first fault, and the
+ *    tasks that depended on the faulted one fail with
+ *    CONVOY_ERR_DEPENDENCY_FAILED. Destroy the runtime to recover.
  *
  * This header compiles as C99 and as C++ and needs no CUDA header. CUDA
  * interop (streams, device pointers) is in convoy_cuda.h.
