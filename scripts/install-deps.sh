@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what convoy needs to build and test: cmake, a C compiler,
-# pkg-config, OpenBLAS and CMocka. As root it runs apt-get itself; otherwise
-# it prints the one command to run and exits 1. The CUDA toolkit is optional
-# and never installed here: the build uses it when it finds it.
+# pkg-config, OpenBLAS, oneDNN and CMocka. As root it runs apt-get itself;
+# otherwise it prints the one command to run and exits 1. oneDNN is optional
+# to the build (CONVOY_ENABLE_ONEDNN: without it the onednn algorithm refuses
+# every convolution) but installed here so the tests cover it. The CUDA
+# toolkit is optional and never installed here: the build uses it when it
+# finds it.
 set -euo pipefail
 
 missing=()
@@ -15,6 +18,10 @@ if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists openblas 2>/
 fi
 if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists cmocka 2>/dev/null; then
   missing+=(libcmocka-dev)
+fi
+# libdnnl-dev ships no .pc file: look for its header where CMake will.
+if [ ! -f /usr/include/oneapi/dnnl/dnnl.h ] && [ ! -f /usr/local/include/oneapi/dnnl/dnnl.h ]; then
+  missing+=(libdnnl-dev)
 fi
 if [ "${CONVOY_NEED_PYTHON:-0}" = 1 ] && ! command -v python3 >/dev/null 2>&1; then
   missing+=(python3)
