@@ -4,7 +4,7 @@
 
 #include "runtime/algorithm_names.h"
 
-static const char *const names[] = {"cudnn", "gemm", "1x1", "direct"};
+static const char *const names[] = {"cudnn", "gemm", "1x1", "direct", "onednn"};
 
 int convoy__algorithm_name_known(const char *name, size_t len)
 {
@@ -17,5 +17,5 @@ int convoy__algorithm_name_known(const char *name, size_t len)
 
 const char *convoy__algorithm_names_all(void)
 {
-    return "cudnn,gemm,1x1,direct";
+    return "cudnn,gemm,1x1,direct,onednn";
 }

@@ -10,7 +10,7 @@
  * algorithm of some backend of this build. */
 int convoy__algorithm_name_known(const char *name, size_t len);
 
-/* Every accepted name, comma-separated ("cudnn,gemm,1x1,direct"), for error
+/* Every accepted name, comma-separated ("cudnn,gemm,1x1,direct,onednn"), for error
  * messages. Static storage. */
 const char *convoy__algorithm_names_all(void);
 

@@ -123,6 +123,8 @@ static void test_device_fallback(void **state)
     assert_true(strncmp(describe, "cpu: ", 5) == 0);
     assert_non_null(strstr(describe, "no CUDA"));
     assert_non_null(strstr(describe, "BLAS"));
+    /* "oneDNN 2.6.3 (...)", or "built without oneDNN". */
+    assert_non_null(strstr(describe, "oneDNN"));
     convoy_runtime_destroy(rt);
 
     o.device = CONVOY_DEVICE_CUDA;
@@ -150,6 +152,15 @@ static convoy_runtime *cpu_runtime(unsigned exclude, size_t workspace_limit)
     return rt;
 }
 
+/* 1 when the build has oneDNN: the description names its version ("oneDNN 2.6.3"). The CPU
+ * heuristic then ranks onednn ahead of gemm for dense and grouped convolutions, and
+ * options.exclude has no bit to take it out. */
+static int has_onednn(const convoy_runtime *rt)
+{
+    const char *at = strstr(convoy_runtime_describe(rt), "oneDNN ");
+    return at && at[7] >= '0' && at[7] <= '9';
+}
+
 static void test_explain_and_plan_cache(void **state)
 {
     convoy_runtime *rt = cpu_runtime(0, 0);
@@ -159,10 +170,17 @@ static void test_explain_and_plan_cache(void **state)
     const int64_t x[4] = {4, 8, 10, 10}, w[4] = {16, 8, 3, 3}, y[4] = {4, 16, 10, 10};
     convoy_conv_plan_info info;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &info), CONVOY_OK);
-    assert_string_equal(info.implementation, "gemm");
     assert_int_equal(info.from_cache, 0);
-    assert_int_equal(info.images_per_chunk, 4);
-    assert_true(info.workspace_bytes >= (size_t)4 * 8 * 9 * 100 * sizeof(float));
+    if (has_onednn(rt)) {
+        /* One fixed block of workspace (at least the flipped filters), no image chunks. */
+        assert_string_equal(info.implementation, "onednn");
+        assert_int_equal(info.images_per_chunk, 0);
+        assert_true(info.workspace_bytes >= (size_t)16 * 8 * 9 * sizeof(float));
+    } else {
+        assert_string_equal(info.implementation, "gemm");
+        assert_int_equal(info.images_per_chunk, 4);
+        assert_true(info.workspace_bytes >= (size_t)4 * 8 * 9 * 100 * sizeof(float));
+    }
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &info), CONVOY_OK);
     assert_int_equal(info.from_cache, 1);
     /* Another direction is another plan. */
@@ -170,12 +188,16 @@ static void test_explain_and_plan_cache(void **state)
                      CONVOY_OK);
     assert_int_equal(info.from_cache, 0);
 
-    /* 1x1 convolutions take the single-GEMM path with no workspace. */
+    /* 1x1 convolutions take the single-GEMM path with no workspace, or oneDNN's. */
     const int64_t w1[4] = {16, 8, 1, 1};
     p.border = CONVOY_BORDER_VALID;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w1, y, &info), CONVOY_OK);
-    assert_string_equal(info.implementation, "1x1");
-    assert_int_equal(info.workspace_bytes, 0);
+    if (has_onednn(rt)) {
+        assert_string_equal(info.implementation, "onednn");
+    } else {
+        assert_string_equal(info.implementation, "1x1");
+        assert_int_equal(info.workspace_bytes, 0);
+    }
 
     /* Bad arguments. */
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w1, y, NULL),
@@ -190,7 +212,8 @@ static void test_explain_and_plan_cache(void **state)
 }
 
 /* A tight workspace limit shrinks the chunk; below one image's buffer the
- * GEMM path drops out and the direct loops take over. */
+ * GEMM path drops out and the direct loops take over. With oneDNN in the
+ * build, onednn's fixed block is the first to go. */
 static void test_workspace_limit_shrinks_chunk(void **state)
 {
     convoy_conv_params p;
@@ -199,16 +222,36 @@ static void test_workspace_limit_shrinks_chunk(void **state)
     convoy_runtime *rt = cpu_runtime(0, 0);
     convoy_conv_plan_info full;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &full), CONVOY_OK);
+    const int onednn = has_onednn(rt);
     convoy_runtime_destroy(rt);
-    assert_int_equal(full.images_per_chunk, 8);
-    size_t per_image = full.workspace_bytes / 8;
-    rt = cpu_runtime(0, per_image * 3 + per_image / 2);
+    /* The GEMM path's workspace per image (docs/DESIGN.md 4): (C * kvol + M) * P floats. */
+    const size_t per_image = (size_t)(4 * 9 + 8) * 100 * sizeof(float);
     convoy_conv_plan_info tight;
-    assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &tight), CONVOY_OK);
-    assert_string_equal(tight.implementation, "gemm");
-    assert_true(tight.images_per_chunk >= 1 && tight.images_per_chunk < 8);
-    assert_true(tight.workspace_bytes <= per_image * 3 + per_image / 2);
-    convoy_runtime_destroy(rt);
+    if (onednn) {
+        assert_string_equal(full.implementation, "onednn");
+        assert_int_equal(full.images_per_chunk, 0);
+        /* Just under onednn's block the GEMM path runs, in chunks when it must. */
+        rt = cpu_runtime(0, full.workspace_bytes - 1);
+        assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &tight),
+                         CONVOY_OK);
+        assert_string_equal(tight.implementation, "gemm");
+        assert_true(tight.workspace_bytes < full.workspace_bytes);
+        assert_int_equal(tight.workspace_bytes, per_image * (size_t)tight.images_per_chunk);
+        convoy_runtime_destroy(rt);
+    } else {
+        assert_string_equal(full.implementation, "gemm");
+        assert_int_equal(full.images_per_chunk, 8);
+        assert_int_equal(full.workspace_bytes, per_image * 8);
+    }
+    if (!onednn || full.workspace_bytes > per_image * 3 + per_image / 2) {
+        rt = cpu_runtime(0, per_image * 3 + per_image / 2);
+        assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &tight),
+                         CONVOY_OK);
+        assert_string_equal(tight.implementation, "gemm");
+        assert_int_equal(tight.images_per_chunk, 3);
+        assert_true(tight.workspace_bytes <= per_image * 3 + per_image / 2);
+        convoy_runtime_destroy(rt);
+    }
     rt = cpu_runtime(0, 16);
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &tight), CONVOY_OK);
     assert_string_equal(tight.implementation, "direct");
@@ -222,12 +265,16 @@ static void test_workspace_limit_shrinks_chunk(void **state)
     convoy_runtime_destroy(rt);
 }
 
+/* options.exclude has no bit for onednn, so the filters are unshared, which onednn refuses
+ * (in a build without oneDNN it refuses everything): nothing is left and the message says
+ * why for each algorithm. */
 static void test_everything_excluded(void **state)
 {
     convoy_runtime *rt = cpu_runtime(CONVOY_IMPL_ALL, 0);
     convoy_conv_params p;
     assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
-    const int64_t x[4] = {1, 1, 5, 5}, w[4] = {1, 1, 3, 3}, y[4] = {1, 1, 3, 3};
+    p.unshared = 1;
+    const int64_t x[4] = {1, 1, 5, 5}, w[6] = {1, 3, 3, 1, 3, 3}, y[4] = {1, 1, 3, 3};
     convoy_conv_plan_info info;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &info),
                      CONVOY_ERR_UNSUPPORTED);
@@ -236,6 +283,8 @@ static void test_everything_excluded(void **state)
     assert_non_null(strstr(message, "gemm: excluded"));
     assert_non_null(strstr(message, "direct: excluded"));
     assert_non_null(strstr(message, "1x1: needs a pointwise geometry"));
+    assert_non_null(strstr(message, has_onednn(rt) ? "onednn: unshared filters"
+                                                   : "onednn: convoy was built without oneDNN"));
     convoy_runtime_destroy(rt);
 }
 
