@@ -4,8 +4,9 @@
  *
  * Usage: conv_bench [suite.txt] [layer ...]. Every figure is the median of at
  * least 5 calls after one warm-up call. On a CPU runtime only the forward
- * direction is measured (the targets are set for it); on a CUDA runtime all
- * three directions are, and the CPU sgemm ratio is not shown. */
+ * direction is measured (the targets are set for it) unless
+ * CONV_BENCH_DIRECTIONS=all asks for all three; on a CUDA runtime all three
+ * directions are, and the CPU sgemm ratio is not shown. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdio.h>
@@ -128,9 +129,14 @@ int main(int argc, char **argv)
     convoy_runtime *rt = NULL;
     CHECK(convoy_runtime_create(NULL, &rt));
     int on_cpu = convoy_runtime_device(rt) == CONVOY_DEVICE_CPU;
+    const char *which = getenv("CONV_BENCH_DIRECTIONS");
+    int directions = !on_cpu || (which && !strcmp(which, "all")) ? 3 : 1;
     printf("runtime: %s\n", convoy_runtime_describe(rt));
     printf("%s; median of >= %d calls after 1 warm-up\n\n",
-           on_cpu ? "CPU: forward only, ratio to sgemm" : "GPU: three directions", MIN_RUNS);
+           on_cpu ? (directions == 3 ? "CPU: three directions, ratio to sgemm"
+                                     : "CPU: forward only, ratio to sgemm")
+                  : "GPU: three directions",
+           MIN_RUNS);
     printf("%-18s %-15s %-7s %10s %9s %5s %8s %8s %s\n", "layer", "direction", "impl", "ms",
            "GFLOP/s", "runs", "%sgemm", "target", "");
     fflush(stdout);
@@ -155,7 +161,7 @@ int main(int argc, char **argv)
         t[3] = make_random(rt, nd2, in, 4);
         t[4] = make_random(rt, nd2, fl, 5);
 
-        for (int d = 0; d < (on_cpu ? 1 : 3); ++d) {
+        for (int d = 0; d < directions; ++d) {
             convoy_conv_plan_info info;
             CHECK(convoy_conv_explain(rt, &p, (convoy_conv_direction)d, in, fl, out, &info));
             int runs = 0;

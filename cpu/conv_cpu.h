@@ -4,6 +4,7 @@
  *   gemm    im2col + OpenBLAS sgemm through the one GEMM driver (cpu/conv_gemm.c)
  *   1x1     pointwise convolutions as GEMMs on the tensors (cpu/conv_gemm.c)
  *   direct  plain loops accumulating in double; the reference (cpu/conv_direct.c)
+ *   onednn  oneDNN's convolution primitives, when convoy is built with oneDNN (cpu/conv_onednn.c)
  *
  * Each computes one direction on raw host buffers described by a geometry
  * (core/conv_geometry.h) and overwrites the written operand. Shapes were
@@ -23,6 +24,11 @@
 extern const convoy__conv_algo convoy__cpu_algo_gemm;
 extern const convoy__conv_algo convoy__cpu_algo_1x1;
 extern const convoy__conv_algo convoy__cpu_algo_direct;
+extern const convoy__conv_algo convoy__cpu_algo_onednn;
+
+/* "oneDNN 2.6.3 (avx512_core, 2 OpenMP threads per task)", or "built without oneDNN": the
+ * oneDNN part of the host backend's description. */
+void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads);
 
 /* The driver's primitives on the host: OpenBLAS and plain loops. */
 extern const convoy__gemm_ops convoy__cpu_gemm_ops;

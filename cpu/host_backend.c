@@ -1,7 +1,7 @@
 /* The host backend: the backend interface (core/device.h) on the CPU.
  * Streams are worker threads (cpu/host_stream.c), memory is aligned host
- * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS) and 1x1
- * code of cpu/conv_*.c. */
+ * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS), 1x1 and
+ * oneDNN code of cpu/conv_*.c. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,7 +17,8 @@
 typedef struct host_backend {
     convoy__backend base;
     convoy__host_sync *sync;
-    char description[320];
+    int threads; /* per task, for OpenBLAS and oneDNN */
+    char description[512];
 } host_backend;
 
 static host_backend *as_host(convoy__backend *be)
@@ -148,6 +149,7 @@ static size_t host_memory_capacity(convoy__backend *be)
 /* Adding a CPU algorithm: its descriptor in a file of cpu/, and a row here. */
 static const convoy__conv_algo *const host_algos[] = {
     &convoy__cpu_algo_1x1,
+    &convoy__cpu_algo_onednn,
     &convoy__cpu_algo_gemm,
     &convoy__cpu_algo_direct,
 };
@@ -268,9 +270,19 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config, con
         snprintf(version, sizeof version, "%.*s", (int)len, blas);
     }
     int threads = openblas_get_num_threads();
-    snprintf(h->description, sizeof h->description, "cpu: %s, %d BLAS thread%s per task%s%s",
-             version, threads, threads == 1 ? "" : "s", config->note ? " " : "",
+    h->threads = threads > 0 ? threads : 1;
+    /* oneDNN's OpenMP threads are set per call to the same count (cpu/conv_onednn.c): the two
+     * pools take turns, one task computing with one library at a time. */
+    char onednn[128];
+    convoy__cpu_onednn_describe(onednn, sizeof onednn, h->threads);
+    snprintf(h->description, sizeof h->description, "cpu: %s, %d BLAS thread%s per task, %s%s%s",
+             version, h->threads, h->threads == 1 ? "" : "s", onednn, config->note ? " " : "",
              config->note ? config->note : "");
     *out = &h->base;
     return CONVOY_OK;
+}
+
+int convoy__host_backend_threads(convoy__backend *be)
+{
+    return as_host(be)->threads;
 }

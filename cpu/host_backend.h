@@ -17,4 +17,8 @@ extern const convoy__conv_registry convoy__host_conv_registry;
 
 convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out);
 
+/* The threads one task of a host backend computes with: OpenBLAS's count per task, which the
+ * oneDNN convolutions use for OpenMP too. */
+int convoy__host_backend_threads(convoy__backend *be);
+
 #endif /* CONVOY_CPU_HOST_BACKEND_H */

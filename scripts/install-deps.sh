@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what convoy needs to build and test: cmake, a C toolchain that can
-# compile and link a program, make, pkg-config, OpenBLAS and CMocka (and
-# clang-format when CONVOY_NEED_CLANG_FORMAT=1, python3 when
+# compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka
+# (and clang-format when CONVOY_NEED_CLANG_FORMAT=1, python3 when
 # CONVOY_NEED_PYTHON=1). As root it runs apt-get itself and shows its
-# progress; otherwise it prints the one command to run and exits 1. The CUDA
+# progress; otherwise it prints the one command to run and exits 1. oneDNN is
+# optional to the build (CONVOY_ENABLE_ONEDNN: without it the onednn
+# algorithm refuses every convolution) but installed here so the tests cover
+# it. The CUDA
 # toolkit is optional and never installed here: the build uses it when it
 # finds it.
 set -euo pipefail
@@ -32,6 +35,10 @@ find_missing() {
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   have_module openblas || missing+=(libopenblas-dev)
   have_module cmocka || missing+=(libcmocka-dev)
+  # libdnnl-dev ships no .pc file: look for its header where CMake will.
+  if [ ! -f /usr/include/oneapi/dnnl/dnnl.h ] && [ ! -f /usr/local/include/oneapi/dnnl/dnnl.h ]; then
+    missing+=(libdnnl-dev)
+  fi
   if [ "${CONVOY_NEED_CLANG_FORMAT:-0}" = 1 ] && ! command -v clang-format >/dev/null 2>&1; then
     missing+=(clang-format)
   fi

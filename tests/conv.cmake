@@ -17,15 +17,22 @@ convoy_add_test(test_conv_cpu_streams TARGET test_conv
   ARGS device=cpu streams=2)
 convoy_add_test(test_conv_cpu_direct TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
-  ARGS device=cpu exclude=gemm,1x1)
+  ARGS device=cpu exclude=gemm,1x1,onednn)
 convoy_add_test(test_conv_cpu_gemm TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
-  ARGS device=cpu exclude=direct,1x1)
+  ARGS device=cpu exclude=direct,1x1,onednn)
 # A workspace limit under the im2col buffer of the larger cases' whole batch,
 # so the GEMM path works in chunks of images (every single image still fits).
 convoy_add_test(test_conv_cpu_gemm_chunked TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
-  ARGS device=cpu exclude=direct,1x1 workspace_limit=320K)
+  ARGS device=cpu exclude=direct,1x1,onednn workspace_limit=320K)
+# oneDNN on its own: with gemm and 1x1 excluded, onednn runs every convolution it accepts and
+# the direct loops the rest (unshared filters, empty tensors).
+if(CONVOY_HAVE_ONEDNN)
+  convoy_add_test(test_conv_cpu_onednn TARGET test_conv
+    SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv
+    ARGS device=cpu exclude=gemm,1x1)
+endif()
 convoy_add_test(test_conv_cuda_gemm TARGET test_conv
   SOURCES test_conv.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 900 LABELS conv cuda
   ARGS device=cuda exclude=cudnn,1x1)
@@ -42,7 +49,18 @@ convoy_add_test(test_conv_grads_cpu_streams TARGET test_conv_grads
   ARGS device=cpu streams=2)
 convoy_add_test(test_conv_grads_cpu_direct TARGET test_conv_grads
   SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv
-  ARGS device=cpu exclude=gemm,1x1)
+  ARGS device=cpu exclude=gemm,1x1,onednn)
+
+# With oneDNN in the build: its gradients on their own, and test_conv_onednn (the planner
+# picks onednn for what it accepts, the description names it).
+if(CONVOY_HAVE_ONEDNN)
+  convoy_add_test(test_conv_grads_cpu_onednn TARGET test_conv_grads
+    SOURCES test_conv_grads.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 600 LABELS conv
+    ARGS device=cpu exclude=gemm,1x1)
+  convoy_add_test(test_conv_onednn_cpu TARGET test_conv_onednn
+    SOURCES test_conv_onednn.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
+    ARGS device=cpu exclude=gemm,1x1)
+endif()
 
 # test_conv_errors: every error path of the public API, status and message.
 convoy_add_test(test_conv_errors_cpu TARGET test_conv_errors

@@ -1,6 +1,8 @@
 /* The CPU convolution kernels on their own: im2col against its element-wise definition,
- * col2im against the gather form and as im2col's adjoint, and the direct, GEMM and 1x1 paths
- * in all three directions against the double-precision reference of conv_reference.c. */
+ * col2im against the gather form and as im2col's adjoint, and the direct, GEMM, 1x1 and oneDNN
+ * paths in all three directions against the double-precision reference of conv_reference.c.
+ * The oneDNN path runs through its algorithm descriptor on a host backend (candidates,
+ * prepare, run on a NaN-filled workspace, release) wherever it accepts the convolution. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,6 +16,7 @@
 
 #include "convoy.h"
 #include "cpu/conv_cpu.h"
+#include "cpu/host_backend.h"
 #include "kernels/conv_index.h"
 #include "core/conv_geometry.h"
 #include "conv_cases.h"
@@ -34,6 +37,39 @@ static void compare(const char *what, const convoy__conv_geom *g, const float *g
     failures += !case_compare(label, got, ref, n, 1e-5);
 }
 
+static convoy__backend *host;  /* for the oneDNN descriptor: its threads per task */
+static int onednn_runs;        /* convolutions the oneDNN descriptor ran */
+static int onednn_refusals;    /* and those it refused */
+static const char *onednn_off; /* its refusal of a plain convolution: non-NULL without oneDNN */
+
+/* The onednn algorithm through its descriptor, as the planner and the host backend drive it. */
+static convoy_status run_onednn(const convoy__conv_geom *g, convoy_conv_direction dir,
+                                const convoy__conv_buffers *b)
+{
+    const convoy__conv_algo *algo = &convoy__cpu_algo_onednn;
+    convoy__candidate_list list = {.count = 0};
+    algo->candidates(host, algo, g, dir, &list);
+    if (list.count != 1)
+        return CONVOY_ERR_UNSUPPORTED;
+    assert_int_equal(list.items[0].workspace_per_image, 0);
+    convoy__conv_plan plan = {.geom = *g,
+                              .direction = dir,
+                              .candidate = list.items[0],
+                              .workspace_bytes = list.items[0].workspace_fixed};
+    convoy_status st = algo->prepare(host, &plan);
+    if (st != CONVOY_OK)
+        return st;
+    float *ws = plan.workspace_bytes
+                    ? case_nan_floats((int64_t)(plan.workspace_bytes / sizeof(float)))
+                    : NULL;
+    st = algo->run(host, NULL, &plan, b, ws);
+    algo->release(host, &plan);
+    assert_null(plan.algo_data);
+    free(ws);
+    ++onednn_runs;
+    return st;
+}
+
 static void check_one(const convoy__conv_geom *g, convoy_conv_direction dir, const char *impl,
                       int64_t chunk, const float *x, const float *w, const float *dy,
                       const double *ref)
@@ -49,6 +85,8 @@ static void check_one(const convoy__conv_geom *g, convoy_conv_direction dir, con
         convoy__cpu_conv_direct(g, dir, &b);
     } else if (strcmp(impl, "1x1") == 0) {
         st = convoy__gemm_conv_1x1(&convoy__cpu_gemm_ops, g, dir, &b);
+    } else if (strcmp(impl, "onednn") == 0) {
+        st = run_onednn(g, dir, &b);
     } else {
         size_t bytes = convoy__gemm_workspace_fixed(g, dir) +
                        convoy__gemm_workspace_per_image(g, dir) * (size_t)chunk;
@@ -162,6 +200,10 @@ static int run_case(const geom_case *cc)
         }
         if (convoy__geom_is_pointwise(&g))
             check_one(&g, dir, "1x1", 0, x, w, dy, ref);
+        if (!convoy__cpu_algo_onednn.refusal(host, &g, dir))
+            check_one(&g, dir, "onednn", 0, x, w, dy, ref);
+        else
+            ++onednn_refusals;
         free(ref);
     }
     free(x);
@@ -335,12 +377,76 @@ static void test_bad_arguments(void **state)
     free(y);
 }
 
+/* The oneDNN descriptor ran every case it did not refuse (all but unshared and empty ones), or,
+ * in a build without oneDNN, refused everything with the reason. */
+static void test_onednn_coverage(void **state)
+{
+    (void)state;
+    print_message("onednn ran %d convolutions and refused %d%s%s\n", onednn_runs, onednn_refusals,
+                  onednn_off ? ": " : "", onednn_off ? onednn_off : "");
+    assert_int_equal(onednn_runs + onednn_refusals, 3 * cases_run);
+    if (onednn_off) {
+        assert_string_equal(onednn_off, "convoy was built without oneDNN");
+        assert_int_equal(onednn_runs, 0);
+    } else {
+        assert_true(onednn_refusals < onednn_runs / 10);
+    }
+    convoy__conv_geom g;
+    if (!onednn_off) {
+        /* Deterministic, as its candidate says: a filter gradient reduced over a batch by two
+         * threads (42 M multiply-adds) comes out bit for bit the same twice. */
+        const geom_case big = {2,      8,      32,   32,  1,   {24, 24}, {3, 3},
+                               {1, 1}, {1, 1}, HALF, {0}, {0}, 1,        0};
+        assert_true(geom_case_geom(&big, &g));
+        case_rng rng;
+        case_rng_seed(&rng, 7);
+        float *x = case_random_floats(&rng, convoy__geom_input_numel(&g));
+        float *dy = case_random_floats(&rng, convoy__geom_output_numel(&g));
+        float *dw[2];
+        for (int i = 0; i < 2; ++i) {
+            dw[i] = case_nan_floats(convoy__geom_filter_numel(&g));
+            convoy__conv_buffers b = {x, dw[i], dy};
+            assert_int_equal(run_onednn(&g, CONVOY_CONV_BACKWARD_FILTER, &b), CONVOY_OK);
+        }
+        assert_memory_equal(dw[0], dw[1], (size_t)convoy__geom_filter_numel(&g) * sizeof(float));
+        free(x);
+        free(dy);
+        free(dw[0]);
+        free(dw[1]);
+    }
+    const geom_case unshared = {2,      2,      2,     2,   1,   {5, 5}, {3, 3},
+                                {1, 1}, {1, 1}, VALID, {0}, {0}, 1,      1};
+    assert_true(geom_case_geom(&unshared, &g));
+    assert_non_null(strstr(convoy__cpu_algo_onednn.refusal(host, &g, CONVOY_CONV_FORWARD),
+                           onednn_off ? "oneDNN" : "unshared"));
+}
+
+static int make_host(void **state)
+{
+    (void)state;
+    convoy__host_config config = {2, NULL};
+    if (convoy__host_backend_create(&config, &host) != CONVOY_OK)
+        return -1;
+    const geom_case plain = {2, 1, 1, 1, 1, {3, 3}, {2, 2}, {1, 1}, {1, 1}, VALID, {0}, {0}, 1, 0};
+    convoy__conv_geom g;
+    assert_true(geom_case_geom(&plain, &g));
+    onednn_off = convoy__cpu_algo_onednn.refusal(host, &g, CONVOY_CONV_FORWARD);
+    return 0;
+}
+
+static int destroy_host(void **state)
+{
+    (void)state;
+    host->ops->destroy(host);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid_2d),       cmocka_unit_test(test_grid_3d),
         cmocka_unit_test(test_options),       cmocka_unit_test(test_empty),
-        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_bad_arguments), cmocka_unit_test(test_onednn_coverage),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, make_host, destroy_host);
 }

@@ -1,0 +1,633 @@
+/* The oneDNN convolutions on the CPU: the "onednn" algorithm, the CPU counterpart of cuDNN.
+ *
+ * prepare builds, for one geometry and direction, a oneDNN convolution primitive whose operands
+ * are in the layouts oneDNN prefers (format_tag any: usually channel-blocked, nChw16c on
+ * AVX-512), the reorders between those and the caller's plain row-major tensors (nchw / ncdhw,
+ * oihw / goihw / oidhw / goidhw), and keeps them with their CPU engine in plan->algo_data. run
+ * wraps the given buffers in oneDNN memory objects, reorders the operands it reads, executes the
+ * convolution and reorders the operand it writes back, on a oneDNN stream of that engine.
+ *
+ * Workspace: oneDNN runs with a user scratchpad, so everything a run needs beyond the caller's
+ * tensors comes from the plan's workspace, which the planner takes from the pool: the
+ * scratchpad (the largest of the convolution's and the reorders'; they run one after another),
+ * one buffer per operand whose preferred layout is not the plain one, and for flipped forward
+ * and backward-data convolutions a flipped copy of the filters. The candidate reports the sum
+ * as its fixed workspace (nothing per image); run carves the pointer into those buffers.
+ *
+ * Flip: oneDNN only correlates. Reversing every spatial axis of a row-major (k0, k1, k2) block
+ * is reversing the block's flat order, so a flip is a reversal of each run of k0*k1*k2 floats.
+ * Forward and backward data read the filters, so they correlate with a reversed copy written to
+ * the workspace before the filters' reorder (the caller's filters are never modified).
+ * Backward weights computes the correlation's gradient, which is the convolution's gradient
+ * with its taps reversed, so the result is reversed in place in the caller's tensor after the
+ * last reorder. Both cost one pass over the filters, small beside the convolution.
+ *
+ * Threads: oneDNN in Debian runs its parallel regions on OpenMP, whose thread count is a
+ * per-thread setting (the nthreads ICV) that worker threads and the program's threads do not
+ * share, and which oneDNN also reads when it builds a primitive (its blocking and the
+ * scratchpad size depend on it). So every entry below that builds or runs a primitive sets the
+ * calling thread's OpenMP count to the plan's threads, and restores the caller's setting
+ * afterwards: the host backend's threads per task (the same as OpenBLAS's: all cores inline,
+ * the cores divided between streams otherwise), or one for a small convolution. OpenBLAS
+ * (pthreads) and OpenMP keep separate pools; only one of them computes within a task, but
+ * OpenMP's threads spin briefly after a region (OMP_WAIT_POLICY, GOMP_SPINCOUNT), which can
+ * slow a GEMM that starts right after, and on an oversubscribed machine a team that went to
+ * sleep can take milliseconds to wake (bench/RESULTS.md).
+ *
+ * Built without oneDNN (CONVOY_ENABLE_ONEDNN=OFF, or the library not found) the descriptor is
+ * still registered and refuses every convolution. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error_detail.h"
+#include "cpu/conv_cpu.h"
+#include "cpu/host_backend.h"
+
+#ifdef CONVOY_HAVE_ONEDNN
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+/* Buffers carved from the workspace start on a cache line. */
+#define ALIGNMENT 64
+
+/* ---- errors and threads --------------------------------------------------------------- */
+
+static convoy_status dnnl_failure(const char *function, dnnl_status_t s)
+{
+    return convoy__error(s == dnnl_out_of_memory ? CONVOY_ERR_OUT_OF_MEMORY : CONVOY_ERR_BACKEND,
+                         "onednn convolution: %s failed: %s (status %d)", function,
+                         dnnl_status2str(s), (int)s);
+}
+
+/* Calls a dnnl_* function; on failure records which one and jumps to the function's cleanup
+ * label with status set. */
+#define ONEDNN_TRY(function, args)                                                                 \
+    do {                                                                                           \
+        dnnl_status_t s_ = function args;                                                          \
+        if (s_ != dnnl_success) {                                                                  \
+            status = dnnl_failure(#function, s_);                                                  \
+            goto cleanup;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* The calling thread's OpenMP thread count, set for the length of one oneDNN call sequence. */
+typedef struct omp_scope {
+    int saved;
+} omp_scope;
+
+static omp_scope omp_enter(int threads)
+{
+    omp_scope scope = {omp_get_max_threads()};
+    if (threads > 0 && threads != scope.saved)
+        omp_set_num_threads(threads);
+    return scope;
+}
+
+static void omp_leave(omp_scope scope)
+{
+    if (omp_get_max_threads() != scope.saved)
+        omp_set_num_threads(scope.saved);
+}
+
+/* ---- the plan ------------------------------------------------------------------------- */
+
+/* One operand of the convolution: the caller's plain tensor, the layout the primitive wants,
+ * and the reorder between them (caller to primitive for what the convolution reads, primitive
+ * to caller for what it writes); no reorder when the two layouts are the same. */
+typedef struct operand {
+    int arg; /* DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, ... */
+    int written;
+    dnnl_memory_desc_t user;
+    dnnl_memory_desc_t inner;
+    int reordered;
+    dnnl_primitive_desc_t reorder_pd;
+    dnnl_primitive_t reorder;
+    size_t offset; /* of the inner buffer in the workspace, when reordered */
+} operand;
+
+enum { OP_SRC, OP_WEIGHTS, OP_DST, OP_COUNT };
+
+typedef struct onednn_plan {
+    dnnl_engine_t engine;
+    dnnl_primitive_desc_t forward_hint; /* backward directions: the forward pd oneDNN needs */
+    dnnl_primitive_desc_t conv_pd;
+    dnnl_primitive_t conv;
+    operand ops[OP_COUNT]; /* src, weights, dst in the primitive's terms (or their diffs) */
+    size_t scratch_bytes;  /* at offset 0 */
+    size_t flipped_offset; /* the reversed filters (forward / backward data with flip) */
+    int flip_filters;      /* 1: reverse the filters into the workspace before the convolution */
+    int flip_result;       /* 1: reverse the computed filter gradient in place */
+    size_t workspace_bytes;
+    int threads;
+} onednn_plan;
+
+static size_t round_up(size_t bytes)
+{
+    return (bytes + ALIGNMENT - 1) & ~(size_t)(ALIGNMENT - 1);
+}
+
+/* 1 when the geometry's leading spatial axis is the neutral one of a 2D convolution, so the
+ * primitive can be the 2D one. */
+static int is_2d(const convoy__conv_geom *g)
+{
+    return g->in[0] == 1 && g->kernel[0] == 1 && g->out[0] == 1 && g->pad_before[0] == 0 &&
+           g->pad_after[0] == 0;
+}
+
+static dnnl_format_tag_t plain_tag(int ndims)
+{
+    return ndims == 4 ? dnnl_abcd : ndims == 5 ? dnnl_abcde : dnnl_abcdef;
+}
+
+/* The dims of the three tensors and the spatial parameters, in oneDNN's terms. */
+typedef struct shapes {
+    int spatial, data_ndims, weights_ndims;
+    dnnl_dims_t src, weights, dst;
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+} shapes;
+
+static void make_shapes(const convoy__conv_geom *g, shapes *s)
+{
+    memset(s, 0, sizeof *s);
+    const int first = is_2d(g) ? 1 : 0;
+    s->spatial = 3 - first;
+    s->data_ndims = s->spatial + 2;
+    s->src[0] = s->dst[0] = g->batch;
+    s->src[1] = g->in_channels;
+    s->dst[1] = g->out_channels;
+    int w = 0;
+    if (g->groups > 1)
+        s->weights[w++] = g->groups;
+    s->weights[w++] = g->out_channels / g->groups;
+    s->weights[w++] = g->in_channels / g->groups;
+    s->weights_ndims = w + s->spatial;
+    for (int a = first; a < 3; ++a) {
+        const int i = a - first;
+        s->src[2 + i] = g->in[a];
+        s->dst[2 + i] = g->out[a];
+        s->weights[w + i] = g->kernel[a];
+        s->strides[i] = g->stride[a];
+        s->dilates[i] = g->dilation[a] - 1; /* oneDNN counts the zeros between taps */
+        s->pad_l[i] = g->pad_before[a];
+        s->pad_r[i] = g->pad_after[a];
+    }
+}
+
+static void plan_free(onednn_plan *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < OP_COUNT; ++i) {
+        if (p->ops[i].reorder)
+            dnnl_primitive_destroy(p->ops[i].reorder);
+        if (p->ops[i].reorder_pd)
+            dnnl_primitive_desc_destroy(p->ops[i].reorder_pd);
+    }
+    if (p->conv)
+        dnnl_primitive_destroy(p->conv);
+    if (p->conv_pd)
+        dnnl_primitive_desc_destroy(p->conv_pd);
+    if (p->forward_hint)
+        dnnl_primitive_desc_destroy(p->forward_hint);
+    if (p->engine)
+        dnnl_engine_destroy(p->engine);
+    free(p);
+}
+
+/* Builds the primitive descriptors (and, with primitives set, the primitives) of a plan and
+ * lays out its workspace. Runs with the calling thread's OpenMP count set to threads, since
+ * oneDNN sizes its blocking and scratchpad by it. */
+static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_direction direction,
+                                int threads, int primitives, onednn_plan **out)
+{
+    convoy_status status = CONVOY_OK;
+    dnnl_primitive_attr_t attr = NULL;
+    omp_scope scope = omp_enter(threads);
+    onednn_plan *p = calloc(1, sizeof *p);
+    if (!p) {
+        status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "onednn convolution: out of host memory");
+        goto cleanup;
+    }
+    p->threads = threads;
+    shapes s;
+    make_shapes(g, &s);
+
+    ONEDNN_TRY(dnnl_engine_create, (&p->engine, dnnl_cpu, 0));
+    ONEDNN_TRY(dnnl_primitive_attr_create, (&attr));
+    ONEDNN_TRY(dnnl_primitive_attr_set_scratchpad_mode, (attr, dnnl_scratchpad_mode_user));
+
+    /* The caller's layouts, and "any" for what the primitive may choose. */
+    dnnl_memory_desc_t user[OP_COUNT], any[OP_COUNT];
+    const dnnl_dim_t *dims[OP_COUNT] = {s.src, s.weights, s.dst};
+    const int ndims[OP_COUNT] = {s.data_ndims, s.weights_ndims, s.data_ndims};
+    for (int i = 0; i < OP_COUNT; ++i) {
+        ONEDNN_TRY(dnnl_memory_desc_init_by_tag,
+                   (&user[i], ndims[i], dims[i], dnnl_f32, plain_tag(ndims[i])));
+        ONEDNN_TRY(dnnl_memory_desc_init_by_tag,
+                   (&any[i], ndims[i], dims[i], dnnl_f32, dnnl_format_tag_any));
+    }
+
+    /* The backward primitives are described against a forward one (never run). */
+    dnnl_convolution_desc_t forward, desc;
+    ONEDNN_TRY(dnnl_dilated_convolution_forward_desc_init,
+               (&forward, dnnl_forward_training, dnnl_convolution_direct, &any[OP_SRC],
+                &any[OP_WEIGHTS], NULL, &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+    if (direction == CONVOY_CONV_FORWARD) {
+        desc = forward;
+    } else {
+        ONEDNN_TRY(dnnl_primitive_desc_create, (&p->forward_hint, &forward, NULL, p->engine, NULL));
+        if (direction == CONVOY_CONV_BACKWARD_DATA)
+            ONEDNN_TRY(dnnl_dilated_convolution_backward_data_desc_init,
+                       (&desc, dnnl_convolution_direct, &any[OP_SRC], &any[OP_WEIGHTS],
+                        &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+        else
+            ONEDNN_TRY(dnnl_dilated_convolution_backward_weights_desc_init,
+                       (&desc, dnnl_convolution_direct, &any[OP_SRC], &any[OP_WEIGHTS], NULL,
+                        &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+    }
+    ONEDNN_TRY(dnnl_primitive_desc_create, (&p->conv_pd, &desc, attr, p->engine, p->forward_hint));
+
+    /* Which operand the direction writes, and how each is named to the primitive. */
+    static const int args[3][OP_COUNT] = {
+        {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST},
+        {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST},
+        {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST},
+    };
+    static const int written[3] = {OP_DST, OP_SRC, OP_WEIGHTS};
+    const dnnl_memory_desc_t *scratch =
+        dnnl_primitive_desc_query_md(p->conv_pd, dnnl_query_scratchpad_md, 0);
+    p->scratch_bytes = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
+    size_t inner_bytes[OP_COUNT] = {0};
+    for (int i = 0; i < OP_COUNT; ++i) {
+        operand *o = &p->ops[i];
+        o->arg = args[direction][i];
+        o->written = written[direction] == i;
+        o->user = user[i];
+        const dnnl_memory_desc_t *inner =
+            dnnl_primitive_desc_query_md(p->conv_pd, dnnl_query_exec_arg_md, o->arg);
+        if (!inner) {
+            status = convoy__error(CONVOY_ERR_BACKEND,
+                                   "onednn convolution: dnnl_primitive_desc_query_md found no "
+                                   "memory descriptor for argument %d",
+                                   o->arg);
+            goto cleanup;
+        }
+        o->inner = *inner;
+        o->reordered = !dnnl_memory_desc_equal(&o->user, &o->inner);
+        if (!o->reordered)
+            continue;
+        inner_bytes[i] = round_up(dnnl_memory_desc_get_size(&o->inner));
+        if (o->written)
+            ONEDNN_TRY(dnnl_reorder_primitive_desc_create,
+                       (&o->reorder_pd, &o->inner, p->engine, &o->user, p->engine, attr));
+        else
+            ONEDNN_TRY(dnnl_reorder_primitive_desc_create,
+                       (&o->reorder_pd, &o->user, p->engine, &o->inner, p->engine, attr));
+        scratch = dnnl_primitive_desc_query_md(o->reorder_pd, dnnl_query_scratchpad_md, 0);
+        size_t reorder_scratch = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
+        if (reorder_scratch > p->scratch_bytes)
+            p->scratch_bytes = reorder_scratch;
+    }
+    /* The workspace: the scratchpad, the blocked operands, the flipped filters. */
+    size_t offset = round_up(p->scratch_bytes);
+    for (int i = 0; i < OP_COUNT; ++i) {
+        if (!p->ops[i].reordered)
+            continue;
+        p->ops[i].offset = offset;
+        offset += inner_bytes[i];
+    }
+    if (g->flip && direction != CONVOY_CONV_BACKWARD_FILTER) {
+        p->flip_filters = 1;
+        p->flipped_offset = offset;
+        offset += round_up(dnnl_memory_desc_get_size(&p->ops[OP_WEIGHTS].user));
+    }
+    p->flip_result = g->flip && direction == CONVOY_CONV_BACKWARD_FILTER;
+    p->workspace_bytes = offset;
+
+    if (primitives) {
+        ONEDNN_TRY(dnnl_primitive_create, (&p->conv, p->conv_pd));
+        for (int i = 0; i < OP_COUNT; ++i) {
+            if (p->ops[i].reordered)
+                ONEDNN_TRY(dnnl_primitive_create, (&p->ops[i].reorder, p->ops[i].reorder_pd));
+        }
+    }
+
+cleanup:
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    omp_leave(scope);
+    if (status != CONVOY_OK) {
+        plan_free(p);
+        return status;
+    }
+    *out = p;
+    return CONVOY_OK;
+}
+
+/* Reverses each run of kvol floats: every spatial axis of each (k0, k1, k2) block. */
+static void reverse_taps(const float *src, float *dst, int64_t blocks, int64_t kvol)
+{
+    for (int64_t b = 0; b < blocks; ++b) {
+        const float *s = src + b * kvol;
+        float *d = dst + b * kvol;
+        if (s == d) {
+            for (int64_t i = 0, j = kvol - 1; i < j; ++i, --j) {
+                float t = d[i];
+                d[i] = d[j];
+                d[j] = t;
+            }
+        } else {
+            for (int64_t i = 0; i < kvol; ++i)
+                d[i] = s[kvol - 1 - i];
+        }
+    }
+}
+
+/* ---- the algorithm -------------------------------------------------------------------- */
+
+static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
+                                  convoy_conv_direction direction)
+{
+    (void)be;
+    (void)direction;
+    if (g->unshared)
+        return "unshared filters are not a oneDNN primitive";
+    if (g->batch == 0 || g->in_channels == 0 || g->out_channels == 0)
+        return "empty tensors have nothing for oneDNN to compute (the other algorithms "
+               "zero-fill them)";
+    return NULL;
+}
+
+/* Heuristic rank against 1x1 (1.0) and gemm (2.0), from the medians in bench/RESULTS.md
+ * (2026-12-01, 2-vCPU AVX-512 machine, quiet runs): onednn ran every dense, strided, dilated,
+ * grouped and depthwise 3x3 and 3x3x3 layer of the suite 2.0-9.5x faster than gemm in all three
+ * directions, small ones 1.4-12x (but for one tiny 3D filter gradient, 0.92x), the 7x7
+ * stride-2 stem 2.6x forward and 3.1x for the filters, and pointwise layers 1.5x faster than
+ * 1x1. It lost backward data into few input channels (the 3-channel 7x7 stem 0.68x, 3-channel
+ * 3x3 layers 0.72-0.79x), where oneDNN writes the plain 3-channel gradient through a slower
+ * path, so gemm keeps those. */
+#define COST_AHEAD_OF_1X1 0.9
+#define COST_AHEAD_OF_GEMM 1.5
+#define COST_BEHIND_GEMM 2.5
+#define FEW_INPUT_CHANNELS 4
+
+static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction direction)
+{
+    if (direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
+        g->in_channels <= FEW_INPUT_CHANNELS)
+        return COST_BEHIND_GEMM;
+    if (convoy__geom_is_pointwise(g))
+        return COST_AHEAD_OF_1X1;
+    return COST_AHEAD_OF_GEMM;
+}
+
+/* Below this many multiply-adds a convolution runs on one thread: on the 2-vCPU machine of
+ * bench/RESULTS.md one thread was as fast as two up to a few tens of microseconds of work
+ * (small_3x3_c32, 14 M: 0.12 against 0.10-0.14 ms), while waking an OpenMP team on a busy
+ * machine cost up to a millisecond per call. OpenBLAS keeps small GEMMs on one thread too. */
+#define ONE_THREAD_MACS ((int64_t)16 << 20)
+
+/* The OpenMP threads of one run: the backend's threads per task, one for small convolutions. */
+static int plan_threads(convoy__backend *be, const convoy__conv_geom *g)
+{
+    int64_t macs = convoy__geom_output_numel(g);
+    const int64_t per_output = convoy__geom_col_rows(g);
+    macs = per_output > 0 && macs > INT64_MAX / per_output ? INT64_MAX : macs * per_output;
+    return macs < ONE_THREAD_MACS ? 1 : convoy__host_backend_threads(be);
+}
+
+static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                              const convoy__conv_geom *geom, convoy_conv_direction direction,
+                              convoy__candidate_list *list)
+{
+    onednn_plan *p = NULL;
+    /* A oneDNN that cannot describe this convolution offers nothing; the planner says so. */
+    if (plan_build(geom, direction, plan_threads(be, geom), 0, &p) != CONVOY_OK)
+        return;
+    /* oneDNN's f32 direct convolutions are exact; with a fixed thread count (the runtime's per
+     * task) their reductions run in a fixed order, so results repeat bit for bit. */
+    (void)convoy__candidate_add(list, self, self->name, p->workspace_bytes, 0,
+                                onednn_cost(geom, direction));
+    plan_free(p);
+}
+
+static convoy_status onednn_prepare(convoy__backend *be, convoy__conv_plan *plan)
+{
+    onednn_plan *p = NULL;
+    convoy_status status =
+        plan_build(&plan->geom, plan->direction, plan_threads(be, &plan->geom), 1, &p);
+    if (status != CONVOY_OK)
+        return status;
+    if (p->workspace_bytes > plan->workspace_bytes) {
+        size_t need = p->workspace_bytes;
+        plan_free(p);
+        return convoy__error(CONVOY_ERR_INTERNAL,
+                             "onednn convolution: the primitive needs %zu bytes of workspace but "
+                             "the plan holds %zu",
+                             need, plan->workspace_bytes);
+    }
+    plan->algo_data = p;
+    return CONVOY_OK;
+}
+
+static void onednn_release(convoy__backend *be, convoy__conv_plan *plan)
+{
+    (void)be;
+    plan_free(plan->algo_data);
+    plan->algo_data = NULL;
+}
+
+/* Executes one primitive of pd with its arguments, and its scratchpad (if it has one) at the
+ * start of the workspace: the primitives run one after another, so they share those bytes. */
+static convoy_status execute(dnnl_primitive_t primitive, const_dnnl_primitive_desc_t pd,
+                             dnnl_engine_t engine, dnnl_stream_t stream, dnnl_exec_arg_t *args,
+                             int nargs, void *workspace)
+{
+    convoy_status status = CONVOY_OK;
+    dnnl_memory_t scratch = NULL;
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (md && dnnl_memory_desc_get_size(md) > 0) {
+        ONEDNN_TRY(dnnl_memory_create, (&scratch, md, engine, workspace));
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, scratch};
+    }
+    ONEDNN_TRY(dnnl_primitive_execute, (primitive, stream, nargs, args));
+cleanup:
+    if (scratch)
+        dnnl_memory_destroy(scratch);
+    return status;
+}
+
+static convoy_status onednn_run(convoy__backend *be, void *native_stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                void *workspace)
+{
+    (void)be;
+    (void)native_stream;
+    const onednn_plan *p = plan->algo_data;
+    const convoy__conv_geom *g = &plan->geom;
+    if (!p || (p->workspace_bytes && (!workspace || plan->workspace_bytes < p->workspace_bytes)))
+        return convoy__error(CONVOY_ERR_INTERNAL,
+                             "onednn convolution: run without a prepared plan or its %zu bytes "
+                             "of workspace",
+                             p ? p->workspace_bytes : (size_t)0);
+    char *ws = workspace;
+    const int64_t blocks = g->out_channels * (g->in_channels / g->groups);
+    const int64_t kvol = convoy__geom_kernel_spatial(g);
+    float *filters = buffers->filters;
+    if (p->flip_filters) {
+        float *flipped = (float *)(ws + p->flipped_offset);
+        reverse_taps(filters, flipped, blocks, kvol);
+        filters = flipped;
+    }
+    float *user_data[OP_COUNT] = {buffers->input, filters, buffers->output};
+
+    convoy_status status = CONVOY_OK;
+    omp_scope scope = omp_enter(p->threads);
+    dnnl_stream_t stream = NULL;
+    dnnl_memory_t user[OP_COUNT] = {NULL}, inner[OP_COUNT] = {NULL};
+    ONEDNN_TRY(dnnl_stream_create, (&stream, p->engine, dnnl_stream_default_flags));
+    for (int i = 0; i < OP_COUNT; ++i) {
+        const operand *o = &p->ops[i];
+        ONEDNN_TRY(dnnl_memory_create, (&user[i], &o->user, p->engine, user_data[i]));
+        if (o->reordered)
+            ONEDNN_TRY(dnnl_memory_create, (&inner[i], &o->inner, p->engine, ws + o->offset));
+    }
+    /* Reorders in, the convolution, the reorder out. */
+    for (int i = 0; i < OP_COUNT; ++i) {
+        const operand *o = &p->ops[i];
+        if (!o->reordered || o->written)
+            continue;
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
+        status = execute(o->reorder, o->reorder_pd, p->engine, stream, args, 2, ws);
+        if (status != CONVOY_OK)
+            goto cleanup;
+    }
+    dnnl_exec_arg_t args[OP_COUNT + 1];
+    for (int i = 0; i < OP_COUNT; ++i)
+        args[i] = (dnnl_exec_arg_t){p->ops[i].arg, p->ops[i].reordered ? inner[i] : user[i]};
+    status = execute(p->conv, p->conv_pd, p->engine, stream, args, OP_COUNT, ws);
+    if (status != CONVOY_OK)
+        goto cleanup;
+    for (int i = 0; i < OP_COUNT; ++i) {
+        const operand *o = &p->ops[i];
+        if (!o->reordered || !o->written)
+            continue;
+        dnnl_exec_arg_t back[3] = {{DNNL_ARG_FROM, inner[i]}, {DNNL_ARG_TO, user[i]}};
+        status = execute(o->reorder, o->reorder_pd, p->engine, stream, back, 2, ws);
+        if (status != CONVOY_OK)
+            goto cleanup;
+    }
+    ONEDNN_TRY(dnnl_stream_wait, (stream));
+    if (p->flip_result)
+        reverse_taps(buffers->filters, buffers->filters, blocks, kvol);
+
+cleanup:
+    for (int i = 0; i < OP_COUNT; ++i) {
+        if (user[i])
+            dnnl_memory_destroy(user[i]);
+        if (inner[i])
+            dnnl_memory_destroy(inner[i]);
+    }
+    if (stream)
+        dnnl_stream_destroy(stream);
+    omp_leave(scope);
+    return status;
+}
+
+/* ---- the description ------------------------------------------------------------------- */
+
+static const char *isa_name(dnnl_cpu_isa_t isa)
+{
+    switch (isa) {
+    case dnnl_cpu_isa_sse41:
+        return "sse41";
+    case dnnl_cpu_isa_avx:
+        return "avx";
+    case dnnl_cpu_isa_avx2:
+        return "avx2";
+    case dnnl_cpu_isa_avx2_vnni:
+        return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core:
+        return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni:
+        return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16:
+        return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx:
+        return "avx512_core_amx";
+    default:
+        return "any ISA";
+    }
+}
+
+void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
+{
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buffer, size, "oneDNN %d.%d.%d (%s, %d OpenMP thread%s per task)", v->major, v->minor,
+             v->patch, isa_name(dnnl_get_effective_cpu_isa()), threads, threads == 1 ? "" : "s");
+}
+
+const convoy__conv_algo convoy__cpu_algo_onednn = {
+    .name = "onednn",
+    .refusal = onednn_refusal,
+    .candidates = onednn_candidates,
+    .prepare = onednn_prepare,
+    .release = onednn_release,
+    .run = onednn_run,
+};
+
+#else /* !CONVOY_HAVE_ONEDNN */
+
+static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
+                                  convoy_conv_direction direction)
+{
+    (void)be;
+    (void)g;
+    (void)direction;
+    return "convoy was built without oneDNN";
+}
+
+/* Never called: the refusal turns every convolution away. */
+static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                              const convoy__conv_geom *geom, convoy_conv_direction direction,
+                              convoy__candidate_list *list)
+{
+    (void)be;
+    (void)self;
+    (void)geom;
+    (void)direction;
+    (void)list;
+}
+
+static convoy_status onednn_run(convoy__backend *be, void *native_stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                void *workspace)
+{
+    (void)be;
+    (void)native_stream;
+    (void)plan;
+    (void)buffers;
+    (void)workspace;
+    return convoy__error(CONVOY_ERR_UNSUPPORTED, "onednn convolution: convoy was built without "
+                                                 "oneDNN");
+}
+
+void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
+{
+    (void)threads;
+    snprintf(buffer, size, "built without oneDNN");
+}
+
+const convoy__conv_algo convoy__cpu_algo_onednn = {
+    .name = "onednn",
+    .refusal = onednn_refusal,
+    .candidates = onednn_candidates,
+    .run = onednn_run,
+};
+
+#endif /* CONVOY_HAVE_ONEDNN */

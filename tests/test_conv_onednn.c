@@ -1,0 +1,201 @@
+/* The oneDNN convolutions through the public API: the runtime's description names oneDNN and
+ * its version, the planner picks the onednn algorithm for every convolution it accepts (every
+ * direction, flip on and off, groups, depthwise, dilation, stride, asymmetric pads, 2D and 3D)
+ * and the direct loops for the ones it refuses (unshared filters, empty tensors), and every
+ * result matches the double-precision reference. Registered only in builds with oneDNN, and run
+ * with gemm and 1x1 excluded (exclude=gemm,1x1 on its command line) so that onednn is the
+ * fastest algorithm left. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "conv_cases.h"
+
+static void test_describe_names_onednn(void **state)
+{
+    const char *describe = convoy_runtime_describe(*state);
+    const char *at = strstr(describe, "oneDNN ");
+    assert_non_null(at);
+    /* "oneDNN 2.6.3 (avx512_core, 2 OpenMP threads per task)" */
+    assert_true(at[7] >= '1' && at[7] <= '9');
+    assert_non_null(strstr(describe, "OpenMP thread"));
+    assert_null(strstr(describe, "without oneDNN"));
+}
+
+/* The algorithm the planner chose for one direction of c. */
+static const char *planned(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                           convoy_conv_plan_info *info)
+{
+    memset(info, 0, sizeof *info);
+    convoy_status status = convoy_conv_explain(rt, &c->params, dir, c->in, c->filt, c->out, info);
+    if (status != CONVOY_OK) {
+        printf("  explain %s %s: %s: %s\n", case_direction_names[dir], c->label,
+               convoy_status_name(status), convoy_last_error_message());
+        return "(failed)";
+    }
+    return info->implementation;
+}
+
+/* Each case in both flip settings and all three directions: planned on `expected`, and
+ * matching the reference. Returns the number of failures. */
+static int run_cases(convoy_runtime *rt, const listed_case *list, int count, const char *expected,
+                     uint64_t seed)
+{
+    int failures = 0;
+    for (int i = 0; i < count; ++i) {
+        for (int flip = 0; flip <= 1; ++flip) {
+            convoy_conv_params p = case_listed_params(&list[i]);
+            p.flip = flip;
+            conv_case c;
+            if (!case_init(&c, &p, list[i].in, list[i].filt)) {
+                printf("  BAD TEST CASE %s\n", c.label);
+                ++failures;
+                continue;
+            }
+            for (int dir = 0; dir < 3; ++dir) {
+                convoy_conv_plan_info info;
+                const char *impl = planned(rt, &c, (convoy_conv_direction)dir, &info);
+                if (strcmp(impl, expected)) {
+                    printf("  FAIL %s %s planned on %s, expected %s\n", case_direction_names[dir],
+                           c.label, impl, expected);
+                    ++failures;
+                }
+                failures += !case_check(rt, &c, (convoy_conv_direction)dir,
+                                        seed + (uint64_t)(i * 8 + flip * 4 + dir));
+            }
+        }
+    }
+    printf("%d cases on %s, %d failures\n", count, expected, failures);
+    return failures;
+}
+
+static void test_onednn_runs_what_it_accepts(void **state)
+{
+    static const listed_case list[] = {
+        /* dense, the layer shapes of a small network */
+        {2, {2, 16, 12, 12}, {24, 16, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {2, {3, 5, 9, 8}, {7, 5, 3, 2}, 1, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
+        {2, {2, 3, 11, 10}, {8, 3, 5, 5}, 1, CONVOY_BORDER_FULL, {0}, {0}, {0}, {0}},
+        /* stride, dilation, both, and stride with a remainder on the input */
+        {2, {2, 8, 13, 11}, {8, 8, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {2, 2}, {0}},
+        {2, {2, 8, 13, 11}, {8, 8, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {2, 3}},
+        {2, {1, 4, 14, 15}, {6, 4, 3, 2}, 1, CONVOY_BORDER_FULL, {0}, {0}, {3, 2}, {2, 2}},
+        /* asymmetric padding, some larger than the kernel */
+        {2, {2, 6, 9, 9}, {4, 6, 3, 3}, 1, CONVOY_BORDER_EXPLICIT, {2, 0}, {0, 3}, {0}, {0}},
+        {2, {2, 6, 9, 9}, {4, 6, 2, 3}, 1, CONVOY_BORDER_EXPLICIT, {4, 1}, {0, 5}, {2, 1}, {1, 2}},
+        /* groups, depthwise (with a channel multiplier), 1x1 kernels */
+        {2, {2, 8, 10, 9}, {12, 2, 3, 3}, 4, CONVOY_BORDER_HALF, {0}, {0}, {1, 2}, {0}},
+        {2, {2, 16, 10, 10}, {16, 1, 3, 3}, 16, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {2,
+         {2, 6, 9, 10},
+         {12, 1, 3, 3},
+         6,
+         CONVOY_BORDER_EXPLICIT,
+         {1, 2},
+         {2, 0},
+         {2, 1},
+         {2, 1}},
+        {2, {2, 12, 7, 7}, {8, 12, 1, 1}, 1, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
+        {2, {2, 12, 7, 7}, {9, 4, 1, 1}, 3, CONVOY_BORDER_EXPLICIT, {1, 0}, {0, 1}, {2, 2}, {0}},
+        /* 3D: dense, strided and dilated, grouped, depthwise, asymmetric pads */
+        {3, {2, 4, 6, 7, 5}, {6, 4, 3, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {3,
+         {1, 3, 7, 6, 8},
+         {4, 3, 2, 3, 2},
+         1,
+         CONVOY_BORDER_FULL,
+         {0},
+         {0},
+         {2, 1, 3},
+         {1, 2, 1}},
+        {3,
+         {2, 6, 5, 5, 6},
+         {6, 2, 2, 2, 3},
+         3,
+         CONVOY_BORDER_VALID,
+         {0},
+         {0},
+         {1, 1, 2},
+         {2, 1, 1}},
+        {3, {1, 4, 5, 6, 5}, {8, 1, 3, 3, 3}, 4, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {3,
+         {2, 3, 5, 4, 6},
+         {2, 3, 2, 3, 2},
+         1,
+         CONVOY_BORDER_EXPLICIT,
+         {1, 0, 2},
+         {0, 2, 1},
+         {2, 1, 1},
+         {1, 1, 2}},
+    };
+    assert_int_equal(run_cases(*state, list, (int)(sizeof list / sizeof list[0]), "onednn", 7000),
+                     0);
+}
+
+/* Empty tensors and unshared filters are not oneDNN's: the direct loops run them. */
+static void test_refused_cases_fall_back(void **state)
+{
+    static const listed_case empty[] = {
+        {2, {0, 2, 6, 6}, {3, 2, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {2, {2, 0, 6, 6}, {4, 0, 3, 3}, 2, CONVOY_BORDER_FULL, {0}, {0}, {0}, {0}},
+        {3, {1, 1, 6, 6, 6}, {0, 1, 2, 2, 2}, 1, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
+    };
+    convoy_runtime *rt = *state;
+    int failures = run_cases(rt, empty, (int)(sizeof empty / sizeof empty[0]), "direct", 7500);
+
+    convoy_conv_params p = case_params(2, CONVOY_BORDER_VALID, NULL, NULL);
+    p.unshared = 1;
+    const int64_t in[4] = {2, 3, 5, 6}, filt[6] = {2, 4, 5, 3, 2, 2};
+    conv_case c;
+    assert_true(case_init(&c, &p, in, filt));
+    for (int dir = 0; dir < 3; ++dir) {
+        convoy_conv_plan_info info;
+        const char *impl = planned(rt, &c, (convoy_conv_direction)dir, &info);
+        if (strcmp(impl, "direct")) {
+            printf("  FAIL unshared %s planned on %s\n", case_direction_names[dir], impl);
+            ++failures;
+        }
+    }
+    failures += case_check_all(rt, &c, 7600);
+    assert_int_equal(failures, 0);
+}
+
+/* The plan takes its workspace from the pool as one fixed block: no image chunks. */
+static void test_workspace_is_fixed(void **state)
+{
+    const listed_case l = {
+        2, {4, 16, 12, 12}, {16, 16, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}};
+    convoy_conv_params p = case_listed_params(&l);
+    conv_case c;
+    assert_true(case_init(&c, &p, l.in, l.filt));
+    convoy_conv_plan_info info;
+    assert_string_equal(planned(*state, &c, CONVOY_CONV_FORWARD, &info), "onednn");
+    assert_string_equal(info.algorithm, "onednn");
+    assert_int_equal(info.images_per_chunk, 0);
+    /* At least the flipped copy of the filters. */
+    assert_true(info.workspace_bytes >= (size_t)16 * 16 * 9 * sizeof(float));
+    assert_int_equal(
+        convoy_conv_explain(*state, &p, CONVOY_CONV_FORWARD, c.in, c.filt, c.out, &info),
+        CONVOY_OK);
+    assert_int_equal(info.from_cache, 1);
+}
+
+int main(int argc, char **argv)
+{
+    int device = case_device_check("test_conv_onednn", argc, argv);
+    if (device != 0)
+        return device;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_describe_names_onednn, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_onednn_runs_what_it_accepts, case_setup,
+                                        case_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_cases_fall_back, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_workspace_is_fixed, case_setup, case_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
