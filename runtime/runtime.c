@@ -41,6 +41,9 @@ static void runtime_free(convoy_runtime *rt)
     convoy__planner_destroy(rt->planner);
     convoy__staging_destroy(rt->upload_staging);
     convoy__staging_destroy(rt->download_staging);
+    /* The backend outlives the pool by a few lines; it must not reach a freed pool. */
+    if (rt->backend)
+        memset(&rt->backend->scratch, 0, sizeof rt->backend->scratch);
     convoy__pool_destroy(rt->pool);
     convoy__trace_destroy(rt->trace);
     convoy__prof_domain_destroy(rt->domain);
@@ -85,6 +88,9 @@ static convoy_status create_parts(convoy_runtime *rt)
     if ((status = convoy__pool_create(be, o->memory_limit, o->test_fail_alloc, &rt->pool)) !=
         CONVOY_OK)
         return status;
+    /* The backend's own scratch (timing buffers, cuBLAS workspaces) comes from the pool too,
+     * under the same limit. */
+    be->scratch = convoy__pool_scratch(rt->pool);
     rt->workspace_limit = o->workspace_limit ? o->workspace_limit
                           : o->memory_limit  ? o->memory_limit / 4
                                              : CONVOY__DEFAULT_WORKSPACE;
