@@ -24,6 +24,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cudnn_desc.h"
+#include "cuda/device_scope.h"
 #include "kernels/direct_index.h"
 #include "kernels/conv_algo.h"
 #include "kernels/gemm_driver.h"
@@ -558,6 +559,152 @@ static void test_error_mapping(void **state)
     assert_int_equal(CONVOY_CEIL_DIV(256, 256), 1);
 }
 
+/* ---- the caller's current device ------------------------------------------------------- */
+
+/* A thread's current device as the CUDA runtime would keep it, with a log of the calls. */
+typedef struct fake_thread {
+    int current;
+    int fail_get, fail_set; /* the next get / set fails */
+    int gets, sets, restores;
+    int log[16]; /* devices set or restored, in order */
+    int logged;
+} fake_thread;
+
+static convoy_status fake_get(void *context, int *device)
+{
+    fake_thread *t = context;
+    t->gets++;
+    if (t->fail_get) {
+        t->fail_get = 0;
+        return CONVOY_ERR_BACKEND;
+    }
+    *device = t->current;
+    return CONVOY_OK;
+}
+
+static convoy_status fake_set(void *context, int device)
+{
+    fake_thread *t = context;
+    t->sets++;
+    if (t->fail_set) {
+        t->fail_set = 0;
+        return CONVOY_ERR_BACKEND;
+    }
+    t->current = device;
+    assert_true(t->logged < 16);
+    t->log[t->logged++] = device;
+    return CONVOY_OK;
+}
+
+static void fake_restore(void *context, int device)
+{
+    fake_thread *t = context;
+    t->restores++;
+    t->current = device;
+    assert_true(t->logged < 16);
+    t->log[t->logged++] = device;
+}
+
+/* Every entry point brackets its work with enter / leave: the caller gets its own device
+ * back; nothing is switched (or restored) when the wanted device is already current, so a
+ * single-GPU program never pays for a cudaSetDevice; scopes nest; a failed read or switch
+ * leaves nothing to undo. */
+static void test_device_scope(void **state)
+{
+    (void)state;
+    fake_thread t;
+    memset(&t, 0, sizeof t);
+    convoy__device_calls calls = {fake_get, fake_set, fake_restore, &t};
+    convoy__device_scope outer, inner;
+
+    /* The caller is on 0, the backend on 1: switch, then back. */
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &outer), CONVOY_OK);
+    assert_int_equal(t.current, 1);
+    assert_int_equal(outer.saved, 0);
+    assert_int_equal(outer.switched, 1);
+    /* A nested entry (a copy from inside a work function) finds 1 current. */
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &inner), CONVOY_OK);
+    assert_int_equal(inner.switched, 0);
+    convoy__device_scope_leave(&calls, &inner);
+    assert_int_equal(t.current, 1);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.current, 0);
+    assert_int_equal(t.sets, 1);
+    assert_int_equal(t.restores, 1);
+    assert_int_equal(t.logged, 2);
+    assert_int_equal(t.log[0], 1);
+    assert_int_equal(t.log[1], 0);
+
+    /* Already on the backend's device: no set, no restore. */
+    memset(&t, 0, sizeof t);
+    t.current = 2;
+    assert_int_equal(convoy__device_scope_enter(&calls, 2, &outer), CONVOY_OK);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.gets, 1);
+    assert_int_equal(t.sets + t.restores, 0);
+    assert_int_equal(t.current, 2);
+
+    /* The read fails: the error comes back, nothing was switched, leave does nothing. */
+    memset(&t, 0, sizeof t);
+    t.current = 3;
+    t.fail_get = 1;
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &outer), CONVOY_ERR_BACKEND);
+    assert_int_equal(outer.switched, 0);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.current, 3);
+    assert_int_equal(t.sets + t.restores, 0);
+
+    /* The switch fails: the caller is still on its device, leave does nothing. */
+    t.fail_set = 1;
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &outer), CONVOY_ERR_BACKEND);
+    assert_int_equal(outer.switched, 0);
+    assert_int_equal(outer.saved, 3);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.current, 3);
+    assert_int_equal(t.restores, 0);
+
+    /* Two runtimes on devices 1 and 2 used in turn from a thread on 0: each call leaves the
+     * thread on 0, whatever ran before it. */
+    memset(&t, 0, sizeof t);
+    for (int call = 0; call < 4; ++call) {
+        assert_int_equal(convoy__device_scope_enter(&calls, 1 + call % 2, &outer), CONVOY_OK);
+        assert_int_equal(t.current, 1 + call % 2);
+        convoy__device_scope_leave(&calls, &outer);
+        assert_int_equal(t.current, 0);
+    }
+    assert_int_equal(t.sets, 4);
+    assert_int_equal(t.restores, 4);
+}
+
+/* With no GPU the real binding fails to read a device and so switches nothing; with one, a
+ * scope on the current device is free and leaves it current. */
+static void test_cuda_device_calls(void **state)
+{
+    (void)state;
+    int before = -1;
+    cudaError_t e = cudaGetDevice(&before);
+    (void)cudaGetLastError();
+    convoy__device_scope scope;
+    int wanted = e == cudaSuccess ? before : 0;
+    convoy_status status = convoy__device_scope_enter(&convoy__cuda_device_calls, wanted, &scope);
+    if (e != cudaSuccess) {
+        assert_int_not_equal(status, CONVOY_OK);
+        assert_int_equal(scope.switched, 0);
+        assert_non_null(strstr(convoy_last_error_message(), "cudaGetDevice"));
+    } else {
+        assert_int_equal(status, CONVOY_OK);
+        assert_int_equal(scope.switched, 0);
+    }
+    convoy__device_scope_leave(&convoy__cuda_device_calls, &scope);
+    if (e == cudaSuccess) {
+        int after = -1;
+        assert_int_equal(cudaGetDevice(&after), cudaSuccess);
+        assert_int_equal(after, before);
+        assert_int_equal(cudaGetLastError(), cudaSuccess);
+    }
+    (void)cudaGetLastError();
+}
+
 static void check_candidates(convoy__backend *be)
 {
     tcase pw = {2, 2, 4, 4, 1, {1, 8, 8}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, 1, 0};
@@ -654,6 +801,8 @@ int main(void)
         cmocka_unit_test(test_cudnn_expressible),
         cmocka_unit_test(test_cudnn_names),
         cmocka_unit_test(test_error_mapping),
+        cmocka_unit_test(test_device_scope),
+        cmocka_unit_test(test_cuda_device_calls),
         cmocka_unit_test(test_create),
         cmocka_unit_test(test_bad_device_index),
     };
