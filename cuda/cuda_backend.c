@@ -254,6 +254,9 @@ static convoy_status finish_if_private(convoy__cuda_backend *be, void *native_st
 
 /* ---- events ------------------------------------------------------------------------------- */
 
+/* Blocking sync: a thread in convoy_task_wait (cudaEventSynchronize) sleeps until the event
+ * fires instead of spinning a core. Queries, the scheduler's and the pool's only use
+ * otherwise, do not change. */
 static convoy_status cuda_event_create(convoy__backend *base, convoy__event **out)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
@@ -263,7 +266,8 @@ static convoy_status cuda_event_create(convoy__backend *base, convoy__event **ou
     convoy__device_scope scope;
     convoy_status status = convoy__cuda_enter(be, &scope);
     if (status == CONVOY_OK)
-        status = CONVOY__CUDA_CHECK(cudaEventCreateWithFlags(&e->native, cudaEventDisableTiming));
+        status = CONVOY__CUDA_CHECK(
+            cudaEventCreateWithFlags(&e->native, cudaEventBlockingSync | cudaEventDisableTiming));
     convoy__cuda_leave(&scope);
     if (status != CONVOY_OK) {
         free(e);
