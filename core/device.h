@@ -133,6 +133,13 @@ struct convoy__backend_ops {
     convoy_status (*zero)(convoy__backend *be, void *native_stream, void *dst, size_t bytes);
     /* Total device memory in bytes, 0 when unknown (host). */
     size_t (*memory_capacity)(convoy__backend *be);
+    /* 1 when every byte of [ptr, ptr + bytes) is page-locked host memory the
+     * device can copy from or to directly, so a transfer needs no staging
+     * (cudaPointerGetAttributes reports cudaMemoryTypeHost on CUDA); 0 for
+     * ordinary pageable memory, for anything unknown, and always on the host
+     * backend. Never fails and leaves no error behind. May be NULL (never
+     * pinned). */
+    int (*host_is_pinned)(convoy__backend *be, const void *ptr, size_t bytes);
 };
 
 /* Every backend object starts with this header: its device operations, its

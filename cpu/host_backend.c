@@ -137,6 +137,13 @@ static size_t host_memory_capacity(convoy__backend *be)
     return 0;
 }
 
+/* Host "device" memory is host memory: staging is never skipped, so the CPU runs (and tests)
+ * the same staged transfer path as a pageable buffer on CUDA. */
+static int host_is_pinned(convoy__backend *be, const void *ptr, size_t bytes)
+{
+    return 0;
+}
+
 /* ---- convolution algorithms ------------------------------------------------ */
 
 /* Adding a CPU algorithm: its descriptor in a file of cpu/, and a row here. */
@@ -247,6 +254,7 @@ static const convoy__backend_ops host_ops = {
     .host_callback = host_callback,
     .zero = host_zero,
     .memory_capacity = host_memory_capacity,
+    .host_is_pinned = host_is_pinned,
 };
 
 static const convoy__conv_registry host_registry = {

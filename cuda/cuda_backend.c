@@ -488,6 +488,33 @@ static size_t cuda_memory_capacity(convoy__backend *base)
     return total;
 }
 
+/* One end of a host buffer: page-locked (cudaHostAlloc, cudaMallocHost, cudaHostRegister) as
+ * CUDA sees it. A pageable pointer is cudaMemoryTypeUnregistered with success on current
+ * CUDA; any failure (an older runtime's cudaErrorInvalidValue for unregistered memory
+ * included) only means "stage it", so it is cleared rather than reported: a sticky
+ * last error here would fail the next kernel launch check. The query needs no current device
+ * (unified addressing). */
+static int pinned_byte(const void *p)
+{
+    struct cudaPointerAttributes attributes;
+    memset(&attributes, 0, sizeof attributes);
+    if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return attributes.type == cudaMemoryTypeHost;
+}
+
+/* Both ends are checked: a buffer is one allocation, so a pinned first and last byte mean the
+ * whole of it was allocated or registered page-locked. */
+static int cuda_host_is_pinned(convoy__backend *base, const void *ptr, size_t bytes)
+{
+    (void)base;
+    if (!ptr || bytes == 0)
+        return 0;
+    return pinned_byte(ptr) && pinned_byte((const char *)ptr + bytes - 1);
+}
+
 static const convoy__backend_ops cuda_ops = {
     .name = "cuda",
     .device = CONVOY_DEVICE_CUDA,
@@ -511,6 +538,7 @@ static const convoy__backend_ops cuda_ops = {
     .host_callback = cuda_host_callback,
     .zero = cuda_zero,
     .memory_capacity = cuda_memory_capacity,
+    .host_is_pinned = cuda_host_is_pinned,
 };
 
 /* ---- creation ------------------------------------------------------------------------------ */

@@ -12,8 +12,10 @@
 #include "core/error_detail.h"
 #include "core/log.h"
 
-/* Transfers from ordinary host memory move through pinned chunks this big. */
+/* Transfers from ordinary host memory move through pinned chunks this big, this many per
+ * direction, used in turn: the memcpy of one overlaps the DMA of the other. */
 #define CONVOY__STAGING_CHUNK ((size_t)4 << 20)
+#define CONVOY__STAGING_CHUNKS 2
 
 /* Default scratch per convolution when neither a workspace nor a memory
  * limit is given. */
@@ -94,9 +96,11 @@ static convoy_status create_parts(convoy_runtime *rt)
     rt->workspace_limit = o->workspace_limit ? o->workspace_limit
                           : o->memory_limit  ? o->memory_limit / 4
                                              : CONVOY__DEFAULT_WORKSPACE;
-    if ((status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->upload_staging)) !=
+    if ((status = convoy__staging_create(be, "convoy upload staging", CONVOY__STAGING_CHUNK,
+                                         CONVOY__STAGING_CHUNKS, &rt->upload_staging)) !=
             CONVOY_OK ||
-        (status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->download_staging)) !=
+        (status = convoy__staging_create(be, "convoy download staging", CONVOY__STAGING_CHUNK,
+                                         CONVOY__STAGING_CHUNKS, &rt->download_staging)) !=
             CONVOY_OK)
         return status;
     convoy__scheduler_config sched = {streams, rt->domain, rt->trace};

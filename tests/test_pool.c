@@ -843,7 +843,8 @@ static void round_trip(mock_backend *m, convoy__staging *staging, size_t bytes)
     assert_int_equal(atomic_load(&m->copy_kind_mask), 1 << 1); /* device to host only */
     assert_ptr_equal(atomic_load(&m->last_native), native);
     assert_int_equal(atomic_load(&m->copies) - copies, 2 * chunks);
-    assert_int_equal(atomic_load(&m->callbacks) - callbacks, 2 * chunks);
+    /* one marker per chunk each way, and the download's closing one */
+    assert_int_equal(atomic_load(&m->callbacks) - callbacks, 2 * chunks + 1);
     free(src);
     free(device);
     free(back);
@@ -853,10 +854,16 @@ static void test_staging(void **state)
 {
     mock_backend *m = *state;
     convoy__staging *staging = NULL;
-    assert_int_equal(convoy__staging_create(&m->base, 0, &staging), CONVOY_ERR_INVALID_ARGUMENT);
-    assert_int_equal(convoy__staging_create(&m->base, 1000, NULL), CONVOY_ERR_INVALID_ARGUMENT);
-    assert_int_equal(convoy__staging_create(&m->base, 1000, &staging), CONVOY_OK);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 0, 2, &staging),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 1000, 1, &staging),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 1000, 2, NULL),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+    assert_null(staging);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 1000, 2, &staging), CONVOY_OK);
     assert_int_equal(convoy__staging_chunk_bytes(staging), 1000);
+    assert_int_equal(convoy__staging_chunk_count(staging), 2);
     round_trip(m, staging, 4567); /* 4 whole chunks and a partial one */
     round_trip(m, staging, 3000); /* an exact multiple */
     round_trip(m, staging, 999);
