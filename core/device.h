@@ -43,6 +43,35 @@ typedef enum convoy__copy_kind {
  * and NULL on the host. */
 typedef void (*convoy__work_fn)(void *arg, void *native_stream);
 
+/* ---- scratch memory ----------------------------------------------------- */
+
+/* Device memory a backend needs for itself, outside any task: the buffers the
+ * registry's time function measures a plan on (kernels/conv_algo.h) and the
+ * per-stream cuBLAS workspace of deterministic mode. The runtime points every
+ * backend's allocator at its pool (memory/pool.h, convoy__pool_scratch), so
+ * these bytes count against memory_limit, show in convoy_memory_stats, and get
+ * the pool's release-the-cache-and-retry before an out-of-memory failure.
+ * The backend never learns about the pool: core/ stays below memory/.
+ *
+ * alloc grants at least bytes (> 0) of 256-byte aligned device memory, sets
+ * *ptr and *handle (what free takes back), or returns
+ * CONVOY_ERR_OUT_OF_MEMORY with the message saying what (a phrase such as
+ * "timing input of gemm") could not be had. free returns it at once: the
+ * device must be done with it (there is no stream-ordered free here). Both
+ * are thread-safe; user_data is the pool. */
+typedef struct convoy__scratch_allocator {
+    convoy_status (*alloc)(void *user_data, size_t bytes, const char *what, void **ptr,
+                           void **handle);
+    void (*free)(void *user_data, void *handle);
+    void *user_data;
+} convoy__scratch_allocator;
+
+/* One granted scratch buffer. */
+typedef struct convoy__scratch {
+    void *ptr;    /* NULL when nothing is held */
+    void *handle; /* the allocator's; NULL when it came from ops->mem_alloc */
+} convoy__scratch;
+
 /* ---- the function table ------------------------------------------------ */
 
 struct convoy__backend_ops {
@@ -110,13 +139,55 @@ struct convoy__backend_ops {
     convoy_status (*zero)(convoy__backend *be, void *native_stream, void *dst, size_t bytes);
     /* Total device memory in bytes, 0 when unknown (host). */
     size_t (*memory_capacity)(convoy__backend *be);
+    /* 1 when every byte of [ptr, ptr + bytes) is page-locked host memory the
+     * device can copy from or to directly, so a transfer needs no staging
+     * (cudaPointerGetAttributes reports cudaMemoryTypeHost on CUDA); 0 for
+     * ordinary pageable memory, for anything unknown, and always on the host
+     * backend. Never fails and leaves no error behind. May be NULL (never
+     * pinned). */
+    int (*host_is_pinned)(convoy__backend *be, const void *ptr, size_t bytes);
 };
 
-/* Every backend object starts with this header: its device operations and
- * its convolution algorithms. */
+/* Every backend object starts with this header: its device operations, its
+ * convolution algorithms, and where its own scratch memory comes from. */
 struct convoy__backend {
     const convoy__backend_ops *ops;
     const convoy__conv_registry *conv;
+    /* Set by the runtime right after its pool exists and cleared before the
+     * pool goes; read without a lock in between. All zero (a backend used on
+     * its own, as in tests): scratch comes straight from ops->mem_alloc, with
+     * no limit. */
+    convoy__scratch_allocator scratch;
 };
+
+/* Scratch memory through the backend's allocator (see above). *out is set
+ * only on success. */
+static inline convoy_status convoy__scratch_alloc(convoy__backend *be, size_t bytes,
+                                                  const char *what, convoy__scratch *out)
+{
+    void *ptr = NULL, *handle = NULL;
+    convoy_status status =
+        be->scratch.alloc ? be->scratch.alloc(be->scratch.user_data, bytes, what, &ptr, &handle)
+                          : be->ops->mem_alloc(be, bytes, &ptr);
+    if (status == CONVOY_OK) {
+        out->ptr = ptr;
+        out->handle = handle;
+    }
+    return status;
+}
+
+/* Returns a scratch buffer (nothing when none is held) and clears *s. A buffer from an
+ * allocator that has since been removed stays with its pool, which frees it when it goes. */
+static inline void convoy__scratch_free(convoy__backend *be, convoy__scratch *s)
+{
+    if (s->handle) {
+        if (be->scratch.free)
+            be->scratch.free(be->scratch.user_data, s->handle);
+    } else if (s->ptr) {
+        be->ops->mem_free(be, s->ptr);
+    }
+    s->ptr = NULL;
+    s->handle = NULL;
+}
 
 #endif /* CONVOY_CORE_DEVICE_H */

@@ -144,6 +144,13 @@ static size_t host_memory_capacity(convoy__backend *be)
     return 0;
 }
 
+/* Host "device" memory is host memory: staging is never skipped, so the CPU runs (and tests)
+ * the same staged transfer path as a pageable buffer on CUDA. */
+static int host_is_pinned(convoy__backend *be, const void *ptr, size_t bytes)
+{
+    return 0;
+}
+
 /* ---- convolution algorithms ------------------------------------------------ */
 
 /* Adding a CPU algorithm: its descriptor in a file of cpu/, and a row here. */
@@ -163,51 +170,72 @@ static convoy_status host_conv_run(convoy__backend *be, void *native_stream,
     return plan->candidate.algo->run(be, native_stream, plan, buffers, workspace);
 }
 
-/* count floats of non-zero, deterministic data (denormals or zeros could time
- * differently); NULL when the size does not fit in memory or size_t. */
-static float *scratch(int64_t count)
+/* A scratch buffer of count floats (at least one) from the backend's scratch allocator, the
+ * runtime's pool: non-zero, deterministic data, since denormals or zeros could time
+ * differently. what names it in an out-of-memory message. */
+static convoy_status timing_buffer(convoy__backend *be, int64_t count, const char *what,
+                                   const char *name, convoy__scratch *out)
 {
-    if (count < 0 || (uint64_t)count > (SIZE_MAX - 63) / sizeof(float))
-        return NULL;
+    if (count < 0 || (uint64_t)count > SIZE_MAX / sizeof(float))
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s of %s: %lld floats cannot be addressed",
+                             what, name, (long long)count);
     size_t n = (size_t)count;
-    float *p = aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
-    if (p) {
-        for (size_t i = 0; i < n; ++i)
-            p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
-    }
-    return p;
+    char label[96];
+    snprintf(label, sizeof label, "%s of %s", what, name);
+    convoy_status status = convoy__scratch_alloc(be, (n ? n : 1) * sizeof(float), label, out);
+    if (status != CONVOY_OK)
+        return status;
+    float *p = out->ptr;
+    for (size_t i = 0; i < n; ++i)
+        p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
+    return CONVOY_OK;
 }
 
-/* Times the plan on private buffers: one run to warm caches, then the best
- * of two, which filters out a preemption on a busy machine. */
+static convoy_status timing_workspace(convoy__backend *be, size_t bytes, const char *name,
+                                      convoy__scratch *out)
+{
+    char label[96];
+    snprintf(label, sizeof label, "timing workspace of %s", name);
+    return convoy__scratch_alloc(be, bytes, label, out);
+}
+
+/* Times the plan on scratch buffers of its own: one run to warm caches, then
+ * the best of two, which filters out a preemption on a busy machine. The
+ * buffers (a copy of every operand, and the workspace) come from the pool
+ * under the memory limit; when they do not fit the timing fails with
+ * CONVOY_ERR_OUT_OF_MEMORY, and the planner leaves the candidate untimed. */
 static convoy_status host_conv_time(convoy__backend *be, const convoy__conv_plan *plan, double *ms)
 {
     const convoy__conv_geom *g = &plan->geom;
-    convoy__conv_buffers b;
-    b.input = scratch(convoy__geom_input_numel(g));
-    b.filters = scratch(convoy__geom_filter_numel(g));
-    b.output = scratch(convoy__geom_output_numel(g));
-    void *ws = plan->workspace_bytes ? aligned_alloc(64, (plan->workspace_bytes + 63) & ~(size_t)63)
-                                     : NULL;
-    convoy_status status = CONVOY_OK;
-    if (!b.input || !b.filters || !b.output || (plan->workspace_bytes && !ws)) {
-        status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host backend: no memory to time %s",
-                               plan->candidate.name);
-    } else {
-        double best = 0.0;
-        for (int run = 0; run < 3 && status == CONVOY_OK; ++run) {
-            double start = convoy__now_us();
-            status = host_conv_run(be, NULL, plan, &b, ws);
-            double elapsed = (convoy__now_us() - start) * 1e-3;
-            if (run == 1 || (run > 1 && elapsed < best))
-                best = elapsed;
-        }
-        *ms = best;
+    const char *name = plan->candidate.name;
+    convoy__scratch input = {0}, filters = {0}, output = {0}, workspace = {0};
+    double best = 0.0;
+    convoy_status status;
+    if ((status = timing_buffer(be, convoy__geom_input_numel(g), "timing input", name, &input)) !=
+            CONVOY_OK ||
+        (status = timing_buffer(be, convoy__geom_filter_numel(g), "timing filters", name,
+                                &filters)) != CONVOY_OK ||
+        (status = timing_buffer(be, convoy__geom_output_numel(g), "timing output", name,
+                                &output)) != CONVOY_OK)
+        goto done;
+    if (plan->workspace_bytes &&
+        (status = timing_workspace(be, plan->workspace_bytes, name, &workspace)) != CONVOY_OK)
+        goto done;
+    for (int run = 0; run < 3 && status == CONVOY_OK; ++run) {
+        convoy__conv_buffers b = {input.ptr, filters.ptr, output.ptr};
+        double start = convoy__now_us();
+        status = host_conv_run(be, NULL, plan, &b, workspace.ptr);
+        double elapsed = (convoy__now_us() - start) * 1e-3;
+        if (run == 1 || (run > 1 && elapsed < best))
+            best = elapsed;
     }
-    free(ws);
-    free(b.input);
-    free(b.filters);
-    free(b.output);
+    if (status == CONVOY_OK)
+        *ms = best;
+done:
+    convoy__scratch_free(be, &workspace);
+    convoy__scratch_free(be, &output);
+    convoy__scratch_free(be, &filters);
+    convoy__scratch_free(be, &input);
     return status;
 }
 
@@ -235,6 +263,7 @@ static const convoy__backend_ops host_ops = {
     .host_callback = host_callback,
     .zero = host_zero,
     .memory_capacity = host_memory_capacity,
+    .host_is_pinned = host_is_pinned,
 };
 
 const convoy__conv_registry convoy__host_conv_registry = {

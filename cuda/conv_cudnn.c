@@ -234,8 +234,11 @@ static void cudnn_candidates(convoy__backend *base, const convoy__conv_algo *sel
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
     cudnn_plan p;
-    if (convoy__cuda_use_device(be) != CONVOY_OK || descriptors_for(geom, &p) != CONVOY_OK)
+    convoy__device_scope scope;
+    if (convoy__cuda_enter(be, &scope) != CONVOY_OK || descriptors_for(geom, &p) != CONVOY_OK) {
+        convoy__cuda_leave(&scope);
         return;
+    }
     pthread_mutex_lock(&be->lock);
     switch (direction) {
     case CONVOY_CONV_FORWARD:
@@ -250,6 +253,7 @@ static void cudnn_candidates(convoy__backend *base, const convoy__conv_algo *sel
     }
     pthread_mutex_unlock(&be->lock);
     destroy_descriptors(&p);
+    convoy__cuda_leave(&scope);
 }
 
 static convoy_status cudnn_prepare(convoy__backend *base, convoy__conv_plan *plan)
@@ -257,13 +261,14 @@ static convoy_status cudnn_prepare(convoy__backend *base, convoy__conv_plan *pla
     convoy__cuda_backend *be = convoy__cuda_of(base);
     if (!be->has_cudnn)
         return convoy__error(CONVOY_ERR_UNSUPPORTED, "cuDNN is not in use by this backend");
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
     cudnn_plan *p = calloc(1, sizeof *p);
     if (!p)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuDNN: out of host memory for a plan");
-    status = descriptors_for(&plan->geom, p);
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status = descriptors_for(&plan->geom, p);
+    convoy__cuda_leave(&scope);
     if (status != CONVOY_OK) {
         free(p);
         return status;

@@ -25,12 +25,83 @@ typedef struct cuda_event {
     atomic_int armed;
 } cuda_event;
 
-convoy_status convoy__cuda_use_device(const convoy__cuda_backend *be)
+/* ---- the current device ------------------------------------------------------------------ */
+
+static convoy_status get_device(void *context, int *device)
 {
-    int current = -1;
-    CONVOY__CUDA_TRY(cudaGetDevice(&current));
-    if (current != be->device)
-        CONVOY__CUDA_TRY(cudaSetDevice(be->device));
+    (void)context;
+    CONVOY__CUDA_TRY(cudaGetDevice(device));
+    return CONVOY_OK;
+}
+
+static convoy_status set_device(void *context, int device)
+{
+    (void)context;
+    CONVOY__CUDA_TRY(cudaSetDevice(device));
+    return CONVOY_OK;
+}
+
+/* Giving the caller its device back is best effort: the entry point may be returning a
+ * failure whose message must survive, and a device the program had current can be set
+ * again. A failure is cleared so no later launch check mistakes it for its own. */
+static void restore_device(void *context, int device)
+{
+    (void)context;
+    if (cudaSetDevice(device) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
+const convoy__device_calls convoy__cuda_device_calls = {get_device, set_device, restore_device,
+                                                        NULL};
+
+convoy_status convoy__cuda_enter(const convoy__cuda_backend *be, convoy__device_scope *scope)
+{
+    return convoy__device_scope_enter(&convoy__cuda_device_calls, be->device, scope);
+}
+
+void convoy__cuda_leave(const convoy__device_scope *scope)
+{
+    convoy__device_scope_leave(&convoy__cuda_device_calls, scope);
+}
+
+/* ---- the cuBLAS workspace of each stream --------------------------------------------------- */
+
+static convoy__cuda_stream *find_stream(convoy__cuda_backend *be, cudaStream_t stream)
+{
+    convoy__cuda_stream *s = be->streams;
+    while (s && s->native != stream)
+        s = s->next;
+    return s;
+}
+
+/* The allocation happens with be->lock released: that lock is the innermost one, and the
+ * pool may hand cached memory back to CUDA, and cudaFree waits for the device. A stream's
+ * work is enqueued by one thread at a time (under the scheduler's lock), so two threads do
+ * not normally get here for one stream; if they do, the second buffer goes back. The private
+ * stream has no record and gets none: nothing runs beside it on the handle. */
+convoy_status convoy__cuda_provide_blas_workspace(convoy__cuda_backend *be, cudaStream_t stream)
+{
+    if (!be->deterministic)
+        return CONVOY_OK;
+    pthread_mutex_lock(&be->lock);
+    convoy__cuda_stream *s = find_stream(be, stream);
+    int needed = s && !s->blas_workspace.ptr;
+    pthread_mutex_unlock(&be->lock);
+    if (!needed)
+        return CONVOY_OK;
+    convoy__scratch workspace = {NULL, NULL};
+    convoy_status status = convoy__scratch_alloc(&be->base, be->blas_workspace_bytes,
+                                                 "cuBLAS workspace of a stream", &workspace);
+    if (status != CONVOY_OK)
+        return status;
+    pthread_mutex_lock(&be->lock);
+    if (!s->blas_workspace.ptr) {
+        s->blas_workspace = workspace;
+        workspace.ptr = NULL;
+        workspace.handle = NULL;
+    }
+    pthread_mutex_unlock(&be->lock);
+    convoy__scratch_free(&be->base, &workspace);
     return CONVOY_OK;
 }
 
@@ -41,14 +112,15 @@ convoy_status convoy__cuda_bind_blas(convoy__cuda_backend *be, cudaStream_t stre
     CONVOY__CUBLAS_TRY(cublasSetStream(be->cublas, stream));
     if (!be->deterministic)
         return CONVOY_OK;
-    convoy__cuda_stream *s = be->streams;
-    while (s && s->native != stream)
-        s = s->next;
+    convoy__cuda_stream *s = find_stream(be, stream);
     if (!s)
-        return CONVOY_OK; /* a private timing stream: nothing runs beside it on this handle */
-    if (!s->blas_workspace)
-        CONVOY__CUDA_TRY(cudaMalloc(&s->blas_workspace, be->blas_workspace_bytes));
-    CONVOY__CUBLAS_TRY(cublasSetWorkspace(be->cublas, s->blas_workspace, be->blas_workspace_bytes));
+        return CONVOY_OK; /* a private stream: nothing runs beside it on this handle */
+    if (!s->blas_workspace.ptr)
+        return convoy__error(CONVOY_ERR_INTERNAL,
+                             "cuda: no cuBLAS workspace was provided for a stream in "
+                             "deterministic mode");
+    CONVOY__CUBLAS_TRY(
+        cublasSetWorkspace(be->cublas, s->blas_workspace.ptr, be->blas_workspace_bytes));
     return CONVOY_OK;
 }
 
@@ -59,7 +131,8 @@ static void cuda_destroy(convoy__backend *base)
     convoy__cuda_backend *be = convoy__cuda_of(base);
     if (!be)
         return;
-    (void)convoy__cuda_use_device(be);
+    convoy__device_scope scope;
+    (void)convoy__cuda_enter(be, &scope);
 #ifdef CONVOY_HAVE_CUDNN
     if (be->cudnn)
         (void)cudnnDestroy(be->cudnn);
@@ -71,6 +144,7 @@ static void cuda_destroy(convoy__backend *base)
         (void)cudaStreamDestroy(be->private_stream);
     }
     (void)cudaGetLastError();
+    convoy__cuda_leave(&scope);
     pthread_mutex_destroy(&be->lock);
     free(be);
 }
@@ -82,17 +156,14 @@ static const char *cuda_describe(convoy__backend *base)
 
 /* ---- streams ----------------------------------------------------------------------------- */
 
-static convoy_status cuda_stream_create(convoy__backend *base, const char *name,
+static convoy_status stream_create_here(convoy__cuda_backend *be, const char *name,
                                         convoy__stream **out)
 {
-    convoy__cuda_backend *be = convoy__cuda_of(base);
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
     convoy__cuda_stream *s = calloc(1, sizeof *s);
     if (!s)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda: out of host memory for a stream");
-    status = CONVOY__CUDA_CHECK(cudaStreamCreateWithFlags(&s->native, cudaStreamNonBlocking));
+    convoy_status status =
+        CONVOY__CUDA_CHECK(cudaStreamCreateWithFlags(&s->native, cudaStreamNonBlocking));
     if (status != CONVOY_OK) {
         free(s);
         return status;
@@ -111,6 +182,18 @@ static convoy_status cuda_stream_create(convoy__backend *base, const char *name,
     return CONVOY_OK;
 }
 
+static convoy_status cuda_stream_create(convoy__backend *base, const char *name,
+                                        convoy__stream **out)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status = stream_create_here(be, name, out);
+    convoy__cuda_leave(&scope);
+    return status;
+}
+
 static void cuda_stream_destroy(convoy__backend *base, convoy__stream *stream)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
@@ -124,12 +207,15 @@ static void cuda_stream_destroy(convoy__backend *base, convoy__stream *stream)
     if (*link)
         *link = s->next;
     pthread_mutex_unlock(&be->lock);
-    (void)convoy__cuda_use_device(be);
-    /* The interface promises the stream's queued work is done when this returns. */
+    convoy__device_scope scope;
+    (void)convoy__cuda_enter(be, &scope);
+    /* The interface promises the stream's queued work is done when this returns; only then
+     * may its cuBLAS workspace go back to the pool. */
     (void)cudaStreamSynchronize(s->native);
     (void)cudaStreamDestroy(s->native);
-    (void)cudaFree(s->blas_workspace);
     (void)cudaGetLastError();
+    convoy__scratch_free(&be->base, &s->blas_workspace);
+    convoy__cuda_leave(&scope);
     free(s);
 }
 
@@ -140,15 +226,18 @@ static convoy_status cuda_stream_enqueue(convoy__backend *base, convoy__stream *
                                          convoy__work_fn fn, void *arg)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
-    if (stream) {
-        fn(arg, ((convoy__cuda_stream *)stream)->native);
-        return CONVOY_OK;
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK) {
+        if (stream) {
+            fn(arg, ((convoy__cuda_stream *)stream)->native);
+        } else {
+            fn(arg, be->private_stream);
+            status = CONVOY__CUDA_CHECK(cudaStreamSynchronize(be->private_stream));
+        }
     }
-    fn(arg, be->private_stream);
-    return CONVOY__CUDA_CHECK(cudaStreamSynchronize(be->private_stream));
+    convoy__cuda_leave(&scope);
+    return status;
 }
 
 /* The stream work with a NULL native stream goes to, and whether it must be waited for. */
@@ -165,16 +254,21 @@ static convoy_status finish_if_private(convoy__cuda_backend *be, void *native_st
 
 /* ---- events ------------------------------------------------------------------------------- */
 
+/* Blocking sync: a thread in convoy_task_wait (cudaEventSynchronize) sleeps until the event
+ * fires instead of spinning a core. Queries, the scheduler's and the pool's only use
+ * otherwise, do not change. */
 static convoy_status cuda_event_create(convoy__backend *base, convoy__event **out)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
     cuda_event *e = malloc(sizeof *e);
     if (!e)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda: out of host memory for an event");
-    status = CONVOY__CUDA_CHECK(cudaEventCreateWithFlags(&e->native, cudaEventDisableTiming));
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status = CONVOY__CUDA_CHECK(
+            cudaEventCreateWithFlags(&e->native, cudaEventBlockingSync | cudaEventDisableTiming));
+    convoy__cuda_leave(&scope);
     if (status != CONVOY_OK) {
         free(e);
         return status;
@@ -262,11 +356,12 @@ static convoy_status cuda_event_synchronize(convoy__backend *base, convoy__event
 static convoy_status cuda_mem_alloc(convoy__backend *base, size_t bytes, void **out)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
+    convoy__device_scope scope;
     void *p = NULL;
-    status = CONVOY__CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status = CONVOY__CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    convoy__cuda_leave(&scope);
     if (status != CONVOY_OK) {
         char what[96];
         snprintf(what, sizeof what, "device allocation of %zu bytes", bytes);
@@ -281,20 +376,23 @@ static void cuda_mem_free(convoy__backend *base, void *ptr)
 {
     if (!ptr)
         return;
-    (void)convoy__cuda_use_device(convoy__cuda_of(base));
+    convoy__device_scope scope;
+    (void)convoy__cuda_enter(convoy__cuda_of(base), &scope);
     (void)cudaFree(ptr);
     (void)cudaGetLastError();
+    convoy__cuda_leave(&scope);
 }
 
 /* Portable, so the staging memory stays page-locked for every context in the process. */
 static convoy_status cuda_host_alloc(convoy__backend *base, size_t bytes, void **out)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
+    convoy__device_scope scope;
     void *p = NULL;
-    status = CONVOY__CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable));
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status = CONVOY__CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable));
+    convoy__cuda_leave(&scope);
     if (status != CONVOY_OK) {
         char what[96];
         snprintf(what, sizeof what, "page-locked host allocation of %zu bytes", bytes);
@@ -334,23 +432,30 @@ static convoy_status cuda_copy(convoy__backend *base, void *native_stream, void 
     }
     if (bytes == 0)
         return CONVOY_OK;
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
-    CONVOY__CUDA_TRY(
-        cudaMemcpyAsync(dst, src, bytes, native_kind, native_or_private(be, native_stream)));
-    return finish_if_private(be, native_stream);
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status = CONVOY__CUDA_CHECK(
+            cudaMemcpyAsync(dst, src, bytes, native_kind, native_or_private(be, native_stream)));
+    if (status == CONVOY_OK)
+        status = finish_if_private(be, native_stream);
+    convoy__cuda_leave(&scope);
+    return status;
 }
 
 static convoy_status cuda_host_callback(convoy__backend *base, void *native_stream,
                                         void (*fn)(void *), void *arg)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
-    CONVOY__CUDA_TRY(cudaLaunchHostFunc(native_or_private(be, native_stream), fn, arg));
-    return finish_if_private(be, native_stream);
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status =
+            CONVOY__CUDA_CHECK(cudaLaunchHostFunc(native_or_private(be, native_stream), fn, arg));
+    if (status == CONVOY_OK)
+        status = finish_if_private(be, native_stream);
+    convoy__cuda_leave(&scope);
+    return status;
 }
 
 static convoy_status cuda_zero(convoy__backend *base, void *native_stream, void *dst, size_t bytes)
@@ -358,22 +463,56 @@ static convoy_status cuda_zero(convoy__backend *base, void *native_stream, void 
     convoy__cuda_backend *be = convoy__cuda_of(base);
     if (bytes == 0)
         return CONVOY_OK;
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
-    CONVOY__CUDA_TRY(cudaMemsetAsync(dst, 0, bytes, native_or_private(be, native_stream)));
-    return finish_if_private(be, native_stream);
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    if (status == CONVOY_OK)
+        status = CONVOY__CUDA_CHECK(
+            cudaMemsetAsync(dst, 0, bytes, native_or_private(be, native_stream)));
+    if (status == CONVOY_OK)
+        status = finish_if_private(be, native_stream);
+    convoy__cuda_leave(&scope);
+    return status;
 }
 
+/* 0 ("unknown") when the query fails; the failure is cleared, not reported. */
 static size_t cuda_memory_capacity(convoy__backend *base)
 {
     size_t free_bytes = 0, total = 0;
-    if (convoy__cuda_use_device(convoy__cuda_of(base)) != CONVOY_OK ||
+    convoy__device_scope scope;
+    if (convoy__cuda_enter(convoy__cuda_of(base), &scope) != CONVOY_OK ||
         cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+        (void)cudaGetLastError();
+        total = 0;
+    }
+    convoy__cuda_leave(&scope);
+    return total;
+}
+
+/* One end of a host buffer: page-locked (cudaHostAlloc, cudaMallocHost, cudaHostRegister) as
+ * CUDA sees it. A pageable pointer is cudaMemoryTypeUnregistered with success on current
+ * CUDA; any failure (an older runtime's cudaErrorInvalidValue for unregistered memory
+ * included) only means "stage it", so it is cleared rather than reported: a sticky
+ * last error here would fail the next kernel launch check. The query needs no current device
+ * (unified addressing). */
+static int pinned_byte(const void *p)
+{
+    struct cudaPointerAttributes attributes;
+    memset(&attributes, 0, sizeof attributes);
+    if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
         (void)cudaGetLastError();
         return 0;
     }
-    return total;
+    return attributes.type == cudaMemoryTypeHost;
+}
+
+/* Both ends are checked: a buffer is one allocation, so a pinned first and last byte mean the
+ * whole of it was allocated or registered page-locked. */
+static int cuda_host_is_pinned(convoy__backend *base, const void *ptr, size_t bytes)
+{
+    (void)base;
+    if (!ptr || bytes == 0)
+        return 0;
+    return pinned_byte(ptr) && pinned_byte((const char *)ptr + bytes - 1);
 }
 
 static const convoy__backend_ops cuda_ops = {
@@ -399,6 +538,7 @@ static const convoy__backend_ops cuda_ops = {
     .host_callback = cuda_host_callback,
     .zero = cuda_zero,
     .memory_capacity = cuda_memory_capacity,
+    .host_is_pinned = cuda_host_is_pinned,
 };
 
 /* ---- creation ------------------------------------------------------------------------------ */
@@ -469,10 +609,9 @@ static convoy_status abandon(convoy__cuda_backend *be, convoy_status status, cha
     return status;
 }
 
-convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, convoy__backend **out,
-                                          char *why, size_t why_size)
+static convoy_status create_here(const convoy__cuda_config *config, convoy__backend **out,
+                                 char *why, size_t why_size)
 {
-    set_why(why, why_size, "");
     if (!config || !out) {
         set_why(why, why_size, "NULL config or out");
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda backend: NULL config or out");
@@ -516,6 +655,24 @@ convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, con
     describe(be, &prop);
     *out = &be->base;
     return CONVOY_OK;
+}
+
+/* Creation makes the device current to initialise it (open_device); the creating thread gets
+ * its own device back, as from every other entry point. A thread on which CUDA cannot even
+ * report a device (no driver) has nothing to restore. */
+convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, convoy__backend **out,
+                                          char *why, size_t why_size)
+{
+    set_why(why, why_size, "");
+    int caller = -1;
+    if (cudaGetDevice(&caller) != cudaSuccess) {
+        (void)cudaGetLastError();
+        caller = -1;
+    }
+    convoy_status status = create_here(config, out, why, why_size);
+    convoy__device_scope scope = {caller, caller >= 0};
+    convoy__device_scope_leave(&convoy__cuda_device_calls, &scope);
+    return status;
 }
 
 int convoy__cuda_backend_has_cudnn(convoy__backend *backend)

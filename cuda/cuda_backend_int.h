@@ -22,12 +22,15 @@
 #endif
 
 #include "cuda/cuda_backend.h"
+#include "cuda/device_scope.h"
 #include "kernels/conv_algo.h"
 
 /* What a convoy__stream points at on CUDA. */
 typedef struct convoy__cuda_stream {
     cudaStream_t native;
-    void *blas_workspace; /* cuBLAS workspace of this stream (deterministic mode), lazily */
+    /* cuBLAS workspace of this stream (deterministic mode), from the scratch allocator on the
+     * first cuBLAS plan the stream runs; written under be->lock, freed at stream destroy. */
+    convoy__scratch blas_workspace;
     struct convoy__cuda_stream *next;
 } convoy__cuda_stream;
 
@@ -52,14 +55,25 @@ static inline convoy__cuda_backend *convoy__cuda_of(convoy__backend *be)
     return (convoy__cuda_backend *)be;
 }
 
-/* Makes the backend's device current on the calling thread. Every entry point that creates
- * or enqueues device work calls it first, because the current device is per thread and a
- * runtime may be driven from threads that never chose one. The device is left current. */
-convoy_status convoy__cuda_use_device(const convoy__cuda_backend *be);
+/* Makes the backend's device current on the calling thread, saving the caller's in scope;
+ * convoy__cuda_leave gives it back. Every entry point the runtime calls on the program's
+ * threads (the device operations and the algorithm registry) brackets its CUDA calls with
+ * the pair, because the current device is per thread and belongs to the program
+ * (cuda/device_scope.h has the rules). On failure nothing is left to undo, and leave may
+ * still be called. */
+convoy_status convoy__cuda_enter(const convoy__cuda_backend *be, convoy__device_scope *scope);
+void convoy__cuda_leave(const convoy__device_scope *scope);
+
+/* In deterministic mode, makes sure the stream has its own cuBLAS workspace, taken from the
+ * scratch allocator (the runtime's pool) on first use; does nothing otherwise or for a
+ * stream the backend did not create. Called before be->lock is taken: the pool may release
+ * memory, and cudaFree waits for the device. */
+convoy_status convoy__cuda_provide_blas_workspace(convoy__cuda_backend *be, cudaStream_t stream);
 
 /* Points the cuBLAS handle at stream, and in deterministic mode at that stream's own
- * workspace (allocated on first use): cuBLAS only promises bit-reproducible results across
- * concurrent streams when each stream has its own workspace. Caller holds be->lock. */
+ * workspace (convoy__cuda_provide_blas_workspace provided it): cuBLAS only promises
+ * bit-reproducible results across concurrent streams when each stream has its own workspace.
+ * Caller holds be->lock. */
 convoy_status convoy__cuda_bind_blas(convoy__cuda_backend *be, cudaStream_t stream);
 
 /* ---- convolution algorithms ------------------------------------------------------------ */

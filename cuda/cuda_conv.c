@@ -1,6 +1,8 @@
 /* The CUDA backend's registry of convolution algorithms (cudnn, 1x1, gemm, direct), the
  * direct algorithm itself, running a plan on a stream under the backend's lock, and timing a
- * plan on private scratch buffers. */
+ * plan on scratch buffers from the backend's scratch allocator (the runtime's pool). Both
+ * registry entries give the calling thread its current device back. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -66,6 +68,14 @@ static convoy_status run_on(convoy__cuda_backend *be, cudaStream_t stream,
     return status;
 }
 
+/* The algorithms that bind the cuBLAS handle, and so need a stream's own workspace in
+ * deterministic mode. */
+static int uses_cublas(const convoy__conv_plan *plan)
+{
+    return plan->candidate.algo == &convoy__cuda_algo_gemm ||
+           plan->candidate.algo == &convoy__cuda_algo_1x1;
+}
+
 static convoy_status cuda_conv_run(convoy__backend *base, void *native_stream,
                                    const convoy__conv_plan *plan,
                                    const convoy__conv_buffers *buffers, void *workspace)
@@ -73,14 +83,17 @@ static convoy_status cuda_conv_run(convoy__backend *base, void *native_stream,
     convoy__cuda_backend *be = convoy__cuda_of(base);
     if (!plan || !buffers)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda conv_run: NULL plan or buffers");
-    convoy_status status = convoy__cuda_use_device(be);
-    if (status != CONVOY_OK)
-        return status;
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
     /* The interface's NULL stream means "now": run on the private stream and wait for it. */
     cudaStream_t stream = native_stream ? (cudaStream_t)native_stream : be->private_stream;
-    status = run_on(be, stream, plan, buffers, workspace);
+    if (status == CONVOY_OK && uses_cublas(plan))
+        status = convoy__cuda_provide_blas_workspace(be, stream);
+    if (status == CONVOY_OK)
+        status = run_on(be, stream, plan, buffers, workspace);
     if (status == CONVOY_OK && !native_stream)
         status = CONVOY__CUDA_CHECK(cudaStreamSynchronize(stream));
+    convoy__cuda_leave(&scope);
     return status;
 }
 
@@ -97,15 +110,15 @@ const convoy__conv_registry convoy__cuda_conv_registry = {
 /* ---- timing ----------------------------------------------------------------------------- */
 
 typedef struct scratch {
-    convoy__conv_buffers buffers;
-    void *workspace;
+    convoy__scratch input, filters, output, workspace;
     cudaStream_t stream;
     cudaEvent_t start, stop;
 } scratch;
 
-static void scratch_free(scratch *s)
+static void scratch_free(convoy__cuda_backend *be, scratch *s)
 {
-    /* Everything enqueued on the private stream must be finished before its memory goes. */
+    /* Everything enqueued on the private stream must be finished before its memory goes back
+     * to the pool, whose free is immediate. */
     if (s->stream)
         (void)cudaStreamSynchronize(s->stream);
     if (s->stop)
@@ -114,65 +127,88 @@ static void scratch_free(scratch *s)
         (void)cudaEventDestroy(s->start);
     if (s->stream)
         (void)cudaStreamDestroy(s->stream);
-    (void)cudaFree(s->workspace);
-    (void)cudaFree(s->buffers.output);
-    (void)cudaFree(s->buffers.filters);
-    (void)cudaFree(s->buffers.input);
     /* Clean-up failures were not reported; keep them out of later launch checks. */
     (void)cudaGetLastError();
+    convoy__scratch_free(&be->base, &s->workspace);
+    convoy__scratch_free(&be->base, &s->output);
+    convoy__scratch_free(&be->base, &s->filters);
+    convoy__scratch_free(&be->base, &s->input);
 }
 
-/* A float buffer of count elements (at least one, so the pointer is never NULL) filled with a
- * small constant on the timing stream, so no run reads uninitialised memory. */
-static convoy_status scratch_buffer(cudaStream_t stream, int64_t count, float **out)
+/* A float buffer of count elements (at least one, so the pointer is never NULL) from the
+ * scratch allocator, filled with a small constant on the timing stream, so no run reads
+ * uninitialised memory. what labels it in an out-of-memory message. */
+static convoy_status scratch_buffer(convoy__cuda_backend *be, cudaStream_t stream, int64_t count,
+                                    const char *what, convoy__scratch *out)
 {
+    if (count < 0 || (uint64_t)count > SIZE_MAX / sizeof(float))
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: %lld floats cannot be addressed", what,
+                             (long long)count);
     size_t bytes = (size_t)(count > 0 ? count : 1) * sizeof(float);
-    CONVOY__CUDA_TRY(cudaMalloc((void **)out, bytes));
-    return convoy__launch_fill(*out, count, 0.01f, stream);
+    convoy_status status = convoy__scratch_alloc(&be->base, bytes, what, out);
+    if (status != CONVOY_OK)
+        return status;
+    return convoy__launch_fill(out->ptr, count, 0.01f, stream);
 }
 
-/* Times one run of the plan on scratch buffers of its own: a warm-up run (module loading,
+static convoy_status time_here(convoy__cuda_backend *be, const convoy__conv_plan *plan, scratch *s,
+                               float *elapsed)
+{
+    const convoy__conv_geom *g = &plan->geom;
+    convoy_status status;
+    if ((status = CONVOY__CUDA_CHECK(
+             cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking))) != CONVOY_OK ||
+        (status = CONVOY__CUDA_CHECK(cudaEventCreate(&s->start))) != CONVOY_OK ||
+        (status = CONVOY__CUDA_CHECK(cudaEventCreateWithFlags(&s->stop, cudaEventBlockingSync))) !=
+            CONVOY_OK ||
+        (status = scratch_buffer(be, s->stream, convoy__geom_input_numel(g), "timing input",
+                                 &s->input)) != CONVOY_OK ||
+        (status = scratch_buffer(be, s->stream, convoy__geom_filter_numel(g), "timing filters",
+                                 &s->filters)) != CONVOY_OK ||
+        (status = scratch_buffer(be, s->stream, convoy__geom_output_numel(g), "timing output",
+                                 &s->output)) != CONVOY_OK)
+        return status;
+    if (plan->workspace_bytes &&
+        (status = convoy__scratch_alloc(&be->base, plan->workspace_bytes, "timing workspace",
+                                        &s->workspace)) != CONVOY_OK)
+        return status;
+    convoy__conv_buffers buffers = {s->input.ptr, s->filters.ptr, s->output.ptr};
+    if ((status = run_on(be, s->stream, plan, &buffers, s->workspace.ptr)) != CONVOY_OK ||
+        (status = CONVOY__CUDA_CHECK(cudaEventRecord(s->start, s->stream))) != CONVOY_OK ||
+        (status = run_on(be, s->stream, plan, &buffers, s->workspace.ptr)) != CONVOY_OK ||
+        (status = CONVOY__CUDA_CHECK(cudaEventRecord(s->stop, s->stream))) != CONVOY_OK ||
+        (status = CONVOY__CUDA_CHECK(cudaEventSynchronize(s->stop))) != CONVOY_OK)
+        return status;
+    return CONVOY__CUDA_CHECK(cudaEventElapsedTime(elapsed, s->start, s->stop));
+}
+
+/* Times one run of the plan on scratch buffers of its own (a copy of every operand and the
+ * workspace, from the runtime's pool under its memory limit): a warm-up run (module loading,
  * cuBLAS and cuDNN first-use costs), then one run between two timing events on a private
- * non-blocking stream. Waiting on the stop event blocks only this thread, only for this
- * stream's work. */
+ * non-blocking stream. The private stream has no cuBLAS workspace of its own, which only
+ * deterministic mode would ask for, and nothing runs beside it on the handle while be->lock
+ * is held. Waiting on the stop event blocks (sleeps) only this thread, only for this
+ * stream's work. When the buffers do not fit, the status is CONVOY_ERR_OUT_OF_MEMORY and
+ * the planner leaves the candidate untimed. */
 static convoy_status cuda_conv_time(convoy__backend *base, const convoy__conv_plan *plan,
                                     double *ms)
 {
     convoy__cuda_backend *be = convoy__cuda_of(base);
     if (!plan || !ms)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "cuda conv_time: NULL argument");
-    convoy_status status = convoy__cuda_use_device(be);
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
     if (status != CONVOY_OK)
         return status;
-    const convoy__conv_geom *g = &plan->geom;
     scratch s;
     memset(&s, 0, sizeof s);
     float elapsed = 0.0f;
-    if ((status = CONVOY__CUDA_CHECK(
-             cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking))) != CONVOY_OK ||
-        (status = CONVOY__CUDA_CHECK(cudaEventCreate(&s.start))) != CONVOY_OK ||
-        (status = CONVOY__CUDA_CHECK(cudaEventCreate(&s.stop))) != CONVOY_OK ||
-        (status = scratch_buffer(s.stream, convoy__geom_input_numel(g), &s.buffers.input)) !=
-            CONVOY_OK ||
-        (status = scratch_buffer(s.stream, convoy__geom_filter_numel(g), &s.buffers.filters)) !=
-            CONVOY_OK ||
-        (status = scratch_buffer(s.stream, convoy__geom_output_numel(g), &s.buffers.output)) !=
-            CONVOY_OK)
-        goto done;
-    if (plan->workspace_bytes &&
-        (status = CONVOY__CUDA_CHECK(cudaMalloc(&s.workspace, plan->workspace_bytes))) != CONVOY_OK)
-        goto done;
-    if ((status = run_on(be, s.stream, plan, &s.buffers, s.workspace)) != CONVOY_OK ||
-        (status = CONVOY__CUDA_CHECK(cudaEventRecord(s.start, s.stream))) != CONVOY_OK ||
-        (status = run_on(be, s.stream, plan, &s.buffers, s.workspace)) != CONVOY_OK ||
-        (status = CONVOY__CUDA_CHECK(cudaEventRecord(s.stop, s.stream))) != CONVOY_OK ||
-        (status = CONVOY__CUDA_CHECK(cudaEventSynchronize(s.stop))) != CONVOY_OK ||
-        (status = CONVOY__CUDA_CHECK(cudaEventElapsedTime(&elapsed, s.start, s.stop))) != CONVOY_OK)
-        goto done;
-    *ms = (double)elapsed;
-done:
-    if (status != CONVOY_OK)
+    status = time_here(be, plan, &s, &elapsed);
+    if (status == CONVOY_OK)
+        *ms = (double)elapsed;
+    else
         convoy__error_prefix(plan->candidate.name);
-    scratch_free(&s);
+    scratch_free(be, &s);
+    convoy__cuda_leave(&scope);
     return status;
 }

@@ -1,10 +1,11 @@
 /* The CUDA kernels of the backend: for the GEMM path chunked im2col and col2im (2D and 3D
  * alike, every geometry being normalised to three axes), the axis swap between (T, M, P) and
  * (M, T * P) and a fill; and the direct convolution, one kernel per direction, each thread
- * computing one written element in double (the reference and the last resort). All index
- * math comes from kernels/conv_index.h, chunk_index.h and direct_index.h, which the host
- * tests run too; the kernels only add the thread mapping. The geometry travels by value in
- * the kernel parameters. */
+ * computing one written element in double (the reference and the last resort). Every
+ * kernel's body is one store of a __host__ __device__ function of kernels/chunk_index.h or
+ * direct_index.h, and the thread mapping is cuda/launch_config.h's grid-stride loop, also
+ * built from such functions: tests/test_cuda_host.c runs each body over its kernel's whole
+ * grid on the CPU. The geometry travels by value in the kernel parameters. */
 #include <cuda_runtime.h>
 
 #include "kernels/chunk_index.h"
@@ -42,7 +43,7 @@ static __global__ void swap_axes_kernel(const float *__restrict__ src, float *__
 {
     CONVOY__GRID_STRIDE_LOOP(i, total)
     {
-        dst[i] = src[convoy__swap_axes_source(i, a_count, b_count, inner)];
+        dst[i] = convoy__swap_axes_value(src, i, a_count, b_count, inner);
     }
 }
 
@@ -51,7 +52,7 @@ static __global__ void fill_kernel(float *__restrict__ dst, int64_t count, float
 {
     CONVOY__GRID_STRIDE_LOOP(i, count)
     {
-        dst[i] = value;
+        dst[i] = convoy__fill_value(value, i);
     }
 }
 

@@ -1,11 +1,13 @@
 /* Launch geometry shared by the elementwise CUDA kernels: one logical thread per element,
  * covered by a grid-stride loop so element counts beyond 2^31 (a large column matrix) still
- * work with a bounded grid. Only included by .cu files. */
+ * work with a bounded grid. Included by .cu files, and by the host tests, which run the same
+ * mapping over every kernel's grid (the loop macro itself is only expanded under nvcc). */
 #ifndef CONVOY_CUDA_LAUNCH_CONFIG_H
 #define CONVOY_CUDA_LAUNCH_CONFIG_H
 
 #include <stdint.h>
 
+#include "core/conv_geometry.h"
 #include "cuda/cuda_check.h"
 
 /* Threads per block for every elementwise kernel. */
@@ -21,9 +23,22 @@ static inline unsigned convoy__blocks_for(int64_t count)
     return (unsigned)(blocks < CONVOY__MAX_BLOCKS ? blocks : CONVOY__MAX_BLOCKS);
 }
 
+/* The first element thread `thread` of block `block` handles, and the distance to its next
+ * one (the whole grid): the grid-stride loop in functions the host tests run. */
+CONVOY_HD static inline int64_t convoy__grid_first(unsigned block, unsigned threads_per_block,
+                                                   unsigned thread)
+{
+    return (int64_t)block * threads_per_block + thread;
+}
+
+CONVOY_HD static inline int64_t convoy__grid_stride(unsigned threads_per_block, unsigned blocks)
+{
+    return (int64_t)threads_per_block * blocks;
+}
+
 /* The loop every elementwise kernel body sits in; i is the int64 element index. */
 #define CONVOY__GRID_STRIDE_LOOP(i, count)                                                         \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (count);                  \
-         i += (int64_t)blockDim.x * gridDim.x)
+    for (int64_t i = convoy__grid_first(blockIdx.x, blockDim.x, threadIdx.x); i < (count);         \
+         i += convoy__grid_stride(blockDim.x, gridDim.x))
 
 #endif /* CONVOY_CUDA_LAUNCH_CONFIG_H */

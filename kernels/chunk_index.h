@@ -1,5 +1,6 @@
 /* Index math of the chunked GEMM path's data movement, shared by the CUDA kernels
- * (cuda/kernels.cu) and the host tests, which run these exact functions on the CPU.
+ * (cuda/kernels.cu) and the host tests, which run these exact functions on the CPU: the
+ * per-element bodies of the im2col, col2im, axis-swap and fill kernels.
  *
  * A chunk is T consecutive images of a batch. Its column matrix puts the T images' column
  * matrices side by side: (C * kvol) rows, T * P columns (P = o0*o1*o2 output positions), row
@@ -62,6 +63,22 @@ CONVOY_HD static inline int64_t convoy__swap_axes_source(int64_t index, int64_t 
     int64_t a = rest % a_count;
     int64_t b = rest / a_count;
     return (a * b_count + b) * inner + i;
+}
+
+/* Element `index` of the swapped dst: the swap kernel's per-element body. */
+CONVOY_HD static inline float convoy__swap_axes_value(const float *src, int64_t index,
+                                                      int64_t a_count, int64_t b_count,
+                                                      int64_t inner)
+{
+    return src[convoy__swap_axes_source(index, a_count, b_count, inner)];
+}
+
+/* Element `index` of a filled buffer: the fill kernel's per-element body (timing scratch gets
+ * defined contents). Every element gets the value; the index is the kernel's, unused. */
+CONVOY_HD static inline float convoy__fill_value(float value, int64_t index)
+{
+    (void)index;
+    return value;
 }
 
 #endif /* CONVOY_KERNELS_CHUNK_INDEX_H */

@@ -95,13 +95,20 @@ struct convoy__conv_algo {
 struct convoy__conv_registry {
     const convoy__conv_algo *const *algos;
     int count;
-    /* Runs a plan from a work function: makes the device current, picks the
-     * stream (NULL native_stream means "now": run and wait), then calls
-     * plan->candidate.algo->run. */
+    /* Runs a plan from a work function: makes the device current (and
+     * restores the caller's on return), picks the stream (NULL native_stream
+     * means "now": run and wait), then calls plan->candidate.algo->run. */
     convoy_status (*run)(convoy__backend *be, void *native_stream, const convoy__conv_plan *plan,
                          const convoy__conv_buffers *buffers, void *workspace);
     /* Milliseconds one run of a prepared plan takes, measured on scratch
-     * buffers the backend allocates itself; used by the time_* policies. */
+     * buffers (a copy of every operand, and the plan's workspace) that the
+     * backend takes from its scratch allocator (core/device.h), that is from
+     * the runtime's pool under memory_limit; used by the time_* policies.
+     * When they do not fit it returns CONVOY_ERR_OUT_OF_MEMORY having held
+     * nothing past the limit, and the planner leaves that candidate untimed:
+     * with no candidate timed it keeps the heuristic order. Timing is skipped
+     * under memory pressure, never the convolution. Makes the backend's
+     * device current for itself and restores the caller's. */
     convoy_status (*time)(convoy__backend *be, const convoy__conv_plan *plan, double *ms);
 };
 

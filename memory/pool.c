@@ -476,6 +476,29 @@ convoy_status convoy__pool_trim(convoy__pool *pool)
     return CONVOY_OK;
 }
 
+static convoy_status scratch_alloc(void *user_data, size_t bytes, const char *what, void **ptr,
+                                   void **handle)
+{
+    convoy__block *block = NULL;
+    convoy_status status = convoy__pool_alloc(user_data, bytes, NULL, what, &block);
+    if (status == CONVOY_OK) {
+        *ptr = block->ptr;
+        *handle = block;
+    }
+    return status;
+}
+
+static void scratch_free(void *user_data, void *handle)
+{
+    convoy__pool_free(user_data, handle, NULL);
+}
+
+convoy__scratch_allocator convoy__pool_scratch(convoy__pool *pool)
+{
+    convoy__scratch_allocator allocator = {scratch_alloc, scratch_free, pool};
+    return allocator;
+}
+
 /* Idle memory counts as available (the pool releases it under the limit); blocks still pending
  * on a stream, and allocations in flight, do not. Fragmentation inside 2 MiB small segments can
  * make a single request of nearly this size fail all the same. */

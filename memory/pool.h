@@ -60,6 +60,13 @@ void convoy__pool_stats(convoy__pool *pool, convoy_memory_statistics *stats);
 /* Returns every cached block whose stream has passed it to the backend. */
 convoy_status convoy__pool_trim(convoy__pool *pool);
 
+/* The backend scratch allocator (core/device.h) over this pool: alloc is
+ * convoy__pool_alloc with no stream (host order), so the bytes count against
+ * the limit and a failure first settles pending blocks, releases the cache
+ * and retries; free is convoy__pool_free with no stream, for memory the
+ * device is done with. The runtime installs it as backend->scratch. */
+convoy__scratch_allocator convoy__pool_scratch(convoy__pool *pool);
+
 /* Bytes the pool could still grant under its limit: limit minus in use
  * minus blocks still pending on a stream (SIZE_MAX: no limit).
  * Fragmentation can make a request of nearly that size fail. */

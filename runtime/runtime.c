@@ -12,8 +12,10 @@
 #include "core/error_detail.h"
 #include "core/log.h"
 
-/* Transfers from ordinary host memory move through pinned chunks this big. */
+/* Transfers from ordinary host memory move through pinned chunks this big, this many per
+ * direction, used in turn: the memcpy of one overlaps the DMA of the other. */
 #define CONVOY__STAGING_CHUNK ((size_t)4 << 20)
+#define CONVOY__STAGING_CHUNKS 2
 
 /* Default scratch per convolution when neither a workspace nor a memory
  * limit is given. */
@@ -30,6 +32,9 @@ static void runtime_free(convoy_runtime *rt)
     convoy__planner_destroy(rt->planner);
     convoy__staging_destroy(rt->upload_staging);
     convoy__staging_destroy(rt->download_staging);
+    /* The backend outlives the pool by a few lines; it must not reach a freed pool. */
+    if (rt->backend)
+        memset(&rt->backend->scratch, 0, sizeof rt->backend->scratch);
     convoy__pool_destroy(rt->pool);
     convoy__trace_destroy(rt->trace);
     convoy__prof_domain_destroy(rt->domain);
@@ -76,12 +81,17 @@ static convoy_status create_parts(convoy_runtime *rt)
     if ((status = convoy__pool_create(be, o->memory_limit, o->test_fail_alloc, &rt->pool)) !=
         CONVOY_OK)
         return status;
+    /* The backend's own scratch (timing buffers, cuBLAS workspaces) comes from the pool too,
+     * under the same limit. */
+    be->scratch = convoy__pool_scratch(rt->pool);
     rt->workspace_limit = o->workspace_limit ? o->workspace_limit
                           : o->memory_limit  ? o->memory_limit / 4
                                              : CONVOY__DEFAULT_WORKSPACE;
-    if ((status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->upload_staging)) !=
+    if ((status = convoy__staging_create(be, "convoy upload staging", CONVOY__STAGING_CHUNK,
+                                         CONVOY__STAGING_CHUNKS, &rt->upload_staging)) !=
             CONVOY_OK ||
-        (status = convoy__staging_create(be, CONVOY__STAGING_CHUNK, &rt->download_staging)) !=
+        (status = convoy__staging_create(be, "convoy download staging", CONVOY__STAGING_CHUNK,
+                                         CONVOY__STAGING_CHUNKS, &rt->download_staging)) !=
             CONVOY_OK)
         return status;
     convoy__scheduler_config sched = {streams, rt->domain, rt->trace};

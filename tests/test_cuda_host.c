@@ -1,7 +1,9 @@
 /* The CUDA backend's host-side parts, on any machine: creation fails cleanly without a usable
  * GPU (and describes itself and lists candidates with one), the error mapping of the check
- * macros, what cuDNN can express, and the GEMM, 1x1 and direct paths run step for step on the
- * CPU: the driver of kernels/gemm_driver.c with host versions of its primitives, built on the
+ * macros, what cuDNN can express, how entry points save and restore the caller's current
+ * device, every kernel's __host__ __device__ body run over the kernel's whole grid against
+ * the host implementation, and the GEMM, 1x1 and direct paths run step for step on the CPU:
+ * the driver of kernels/gemm_driver.c with host versions of its primitives, built on the
  * same index headers the CUDA kernels use, and a GEMM emulator that checks every call's
  * column-major arguments and memory ranges, against the double-precision reference of
  * conv_reference.c. */
@@ -24,6 +26,9 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cudnn_desc.h"
+#include "cuda/device_scope.h"
+#include "cuda/launch_config.h"
+#include "cpu/conv_cpu.h"
 #include "kernels/direct_index.h"
 #include "kernels/conv_algo.h"
 #include "kernels/gemm_driver.h"
@@ -482,6 +487,331 @@ static void test_error_mapping(void **state)
     assert_int_equal(CONVOY_CEIL_DIV(256, 256), 1);
 }
 
+/* ---- kernel bodies over their whole grids ------------------------------------------------ */
+
+/* Runs a kernel's launch on the CPU: blocks x CONVOY__THREADS threads, each walking the
+ * grid-stride loop of cuda/launch_config.h, every element index it reaches counted in
+ * visits (which must end at exactly one each). */
+#define FOR_EACH_GRID_INDEX(i, total, blocks)                                                      \
+    for (unsigned block_ = 0; block_ < (blocks); ++block_)                                         \
+        for (unsigned thread_ = 0; thread_ < CONVOY__THREADS; ++thread_)                           \
+            for (int64_t i = convoy__grid_first(block_, CONVOY__THREADS, thread_); i < (total);    \
+                 i += convoy__grid_stride(CONVOY__THREADS, (blocks)))
+
+/* Random data (never zero) or NaN, from one seeded generator for the body checks. */
+static float *floats(int64_t n, int random)
+{
+    static case_rng rng;
+    static int seeded;
+    if (!seeded) {
+        case_rng_seed(&rng, 0x9e3779b97f4a7c15ull);
+        seeded = 1;
+    }
+    return random ? case_random_floats(&rng, n) : case_nan_floats(n);
+}
+
+static unsigned char *visit_counts(int64_t total)
+{
+    unsigned char *v = calloc((size_t)(total > 0 ? total : 1), 1);
+    assert_non_null(v);
+    return v;
+}
+
+static void assert_each_once(unsigned char *visits, int64_t total, const char *kernel)
+{
+    for (int64_t i = 0; i < total; ++i)
+        if (visits[i] != 1)
+            fail_msg("%s: element %lld visited %d times", kernel, (long long)i, visits[i]);
+    free(visits);
+}
+
+/* im2col and col2im bodies for a chunk of count images against the CPU's im2col / col2im of
+ * each image (cpu/im2col.c, whose col2im sums in the same gather order: equal bit for bit). */
+static void check_im2col_bodies(const convoy__conv_geom *g, int64_t count)
+{
+    int64_t rows = g->in_channels * convoy__geom_kernel_spatial(g);
+    int64_t positions = convoy__geom_out_spatial(g), ld = count * positions;
+    int64_t image_numel = g->in_channels * convoy__geom_in_spatial(g);
+    float *images = floats(count * image_numel, 1);
+    float *col = floats(rows * ld, 0), *want = floats(rows * ld, 0);
+    int64_t total = rows * ld;
+    unsigned char *visits = visit_counts(total);
+    FOR_EACH_GRID_INDEX(i, total, convoy__blocks_for(total))
+    {
+        col[i] = convoy__im2col_chunk_value(g, images, count, i);
+        visits[i]++;
+    }
+    assert_each_once(visits, total, "im2col_chunk_kernel");
+    for (int64_t t = 0; t < count; ++t)
+        convoy__cpu_im2col(g, images + t * image_numel, want + t * positions, ld);
+    assert_memory_equal(col, want, (size_t)total * sizeof(float));
+
+    float *c = floats(rows * ld, 1);
+    float *back = floats(count * image_numel, 0), *back_want = floats(count * image_numel, 0);
+    total = count * image_numel;
+    visits = visit_counts(total);
+    FOR_EACH_GRID_INDEX(i, total, convoy__blocks_for(total))
+    {
+        back[i] = convoy__col2im_chunk_value(g, c, count, i);
+        visits[i]++;
+    }
+    assert_each_once(visits, total, "col2im_chunk_kernel");
+    for (int64_t t = 0; t < count; ++t)
+        convoy__cpu_col2im(g, c + t * positions, ld, back_want + t * image_numel);
+    assert_memory_equal(back, back_want, (size_t)total * sizeof(float));
+    free(images);
+    free(col);
+    free(want);
+    free(c);
+    free(back);
+    free(back_want);
+}
+
+/* The three direct bodies over the written operand's grid, against the reference here and
+ * the CPU direct path (cpu/conv_direct.c: the same sums, so equal bit for bit). */
+static void check_direct_bodies(const convoy__conv_geom *g)
+{
+    int64_t nx = convoy__geom_input_numel(g), nw = convoy__geom_filter_numel(g);
+    int64_t ny = convoy__geom_output_numel(g);
+    for (int dir = 0; dir < 3; ++dir) {
+        float *x = floats(nx, dir != CONVOY_CONV_BACKWARD_DATA);
+        float *w = floats(nw, dir != CONVOY_CONV_BACKWARD_FILTER);
+        float *y = floats(ny, dir != CONVOY_CONV_FORWARD);
+        int64_t total = dir == CONVOY_CONV_FORWARD         ? ny
+                        : dir == CONVOY_CONV_BACKWARD_DATA ? nx
+                                                           : nw;
+        float *got = floats(total, 0);
+        unsigned char *visits = visit_counts(total);
+        FOR_EACH_GRID_INDEX(i, total, convoy__blocks_for(total))
+        {
+            got[i] = (float)(dir == CONVOY_CONV_FORWARD ? convoy__direct_forward_value(g, x, w, i)
+                             : dir == CONVOY_CONV_BACKWARD_DATA
+                                 ? convoy__direct_backward_data_value(g, w, y, i)
+                                 : convoy__direct_backward_filter_value(g, x, y, i));
+            visits[i]++;
+        }
+        assert_each_once(visits, total, "conv_direct kernel");
+        double *want = case_reference(g, (convoy_conv_direction)dir, x, w, y);
+        assert_non_null(want);
+        for (int64_t i = 0; i < total; ++i)
+            if (!(fabs((double)got[i] - want[i]) <= 1e-4 + 1e-4 * fabs(want[i])))
+                fail_msg("direct dir %d: element %lld is %g, want %g", dir, (long long)i,
+                         (double)got[i], want[i]);
+        convoy__conv_buffers b = {x, w, y};
+        convoy__cpu_conv_direct(g, (convoy_conv_direction)dir, &b);
+        const float *host = dir == CONVOY_CONV_FORWARD         ? y
+                            : dir == CONVOY_CONV_BACKWARD_DATA ? x
+                                                               : w;
+        assert_memory_equal(got, host, (size_t)total * sizeof(float));
+        free(want);
+        free(got);
+        free(x);
+        free(w);
+        free(y);
+    }
+}
+
+/* Every kernel of cuda/kernels.cu is one store of a __host__ __device__ body, inside the
+ * grid-stride loop of cuda/launch_config.h; here each body runs over its kernel's whole grid,
+ * as the launcher sizes it, for every test geometry and a chunk of one and of all images, and
+ * is compared with the host implementation. A small grid that must stride is checked too. */
+static void test_kernel_bodies_on_full_grids(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        convoy__conv_geom g = geom_of(&cases[i]);
+        check_im2col_bodies(&g, 1);
+        check_im2col_bodies(&g, g.batch);
+        check_direct_bodies(&g);
+    }
+    /* swap_axes (T, M, P) -> (M, T, P) and back, and fill. */
+    const int64_t shapes[][3] = {{3, 5, 7}, {1, 4, 1}, {6, 1, 9}, {2, 3, 300}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        int64_t a = shapes[s][0], b = shapes[s][1], inner = shapes[s][2], total = a * b * inner;
+        float *src = floats(total, 1), *dst = floats(total, 0), *again = floats(total, 0);
+        unsigned char *visits = visit_counts(total);
+        FOR_EACH_GRID_INDEX(i, total, convoy__blocks_for(total))
+        {
+            dst[i] = convoy__swap_axes_value(src, i, a, b, inner);
+            visits[i]++;
+        }
+        assert_each_once(visits, total, "swap_axes_kernel");
+        for (int64_t ai = 0; ai < a; ++ai)
+            for (int64_t bi = 0; bi < b; ++bi)
+                for (int64_t k = 0; k < inner; ++k)
+                    assert_true(dst[(bi * a + ai) * inner + k] == src[(ai * b + bi) * inner + k]);
+        FOR_EACH_GRID_INDEX(i, total, convoy__blocks_for(total))
+        again[i] = convoy__swap_axes_value(dst, i, b, a, inner);
+        assert_memory_equal(again, src, (size_t)total * sizeof(float));
+        visits = visit_counts(total);
+        FOR_EACH_GRID_INDEX(i, total, convoy__blocks_for(total))
+        {
+            dst[i] = convoy__fill_value(0.01f, i);
+            visits[i]++;
+        }
+        assert_each_once(visits, total, "fill_kernel");
+        for (int64_t i = 0; i < total; ++i)
+            assert_true(dst[i] == 0.01f);
+        free(src);
+        free(dst);
+        free(again);
+    }
+    /* Fewer threads than elements: each walks the grid-stride loop several times. */
+    const int64_t total = 10 * CONVOY__THREADS + 17;
+    unsigned char *visits = visit_counts(total);
+    FOR_EACH_GRID_INDEX(i, total, 3u)
+    visits[i]++;
+    assert_each_once(visits, total, "a three-block grid");
+    assert_int_equal(convoy__blocks_for(total), 11);
+    assert_int_equal(convoy__blocks_for((int64_t)1 << 40), (unsigned)CONVOY__MAX_BLOCKS);
+}
+
+/* ---- the caller's current device ------------------------------------------------------- */
+
+/* A thread's current device as the CUDA runtime would keep it, with a log of the calls. */
+typedef struct fake_thread {
+    int current;
+    int fail_get, fail_set; /* the next get / set fails */
+    int gets, sets, restores;
+    int log[16]; /* devices set or restored, in order */
+    int logged;
+} fake_thread;
+
+static convoy_status fake_get(void *context, int *device)
+{
+    fake_thread *t = context;
+    t->gets++;
+    if (t->fail_get) {
+        t->fail_get = 0;
+        return CONVOY_ERR_BACKEND;
+    }
+    *device = t->current;
+    return CONVOY_OK;
+}
+
+static convoy_status fake_set(void *context, int device)
+{
+    fake_thread *t = context;
+    t->sets++;
+    if (t->fail_set) {
+        t->fail_set = 0;
+        return CONVOY_ERR_BACKEND;
+    }
+    t->current = device;
+    assert_true(t->logged < 16);
+    t->log[t->logged++] = device;
+    return CONVOY_OK;
+}
+
+static void fake_restore(void *context, int device)
+{
+    fake_thread *t = context;
+    t->restores++;
+    t->current = device;
+    assert_true(t->logged < 16);
+    t->log[t->logged++] = device;
+}
+
+/* Every entry point brackets its work with enter / leave: the caller gets its own device
+ * back; nothing is switched (or restored) when the wanted device is already current, so a
+ * single-GPU program never pays for a cudaSetDevice; scopes nest; a failed read or switch
+ * leaves nothing to undo. */
+static void test_device_scope(void **state)
+{
+    (void)state;
+    fake_thread t;
+    memset(&t, 0, sizeof t);
+    convoy__device_calls calls = {fake_get, fake_set, fake_restore, &t};
+    convoy__device_scope outer, inner;
+
+    /* The caller is on 0, the backend on 1: switch, then back. */
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &outer), CONVOY_OK);
+    assert_int_equal(t.current, 1);
+    assert_int_equal(outer.saved, 0);
+    assert_int_equal(outer.switched, 1);
+    /* A nested entry (a copy from inside a work function) finds 1 current. */
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &inner), CONVOY_OK);
+    assert_int_equal(inner.switched, 0);
+    convoy__device_scope_leave(&calls, &inner);
+    assert_int_equal(t.current, 1);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.current, 0);
+    assert_int_equal(t.sets, 1);
+    assert_int_equal(t.restores, 1);
+    assert_int_equal(t.logged, 2);
+    assert_int_equal(t.log[0], 1);
+    assert_int_equal(t.log[1], 0);
+
+    /* Already on the backend's device: no set, no restore. */
+    memset(&t, 0, sizeof t);
+    t.current = 2;
+    assert_int_equal(convoy__device_scope_enter(&calls, 2, &outer), CONVOY_OK);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.gets, 1);
+    assert_int_equal(t.sets + t.restores, 0);
+    assert_int_equal(t.current, 2);
+
+    /* The read fails: the error comes back, nothing was switched, leave does nothing. */
+    memset(&t, 0, sizeof t);
+    t.current = 3;
+    t.fail_get = 1;
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &outer), CONVOY_ERR_BACKEND);
+    assert_int_equal(outer.switched, 0);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.current, 3);
+    assert_int_equal(t.sets + t.restores, 0);
+
+    /* The switch fails: the caller is still on its device, leave does nothing. */
+    t.fail_set = 1;
+    assert_int_equal(convoy__device_scope_enter(&calls, 1, &outer), CONVOY_ERR_BACKEND);
+    assert_int_equal(outer.switched, 0);
+    assert_int_equal(outer.saved, 3);
+    convoy__device_scope_leave(&calls, &outer);
+    assert_int_equal(t.current, 3);
+    assert_int_equal(t.restores, 0);
+
+    /* Two runtimes on devices 1 and 2 used in turn from a thread on 0: each call leaves the
+     * thread on 0, whatever ran before it. */
+    memset(&t, 0, sizeof t);
+    for (int call = 0; call < 4; ++call) {
+        assert_int_equal(convoy__device_scope_enter(&calls, 1 + call % 2, &outer), CONVOY_OK);
+        assert_int_equal(t.current, 1 + call % 2);
+        convoy__device_scope_leave(&calls, &outer);
+        assert_int_equal(t.current, 0);
+    }
+    assert_int_equal(t.sets, 4);
+    assert_int_equal(t.restores, 4);
+}
+
+/* With no GPU the real binding fails to read a device and so switches nothing; with one, a
+ * scope on the current device is free and leaves it current. */
+static void test_cuda_device_calls(void **state)
+{
+    (void)state;
+    int before = -1;
+    cudaError_t e = cudaGetDevice(&before);
+    (void)cudaGetLastError();
+    convoy__device_scope scope;
+    int wanted = e == cudaSuccess ? before : 0;
+    convoy_status status = convoy__device_scope_enter(&convoy__cuda_device_calls, wanted, &scope);
+    if (e != cudaSuccess) {
+        assert_int_not_equal(status, CONVOY_OK);
+        assert_int_equal(scope.switched, 0);
+        assert_non_null(strstr(convoy_last_error_message(), "cudaGetDevice"));
+    } else {
+        assert_int_equal(status, CONVOY_OK);
+        assert_int_equal(scope.switched, 0);
+    }
+    convoy__device_scope_leave(&convoy__cuda_device_calls, &scope);
+    if (e == cudaSuccess) {
+        int after = -1;
+        assert_int_equal(cudaGetDevice(&after), cudaSuccess);
+        assert_int_equal(after, before);
+        assert_int_equal(cudaGetLastError(), cudaSuccess);
+    }
+    (void)cudaGetLastError();
+}
+
 static void check_candidates(convoy__backend *be)
 {
     const geom_case pw = {2, 2, 4, 4, 1, {8, 8}, {1, 1}, {1, 1}, {1, 1}, PADS, {0}, {0}, 1, 0};
@@ -573,11 +903,14 @@ int main(void)
         cmocka_unit_test(test_paths_all_cases),
         cmocka_unit_test(test_pointwise),
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_kernel_bodies_on_full_grids),
         cmocka_unit_test(test_workspace_model),
         cmocka_unit_test(test_chunk_shrinks_to_workspace),
         cmocka_unit_test(test_cudnn_expressible),
         cmocka_unit_test(test_cudnn_names),
         cmocka_unit_test(test_error_mapping),
+        cmocka_unit_test(test_device_scope),
+        cmocka_unit_test(test_cuda_device_calls),
         cmocka_unit_test(test_create),
         cmocka_unit_test(test_bad_device_index),
     };

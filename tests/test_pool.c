@@ -563,6 +563,67 @@ static void test_fail_alloc_at_walk(void **state)
     }
 }
 
+/* ---- the backend's scratch allocator ---------------------------------------- */
+
+/* A backend's own scratch (timing buffers, library workspaces) through convoy__pool_scratch:
+ * counted as in use, refused past the limit with the requester named, and served from a
+ * released cache when only that makes room. Without the allocator it falls back to the
+ * backend's mem_alloc, outside any accounting. */
+static void test_scratch_allocator(void **state)
+{
+    mock_backend *m = *state;
+    convoy__pool *pool = make_pool(m, 8 * MIB, 0);
+    m->base.scratch = convoy__pool_scratch(pool);
+    convoy__scratch a = {NULL, NULL}, b = {NULL, NULL};
+    assert_int_equal(convoy__scratch_alloc(&m->base, 3 * MIB, "timing input", &a), CONVOY_OK);
+    assert_non_null(a.ptr);
+    assert_non_null(a.handle);
+    assert_int_equal((uintptr_t)a.ptr % 256, 0);
+    memset(a.ptr, 0x5a, 3 * MIB);
+    convoy_memory_statistics st = stats_of(pool);
+    assert_int_equal(st.bytes_in_use, 4 * MIB); /* the large class rounds to 2 MiB */
+    assert_int_equal(st.requests, 1);
+
+    /* 4 MiB in use + 6 MiB > 8 MiB: refused, nothing held, the requester named. */
+    b.ptr = &b;
+    assert_int_equal(convoy__scratch_alloc(&m->base, 6 * MIB, "timing output of gemm", &b),
+                     CONVOY_ERR_OUT_OF_MEMORY);
+    assert_ptr_equal(b.ptr, &b); /* untouched */
+    assert_contains(convoy_last_error_message(), "timing output of gemm");
+    assert_contains(convoy_last_error_message(), "limit 8388608");
+    st = stats_of(pool);
+    assert_int_equal(st.bytes_in_use, 4 * MIB);
+    assert_true(st.peak_bytes_in_use <= 8 * MIB);
+
+    /* Freed, the 4 MiB stay cached; 6 MiB fit only once the pool hands the cache back. */
+    convoy__scratch_free(&m->base, &a);
+    assert_null(a.ptr);
+    assert_null(a.handle);
+    st = stats_of(pool);
+    assert_int_equal(st.bytes_in_use, 0);
+    assert_int_equal(st.bytes_cached, 4 * MIB);
+    assert_int_equal(convoy__scratch_alloc(&m->base, 6 * MIB, "timing output of gemm", &b),
+                     CONVOY_OK);
+    memset(b.ptr, 0xa5, 6 * MIB);
+    st = stats_of(pool);
+    assert_int_equal(st.backend_frees, 1);
+    assert_int_equal(st.bytes_in_use, 6 * MIB);
+    assert_true(st.peak_bytes_in_use <= 8 * MIB);
+    convoy__scratch_free(&m->base, &b);
+    convoy__scratch_free(&m->base, &b); /* nothing held: a no-op */
+
+    /* No allocator installed: straight to the backend, the pool sees nothing. */
+    memset(&m->base.scratch, 0, sizeof m->base.scratch);
+    long allocs = atomic_load(&m->allocs);
+    assert_int_equal(convoy__scratch_alloc(&m->base, 100, "loose", &a), CONVOY_OK);
+    assert_null(a.handle);
+    assert_int_equal(atomic_load(&m->allocs), allocs + 1);
+    assert_int_equal(stats_of(pool).requests, 3);
+    convoy__scratch_free(&m->base, &a);
+    assert_int_equal(atomic_load(&m->frees), atomic_load(&m->allocs) - 1); /* pool's 6 MiB */
+    convoy__pool_destroy(pool);
+}
+
 /* ---- trim and statistics ---------------------------------------------------- */
 
 static void test_trim(void **state)
@@ -782,7 +843,8 @@ static void round_trip(mock_backend *m, convoy__staging *staging, size_t bytes)
     assert_int_equal(atomic_load(&m->copy_kind_mask), 1 << 1); /* device to host only */
     assert_ptr_equal(atomic_load(&m->last_native), native);
     assert_int_equal(atomic_load(&m->copies) - copies, 2 * chunks);
-    assert_int_equal(atomic_load(&m->callbacks) - callbacks, 2 * chunks);
+    /* one marker per chunk each way, and the download's closing one */
+    assert_int_equal(atomic_load(&m->callbacks) - callbacks, 2 * chunks + 1);
     free(src);
     free(device);
     free(back);
@@ -792,10 +854,16 @@ static void test_staging(void **state)
 {
     mock_backend *m = *state;
     convoy__staging *staging = NULL;
-    assert_int_equal(convoy__staging_create(&m->base, 0, &staging), CONVOY_ERR_INVALID_ARGUMENT);
-    assert_int_equal(convoy__staging_create(&m->base, 1000, NULL), CONVOY_ERR_INVALID_ARGUMENT);
-    assert_int_equal(convoy__staging_create(&m->base, 1000, &staging), CONVOY_OK);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 0, 2, &staging),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 1000, 1, &staging),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 1000, 2, NULL),
+                     CONVOY_ERR_INVALID_ARGUMENT);
+    assert_null(staging);
+    assert_int_equal(convoy__staging_create(&m->base, "t", 1000, 2, &staging), CONVOY_OK);
     assert_int_equal(convoy__staging_chunk_bytes(staging), 1000);
+    assert_int_equal(convoy__staging_chunk_count(staging), 2);
     round_trip(m, staging, 4567); /* 4 whole chunks and a partial one */
     round_trip(m, staging, 3000); /* an exact multiple */
     round_trip(m, staging, 999);
@@ -823,6 +891,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limit_own_stream_fallback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_failure_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_alloc_at_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scratch_allocator, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_add_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
