@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cpu/host_backend.h"
@@ -42,10 +43,24 @@ static const convoy__conv_registry *const registries[] = {
 };
 #define REGISTRY_COUNT ((int)(sizeof registries / sizeof registries[0]))
 
+/* Algorithms of backends this build leaves out. Options name them all the
+ * same, so one configuration serves every build: excluding cudnn on a build
+ * without CUDA is no error, and requiring it says this backend lacks it. */
+static const char *const absent_names[] = {
+#ifndef CONVOY_HAVE_CUDA
+    "cudnn",
+#endif
+    NULL,
+};
+
 int convoy__algorithm_name_known(const char *name, size_t len)
 {
     for (int r = 0; r < REGISTRY_COUNT; ++r) {
         if (convoy__conv_registry_find(registries[r], name, len))
+            return 1;
+    }
+    for (int i = 0; absent_names[i]; ++i) {
+        if (strlen(absent_names[i]) == len && strncasecmp(name, absent_names[i], len) == 0)
             return 1;
     }
     return 0;
@@ -69,6 +84,11 @@ static void list_all_names(void)
             used += (size_t)snprintf(all_names + used, sizeof all_names - used, "%s%s",
                                      used ? "," : "", name);
         }
+    }
+    for (int i = 0; absent_names[i]; ++i) {
+        if (used + strlen(absent_names[i]) + 2 <= sizeof all_names)
+            used += (size_t)snprintf(all_names + used, sizeof all_names - used, "%s%s",
+                                     used ? "," : "", absent_names[i]);
     }
 }
 

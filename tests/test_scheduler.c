@@ -590,6 +590,9 @@ static void early_failure_setup(early_failure *e)
 static void early_failure_teardown(early_failure *e)
 {
     convoy_runtime_destroy(e->rt);
+    convoy_tensor_destroy(e->x);
+    convoy_tensor_destroy(e->w);
+    convoy_tensor_destroy(e->y);
     free(e->x_host);
     free(e->w_host);
     free(e->y_host);
@@ -647,6 +650,7 @@ static void test_early_failure_keeps_storage_until_readers_finish(void **state)
     convoy_memory_statistics before, after;
     assert_int_equal(convoy_memory_stats(e.rt, &before), CONVOY_OK);
     convoy_tensor_destroy(e.y);
+    e.y = NULL;
     /* The storage stays in use while the reader runs. */
     double start = now_ms();
     do {
@@ -671,6 +675,7 @@ static void test_early_failure_keeps_storage_until_readers_finish(void **state)
     convoy_task_release(reader);
     convoy_task_release(conv);
     convoy_task_release(upload);
+    convoy_tensor_destroy(z);
     free(zeros);
     early_failure_teardown(&e);
     gate_free(g);

@@ -446,6 +446,9 @@ static void run_runtime(const program *p, int streams, outcome *out)
         out[n].digest = records[n].digest;
     }
     convoy_runtime_destroy(rt);
+    /* The handles still held are detached now: destroying them frees them. */
+    for (int s = 0; s < TENSORS; ++s)
+        convoy_tensor_destroy(t[s]);
     free(handles);
     free(records);
 }
