@@ -10,6 +10,8 @@
 typedef struct conv_payload {
     convoy__backend *backend;
     convoy__pool *pool;
+    /* Owned by the planner; the task is one of the plan's users
+     * (convoy__planner_users), which keeps it alive until the task completes. */
     const convoy__conv_plan *plan;
     convoy__conv_buffers buffers;
     convoy__block *workspace;
@@ -90,10 +92,13 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
         NULL,        ""};
     snprintf(payload.label, sizeof payload.label, "%s %s * %s %s", kind_labels[direction], x->text,
              w->text, plan->candidate.name);
-    convoy__hazard_access accesses[3] = {
+    /* The fourth access makes the task one of the plan's users: it orders
+     * the task after nothing, and keeps the plan alive until it completes. */
+    convoy__hazard_access accesses[4] = {
         {&x->hazards, written == x ? CONVOY_WRITE : CONVOY_READ},
         {&w->hazards, written == w ? CONVOY_WRITE : CONVOY_READ},
         {&y->hazards, written == y ? CONVOY_WRITE : CONVOY_READ},
+        {convoy__planner_users(plan), CONVOY_READ},
     };
     convoy__task_desc desc = {(convoy__task_kind)(CONVOY__TASK_CONV_FORWARD + (int)direction),
                               CONVOY__QUEUE_COMPUTE,
@@ -104,8 +109,10 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
                               &payload,
                               sizeof payload,
                               accesses,
-                              3};
-    return convoy__scheduler_submit(rt->scheduler, &desc, task);
+                              4};
+    status = convoy__scheduler_submit(rt->scheduler, &desc, task);
+    convoy__planner_release(rt->planner, plan);
+    return status;
 }
 
 convoy_status convoy_conv_forward(convoy_runtime *rt, const convoy_conv_params *params,
@@ -178,5 +185,6 @@ convoy_status convoy_conv_explain(convoy_runtime *rt, const convoy_conv_params *
     /* Only algorithms that work in image chunks ask for workspace per image. */
     info->images_per_chunk = plan->candidate.workspace_per_image > 0 ? plan->images_per_chunk : 0;
     info->from_cache = from_cache;
+    convoy__planner_release(rt->planner, plan);
     return CONVOY_OK;
 }

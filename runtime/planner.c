@@ -1,10 +1,16 @@
 /* The plan cache and algorithm selection. Candidates come from the algorithms
  * the backend registers (kernels/conv_algo.h); the planner removes the
  * excluded, the non-deterministic or inexact (when asked) and those whose
- * workspace cannot fit, then ranks the rest by the backend's
- * cost model (heuristic) or by timing them (time_once,
- * time_on_shape_change), and caches the winner under a key made of the
- * direction and the whole geometry. */
+ * workspace cannot fit, then ranks the rest by the backend's cost model
+ * (heuristic) or by timing them (time_once, time_on_shape_change), and
+ * caches the winner under a key made of the direction and the whole
+ * geometry.
+ *
+ * The cache is a hash table plus a least-recently-used list bounded by
+ * CONVOY__PLAN_CACHE_SIZE. Entries are reference-counted (planner.h says who
+ * holds what). An evicted entry moves to the retired list and is freed when
+ * its last reference goes, or, when tasks using it had not all been seen
+ * complete then, by a later sweep: one runs whenever a plan is built. */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -19,44 +25,53 @@
 #include "core/error_detail.h"
 #include "core/hash.h"
 
-#define BUCKETS 256
+#define BUCKETS 1024 /* a power of two near the cache size */
 #define KEY_SIZE 320
 
 typedef struct plan_entry {
-    char key[KEY_SIZE];
     convoy__conv_plan plan;
-    struct plan_entry *next;
-} plan_entry;
-
-/* time_on_shape_change remembers, per convolution "site" (everything but
- * the batch and spatial extents), the shape it last planned. */
-typedef struct site_entry {
-    char site[KEY_SIZE];
+    convoy__hazards users; /* tasks using the plan; the scheduler's lock guards it */
+    int refs;              /* the cache's, plus one per plan() not yet released */
+    int cached;
+    unsigned key_hash, site_hash;
+    struct plan_entry *key_next, *site_next; /* hash chains of the cache */
+    /* The cache's LRU list while cached, the retired list once evicted. */
+    struct plan_entry *newer, *older;
     char key[KEY_SIZE];
-    struct site_entry *next;
-} site_entry;
+    char site[KEY_SIZE];
+} plan_entry;
 
 struct convoy__planner {
     convoy__planner_config config;
     convoy__tune_cache *tune;
-    /* lock guards the buckets, sites and stale plans; planning (and timing)
-     * happens under it, so two threads never time the same shape twice. */
+    /* lock guards everything below and every entry's count and links;
+     * planning (and timing) happens under it, so two threads never time the
+     * same shape twice. Freeing an evicted entry asks the scheduler whether
+     * its users completed, taking the scheduler's lock inside this one, so
+     * nothing may call the planner with the scheduler's lock held (the
+     * convolution's bind does not). */
     pthread_mutex_t lock;
-    plan_entry *buckets[BUCKETS];
-    site_entry *sites;
-    plan_entry *stale; /* replaced plans: tasks already submitted may still use them */
-    char *exclude;     /* the planner's copy of config.exclude */
+    plan_entry *by_key[BUCKETS];
+    plan_entry *by_site[BUCKETS]; /* time_on_shape_change: one cached entry per site */
+    plan_entry *newest, *oldest;  /* the cache, most recently used first */
+    plan_entry *retired;          /* evicted, waiting for a zero count and idle users */
+    size_t cached, alive, built;
+    char *exclude; /* the planner's copy of config.exclude */
 };
 
 static const char *const direction_names[3] = {"fwd", "bwd_data", "bwd_filter"};
 
-void convoy__plan_key(const convoy__conv_geom *g, convoy_conv_direction direction, char *buffer,
-                      size_t size)
+/* The key text; with_batch 0 leaves the batch out (the site). */
+static void key_text(const convoy__conv_geom *g, convoy_conv_direction direction, int with_batch,
+                     char *buffer, size_t size)
 {
+    char batch[32] = "";
+    if (with_batch)
+        snprintf(batch, sizeof batch, " n%lld", (long long)g->batch);
     snprintf(buffer, size,
-             "%s n%lld c%lld m%lld g%lld i%lldx%lldx%lld k%lldx%lldx%lld o%lldx%lldx%lld "
+             "%s%s c%lld m%lld g%lld i%lldx%lldx%lld k%lldx%lldx%lld o%lldx%lldx%lld "
              "pb%lldx%lldx%lld pa%lldx%lldx%lld s%lldx%lldx%lld d%lldx%lldx%lld f%d u%d",
-             direction_names[direction], (long long)g->batch, (long long)g->in_channels,
+             direction_names[direction], batch, (long long)g->in_channels,
              (long long)g->out_channels, (long long)g->groups, (long long)g->in[0],
              (long long)g->in[1], (long long)g->in[2], (long long)g->kernel[0],
              (long long)g->kernel[1], (long long)g->kernel[2], (long long)g->out[0],
@@ -67,19 +82,31 @@ void convoy__plan_key(const convoy__conv_geom *g, convoy_conv_direction directio
              (long long)g->dilation[1], (long long)g->dilation[2], g->flip, g->unshared);
 }
 
-static void site_key(const convoy__conv_geom *g, convoy_conv_direction direction, char *buffer,
-                     size_t size)
+void convoy__plan_key(const convoy__conv_geom *g, convoy_conv_direction direction, char *buffer,
+                      size_t size)
 {
-    snprintf(buffer, size, "%s c%lld m%lld g%lld k%lldx%lldx%lld s%lldx%lldx%lld f%d u%d",
-             direction_names[direction], (long long)g->in_channels, (long long)g->out_channels,
-             (long long)g->groups, (long long)g->kernel[0], (long long)g->kernel[1],
-             (long long)g->kernel[2], (long long)g->stride[0], (long long)g->stride[1],
-             (long long)g->stride[2], g->flip, g->unshared);
+    key_text(g, direction, 1, buffer, size);
+}
+
+void convoy__plan_site(const convoy__conv_geom *g, convoy_conv_direction direction, char *buffer,
+                       size_t size)
+{
+    key_text(g, direction, 0, buffer, size);
 }
 
 static unsigned hash_text(const char *text)
 {
     return (unsigned)(convoy__fnv1a(text, strlen(text)) % BUCKETS);
+}
+
+static plan_entry *entry_of(const convoy__conv_plan *plan)
+{
+    return (plan_entry *)(void *)((char *)(uintptr_t)plan - offsetof(plan_entry, plan));
+}
+
+convoy__hazards *convoy__planner_users(const convoy__conv_plan *plan)
+{
+    return &entry_of(plan)->users;
 }
 
 convoy_status convoy__planner_create(const convoy__planner_config *config, convoy__planner **out)
@@ -110,39 +137,203 @@ convoy_status convoy__planner_create(const convoy__planner_config *config, convo
     return CONVOY_OK;
 }
 
-static void release_plan(convoy__planner *p, convoy__conv_plan *plan)
+/* ---- entries' lifetime ------------------------------------------------- */
+
+static void free_entry(convoy__planner *p, plan_entry *e)
 {
-    if (plan->candidate.algo->release)
-        plan->candidate.algo->release(p->config.backend, plan);
+    convoy__backend *be = p->config.backend;
+    if (e->plan.candidate.algo->release)
+        e->plan.candidate.algo->release(be, &e->plan);
+    /* Drops the references to tasks already complete (at destroy: to every
+     * task, all of which have completed). */
+    convoy__hazards_clear(NULL, &e->users);
+    p->alive--;
+    free(e);
 }
 
-static void release_entries(convoy__planner *p, plan_entry *e)
+/* 1 when no task submitted with the entry can still run; the users record
+ * is then emptied. */
+static int users_idle(convoy__planner *p, plan_entry *e)
 {
+    return !p->config.scheduler || convoy__scheduler_clear_if_idle(p->config.scheduler, &e->users);
+}
+
+static void retired_unlink(convoy__planner *p, plan_entry *e)
+{
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        p->retired = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+}
+
+/* Frees a retired entry once nothing holds it and its tasks completed. */
+static void try_free(convoy__planner *p, plan_entry *e)
+{
+    if (e->refs > 0 || !users_idle(p, e))
+        return;
+    retired_unlink(p, e);
+    free_entry(p, e);
+}
+
+static void drop(convoy__planner *p, plan_entry *e)
+{
+    if (--e->refs == 0 && !e->cached)
+        try_free(p, e);
+}
+
+/* Frees the retired entries nothing needs any more. */
+static void sweep(convoy__planner *p)
+{
+    plan_entry *e = p->retired;
     while (e) {
-        plan_entry *next = e->next;
-        release_plan(p, &e->plan);
-        free(e);
+        plan_entry *next = e->older;
+        try_free(p, e);
         e = next;
     }
+}
+
+/* ---- the cache ------------------------------------------------------------ */
+
+static void unlink_key(convoy__planner *p, plan_entry *e)
+{
+    plan_entry **link = &p->by_key[e->key_hash];
+    while (*link != e)
+        link = &(*link)->key_next;
+    *link = e->key_next;
+}
+
+static void unlink_site(convoy__planner *p, plan_entry *e)
+{
+    plan_entry **link = &p->by_site[e->site_hash];
+    while (*link != e)
+        link = &(*link)->site_next;
+    *link = e->site_next;
+}
+
+static void lru_unlink(convoy__planner *p, plan_entry *e)
+{
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        p->newest = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        p->oldest = e->newer;
+    e->newer = e->older = NULL;
+}
+
+static void lru_push(convoy__planner *p, plan_entry *e)
+{
+    e->newer = NULL;
+    e->older = p->newest;
+    if (p->newest)
+        p->newest->newer = e;
+    else
+        p->oldest = e;
+    p->newest = e;
+}
+
+static int by_site(const convoy__planner *p)
+{
+    return p->config.policy == CONVOY_ALGO_TIME_ON_SHAPE_CHANGE;
+}
+
+/* Takes e out of the cache and drops the cache's reference. */
+static void evict(convoy__planner *p, plan_entry *e)
+{
+    unlink_key(p, e);
+    if (by_site(p))
+        unlink_site(p, e);
+    lru_unlink(p, e);
+    e->cached = 0;
+    p->cached--;
+    e->older = p->retired;
+    if (p->retired)
+        p->retired->newer = e;
+    p->retired = e;
+    drop(p, e);
+}
+
+/* Caches e (which holds the cache's reference), evicting the least recently
+ * used entry when the cache is full. */
+static void insert(convoy__planner *p, plan_entry *e)
+{
+    if (p->cached >= CONVOY__PLAN_CACHE_SIZE && p->oldest)
+        evict(p, p->oldest);
+    e->key_next = p->by_key[e->key_hash];
+    p->by_key[e->key_hash] = e;
+    if (by_site(p)) {
+        e->site_next = p->by_site[e->site_hash];
+        p->by_site[e->site_hash] = e;
+    }
+    lru_push(p, e);
+    e->cached = 1;
+    p->cached++;
+}
+
+static plan_entry *find(const convoy__planner *p, const char *key, unsigned hash)
+{
+    for (plan_entry *e = p->by_key[hash]; e; e = e->key_next) {
+        if (!strcmp(e->key, key))
+            return e;
+    }
+    return NULL;
+}
+
+static plan_entry *find_site(const convoy__planner *p, const char *site, unsigned hash)
+{
+    for (plan_entry *e = p->by_site[hash]; e; e = e->site_next) {
+        if (!strcmp(e->site, site))
+            return e;
+    }
+    return NULL;
 }
 
 void convoy__planner_destroy(convoy__planner *p)
 {
     if (!p)
         return;
-    for (int b = 0; b < BUCKETS; ++b)
-        release_entries(p, p->buckets[b]);
-    release_entries(p, p->stale);
-    while (p->sites) {
-        site_entry *next = p->sites->next;
-        free(p->sites);
-        p->sites = next;
+    /* No task can run any more and the scheduler may be gone: free every
+     * cached and retired entry without asking it. References still held die
+     * with the planner. */
+    while (p->newest) {
+        plan_entry *e = p->newest;
+        p->newest = e->older;
+        free_entry(p, e);
+    }
+    while (p->retired) {
+        plan_entry *e = p->retired;
+        p->retired = e->older;
+        free_entry(p, e);
     }
     convoy__tune_cache_close(p->tune);
     pthread_mutex_destroy(&p->lock);
     free(p->exclude);
     free(p);
 }
+
+void convoy__planner_release(convoy__planner *p, const convoy__conv_plan *plan)
+{
+    if (!plan)
+        return;
+    pthread_mutex_lock(&p->lock);
+    drop(p, entry_of(plan));
+    pthread_mutex_unlock(&p->lock);
+}
+
+void convoy__planner_get_counts(convoy__planner *p, convoy__planner_counts *counts)
+{
+    pthread_mutex_lock(&p->lock);
+    counts->cached = p->cached;
+    counts->alive = p->alive;
+    counts->built = p->built;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- selection ------------------------------------------------------------ */
 
 /* A candidate that survived filtering, with its chunk and workspace. */
 typedef struct viable {
@@ -314,63 +505,17 @@ static int choose(convoy__planner *p, const char *key, const convoy__conv_geom *
     return timed;
 }
 
-/* time_on_shape_change: a new shape at a site evicts the site's old plan so
- * returning to it is timed again. Evicted plans move to the stale list
- * because tasks already submitted may still point at them. */
-static void note_site(convoy__planner *p, const convoy__conv_geom *g,
-                      convoy_conv_direction direction, const char *key)
+/* Builds a new entry (one reference, for the cache) or fails with the
+ * reasons. Called with the lock held. */
+static convoy_status build(convoy__planner *p, const char *call, const char *key, const char *site,
+                           const convoy__conv_geom *g, convoy_conv_direction direction,
+                           plan_entry **out)
 {
-    char site[KEY_SIZE];
-    site_key(g, direction, site, sizeof site);
-    site_entry *s = p->sites;
-    while (s && strcmp(s->site, site))
-        s = s->next;
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s)
-            return;
-        snprintf(s->site, sizeof s->site, "%s", site);
-        s->next = p->sites;
-        p->sites = s;
-    } else if (strcmp(s->key, key)) {
-        plan_entry **link = &p->buckets[hash_text(s->key)];
-        while (*link && strcmp((*link)->key, s->key))
-            link = &(*link)->next;
-        if (*link) {
-            plan_entry *old = *link;
-            *link = old->next;
-            old->next = p->stale;
-            p->stale = old;
-        }
-    }
-    snprintf(s->key, sizeof s->key, "%s", key);
-}
-
-convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const convoy__conv_geom *g,
-                                   convoy_conv_direction direction, const convoy__conv_plan **plan,
-                                   int *from_cache)
-{
-    char key[KEY_SIZE];
-    convoy__plan_key(g, direction, key, sizeof key);
-    unsigned bucket = hash_text(key);
-    pthread_mutex_lock(&p->lock);
-    if (p->config.policy == CONVOY_ALGO_TIME_ON_SHAPE_CHANGE)
-        note_site(p, g, direction, key);
-    for (plan_entry *e = p->buckets[bucket]; e; e = e->next) {
-        if (!strcmp(e->key, key)) {
-            *plan = &e->plan;
-            if (from_cache)
-                *from_cache = 1;
-            pthread_mutex_unlock(&p->lock);
-            return CONVOY_OK;
-        }
-    }
     viable v[CONVOY__MAX_CANDIDATES];
     char why[1024];
     int only_workspace = 0;
     int count = filter_candidates(p, g, direction, v, why, sizeof why, &only_workspace);
     if (count == 0) {
-        pthread_mutex_unlock(&p->lock);
         size_t len = strlen(why);
         if (len >= 2)
             why[len - 2] = '\0';
@@ -380,11 +525,13 @@ convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const c
     }
     int chosen = choose(p, key, g, direction, v, count);
     plan_entry *e = calloc(1, sizeof *e);
-    if (!e) {
-        pthread_mutex_unlock(&p->lock);
+    if (!e)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for a plan", call);
-    }
     snprintf(e->key, sizeof e->key, "%s", key);
+    snprintf(e->site, sizeof e->site, "%s", site);
+    e->key_hash = hash_text(key);
+    e->site_hash = hash_text(site);
+    e->refs = 1;
     e->plan.geom = *g;
     e->plan.direction = direction;
     e->plan.candidate = v[chosen].candidate;
@@ -393,13 +540,54 @@ convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const c
     const convoy__conv_algo *algo = e->plan.candidate.algo;
     convoy_status status = algo->prepare ? algo->prepare(p->config.backend, &e->plan) : CONVOY_OK;
     if (status != CONVOY_OK) {
-        pthread_mutex_unlock(&p->lock);
         free(e);
         convoy__error_prefix(call);
         return status;
     }
-    e->next = p->buckets[bucket];
-    p->buckets[bucket] = e;
+    p->alive++;
+    p->built++;
+    *out = e;
+    return CONVOY_OK;
+}
+
+convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const convoy__conv_geom *g,
+                                   convoy_conv_direction direction, const convoy__conv_plan **plan,
+                                   int *from_cache)
+{
+    char key[KEY_SIZE], site[KEY_SIZE];
+    convoy__plan_key(g, direction, key, sizeof key);
+    convoy__plan_site(g, direction, site, sizeof site);
+    pthread_mutex_lock(&p->lock);
+    plan_entry *e;
+    if (by_site(p)) {
+        /* time_on_shape_change: a new shape at a site (a new batch size for
+         * the layer) replaces the site's plan, so it is timed again. */
+        e = find_site(p, site, hash_text(site));
+        if (e && strcmp(e->key, key)) {
+            evict(p, e);
+            e = NULL;
+        }
+    } else {
+        e = find(p, key, hash_text(key));
+    }
+    if (e) {
+        lru_unlink(p, e);
+        lru_push(p, e);
+        e->refs++;
+        *plan = &e->plan;
+        if (from_cache)
+            *from_cache = 1;
+        pthread_mutex_unlock(&p->lock);
+        return CONVOY_OK;
+    }
+    sweep(p);
+    convoy_status status = build(p, call, key, site, g, direction, &e);
+    if (status != CONVOY_OK) {
+        pthread_mutex_unlock(&p->lock);
+        return status;
+    }
+    insert(p, e);
+    e->refs++;
     *plan = &e->plan;
     if (from_cache)
         *from_cache = 0;
