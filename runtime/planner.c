@@ -1,10 +1,10 @@
 /* The plan cache and algorithm selection. Candidates come from the algorithms
  * the backend registers (kernels/conv_algo.h); the planner removes the
  * excluded, the non-deterministic or inexact (when asked) and those whose
- * workspace cannot fit, then ranks the rest by the backend's cost model
- * (heuristic) or by timing them (time_once, time_on_shape_change), and
- * caches the winner under a key made of the direction and the whole
- * geometry.
+ * workspace cannot fit under the workspace limit and what the pool can grant,
+ * then ranks the rest by the backend's cost model (heuristic) or by timing
+ * them (time_once, time_on_shape_change), and caches the winner under a key
+ * made of the direction and the whole geometry.
  *
  * The cache is a hash table plus a least-recently-used list bounded by
  * CONVOY__PLAN_CACHE_SIZE. Entries are reference-counted (planner.h says who
@@ -30,9 +30,17 @@
 
 typedef struct plan_entry {
     convoy__conv_plan plan;
-    convoy__hazards users; /* tasks using the plan; the scheduler's lock guards it */
-    int refs;              /* the cache's, plus one per plan() not yet released */
+    convoy__conv_plan fallback; /* fallback.candidate.algo NULL: none */
+    convoy__hazards users;      /* tasks using the plan; the scheduler's lock guards it */
+    int refs;                   /* the cache's, plus one per plan() not yet released */
     int cached;
+    /* The workspace ceiling it was planned under; memory_bound when the pool's
+     * availability, not the workspace limit, shaped the choice. Such a plan is
+     * made again once the pool can grant what the workspace limit alone
+     * allowed (wanted), or at least twice its ceiling. */
+    size_t ceiling;
+    size_t wanted;
+    int memory_bound;
     unsigned key_hash, site_hash;
     struct plan_entry *key_next, *site_next; /* hash chains of the cache */
     /* The cache's LRU list while cached, the retired list once evicted. */
@@ -49,7 +57,7 @@ struct convoy__planner {
      * same shape twice. Freeing an evicted entry asks the scheduler whether
      * its users completed, taking the scheduler's lock inside this one, so
      * nothing may call the planner with the scheduler's lock held (the
-     * convolution's bind does not). */
+     * convolution's bind does not: its fallback was prepared here). */
     pthread_mutex_t lock;
     plan_entry *by_key[BUCKETS];
     plan_entry *by_site[BUCKETS]; /* time_on_shape_change: one cached entry per site */
@@ -104,6 +112,12 @@ static plan_entry *entry_of(const convoy__conv_plan *plan)
     return (plan_entry *)(void *)((char *)(uintptr_t)plan - offsetof(plan_entry, plan));
 }
 
+const convoy__conv_plan *convoy__planner_fallback(const convoy__conv_plan *plan)
+{
+    plan_entry *e = entry_of(plan);
+    return e->fallback.candidate.algo ? &e->fallback : NULL;
+}
+
 convoy__hazards *convoy__planner_users(const convoy__conv_plan *plan)
 {
     return &entry_of(plan)->users;
@@ -144,6 +158,8 @@ static void free_entry(convoy__planner *p, plan_entry *e)
     convoy__backend *be = p->config.backend;
     if (e->plan.candidate.algo->release)
         e->plan.candidate.algo->release(be, &e->plan);
+    if (e->fallback.candidate.algo && e->fallback.candidate.algo->release)
+        e->fallback.candidate.algo->release(be, &e->fallback);
     /* Drops the references to tasks already complete (at destroy: to every
      * task, all of which have completed). */
     convoy__hazards_clear(NULL, &e->users);
@@ -372,14 +388,37 @@ static int listed(const char *list, const convoy__conv_candidate *c)
     return 0;
 }
 
-/* The workspace one chunk size takes, and the chunk: the largest under the
- * limit, trimmed to the algorithm's hint. */
-static convoy_status fit_workspace(const convoy__planner *p, const convoy__conv_candidate *c,
-                                   const convoy__conv_geom *g, int64_t *chunk, size_t *bytes)
+/* The most workspace a plan may take now: the workspace limit, the memory
+ * the pool can still grant under memory_limit, and what the device has left
+ * beyond the pool's blocks in use when the backend knows its capacity. */
+static size_t workspace_ceiling(const convoy__planner *p)
 {
-    convoy_status status =
-        convoy__workspace_plan(c->workspace_fixed, c->workspace_per_image, g->batch,
-                               p->config.workspace_limit, chunk, bytes);
+    size_t ceiling = p->config.workspace_limit;
+    convoy__pool *pool = p->config.pool;
+    if (!pool)
+        return ceiling;
+    size_t grantable = convoy__pool_available(pool);
+    if (grantable < ceiling)
+        ceiling = grantable;
+    convoy__backend *be = p->config.backend;
+    size_t capacity = be->ops->memory_capacity ? be->ops->memory_capacity(be) : 0;
+    if (capacity > 0) {
+        convoy_memory_statistics stats;
+        convoy__pool_stats(pool, &stats);
+        size_t room = capacity > stats.bytes_in_use ? capacity - stats.bytes_in_use : 0;
+        if (room < ceiling)
+            ceiling = room;
+    }
+    return ceiling;
+}
+
+/* The workspace one chunk size takes, and the chunk: the largest under
+ * limit, trimmed to the algorithm's hint. */
+static convoy_status fit_workspace(const convoy__conv_candidate *c, const convoy__conv_geom *g,
+                                   size_t limit, int64_t *chunk, size_t *bytes)
+{
+    convoy_status status = convoy__workspace_plan(c->workspace_fixed, c->workspace_per_image,
+                                                  g->batch, limit, chunk, bytes);
     if (status != CONVOY_OK || c->chunk_hint <= 0 || *chunk <= c->chunk_hint)
         return status;
     *chunk = c->chunk_hint;
@@ -387,18 +426,27 @@ static convoy_status fit_workspace(const convoy__planner *p, const convoy__conv_
     return CONVOY_OK;
 }
 
+/* What filter_candidates learned besides the survivors. */
+typedef struct filter_notes {
+    int only_workspace; /* every refusal was for workspace */
+    int memory_bound;   /* the ceiling, not the workspace limit, refused or shrank one */
+    size_t wanted;      /* the most workspace a candidate takes under the limit alone */
+} filter_notes;
+
 /* Asks every algorithm of the backend for its candidates and keeps those the
- * options and the workspace limit allow; on failure writes why each
+ * options and the workspace ceiling allow; on failure writes why each
  * algorithm or candidate was refused. */
 static int filter_candidates(convoy__planner *p, const convoy__conv_geom *g,
-                             convoy_conv_direction direction, viable *out, char *why,
-                             size_t why_size, int *only_workspace)
+                             convoy_conv_direction direction, size_t ceiling, viable *out,
+                             char *why, size_t why_size, filter_notes *notes)
 {
     convoy__backend *be = p->config.backend;
     const convoy__conv_registry *registry = be->conv;
     convoy__candidate_list all = {.count = 0};
     int count = 0, workspace_refusals = 0, other_refusals = 0;
     why[0] = '\0';
+    notes->memory_bound = 0;
+    notes->wanted = 0;
     for (int a = 0; a < registry->count; ++a) {
         const convoy__conv_algo *algo = registry->algos[a];
         const char *refusal = algo->refusal ? algo->refusal(be, g, direction) : NULL;
@@ -432,16 +480,28 @@ static int filter_candidates(convoy__planner *p, const convoy__conv_geom *g,
             other_refusals++;
             continue;
         }
-        int64_t chunk = 0;
-        size_t bytes = 0;
-        if (fit_workspace(p, c, g, &chunk, &bytes) != CONVOY_OK) {
+        int64_t chunk = 0, unbound_chunk = 0;
+        size_t bytes = 0, unbound_bytes = 0;
+        convoy_status fit = fit_workspace(c, g, ceiling, &chunk, &bytes);
+        if (ceiling < p->config.workspace_limit) {
+            char text[256];
+            snprintf(text, sizeof text, "%s", convoy__error_text());
+            convoy_status unbound =
+                fit_workspace(c, g, p->config.workspace_limit, &unbound_chunk, &unbound_bytes);
+            if (unbound != fit || (fit == CONVOY_OK && unbound_chunk != chunk))
+                notes->memory_bound = 1;
+            if (unbound == CONVOY_OK && unbound_bytes > notes->wanted)
+                notes->wanted = unbound_bytes;
+            convoy__error_set_text(text);
+        }
+        if (fit != CONVOY_OK) {
             append(why, why_size, "%s: %s; ", c->name, convoy__error_text());
             workspace_refusals++;
             continue;
         }
         out[count++] = (viable){*c, chunk, bytes};
     }
-    *only_workspace = workspace_refusals > 0 && other_refusals == 0;
+    notes->only_workspace = workspace_refusals > 0 && other_refusals == 0;
     return count;
 }
 
@@ -505,6 +565,44 @@ static int choose(convoy__planner *p, const char *key, const convoy__conv_geom *
     return timed;
 }
 
+/* The workspace of one image (nothing for an empty batch), saturating. */
+static size_t one_image_bytes(const convoy__conv_candidate *c, int64_t batch)
+{
+    size_t per_image = batch > 0 ? c->workspace_per_image : 0;
+    return per_image > SIZE_MAX - c->workspace_fixed ? SIZE_MAX : c->workspace_fixed + per_image;
+}
+
+/* The candidate a task switches to when the pool cannot grant the chosen
+ * one's workspace for even one image: the one needing least (the cheapest
+ * among equals), if that is less than the chosen one needs; -1 when none. */
+static int pick_fallback(const viable *v, int count, int chosen, int64_t batch)
+{
+    size_t need = one_image_bytes(&v[chosen].candidate, batch), best_need = 0;
+    int best = -1;
+    for (int i = 0; i < count; ++i) {
+        size_t n = one_image_bytes(&v[i].candidate, batch);
+        if (i == chosen || n >= need)
+            continue;
+        if (best < 0 || n < best_need ||
+            (n == best_need && v[i].candidate.cost < v[best].candidate.cost)) {
+            best = i;
+            best_need = n;
+        }
+    }
+    return best;
+}
+
+static void plan_of(convoy__conv_plan *plan, const convoy__conv_geom *g,
+                    convoy_conv_direction direction, const viable *v)
+{
+    memset(plan, 0, sizeof *plan);
+    plan->geom = *g;
+    plan->direction = direction;
+    plan->candidate = v->candidate;
+    plan->images_per_chunk = v->chunk;
+    plan->workspace_bytes = v->bytes;
+}
+
 /* Builds a new entry (one reference, for the cache) or fails with the
  * reasons. Called with the lock held. */
 static convoy_status build(convoy__planner *p, const char *call, const char *key, const char *site,
@@ -513,15 +611,22 @@ static convoy_status build(convoy__planner *p, const char *call, const char *key
 {
     viable v[CONVOY__MAX_CANDIDATES];
     char why[1024];
-    int only_workspace = 0;
-    int count = filter_candidates(p, g, direction, v, why, sizeof why, &only_workspace);
+    filter_notes notes;
+    size_t ceiling = workspace_ceiling(p);
+    int count = filter_candidates(p, g, direction, ceiling, v, why, sizeof why, &notes);
     if (count == 0) {
         size_t len = strlen(why);
         if (len >= 2)
             why[len - 2] = '\0';
-        return convoy__error(only_workspace ? CONVOY_ERR_OUT_OF_MEMORY : CONVOY_ERR_UNSUPPORTED,
-                             "%s: no implementation can run %s on %s: %s", call, key,
-                             p->config.backend->ops->name, why);
+        char pool_note[160] = "";
+        if (notes.memory_bound)
+            snprintf(pool_note, sizeof pool_note,
+                     " (the memory pool can grant %zu bytes now, under a workspace limit of %zu)",
+                     ceiling, p->config.workspace_limit);
+        return convoy__error(notes.only_workspace ? CONVOY_ERR_OUT_OF_MEMORY
+                                                  : CONVOY_ERR_UNSUPPORTED,
+                             "%s: no implementation can run %s on %s: %s%s", call, key,
+                             p->config.backend->ops->name, why, pool_note);
     }
     int chosen = choose(p, key, g, direction, v, count);
     plan_entry *e = calloc(1, sizeof *e);
@@ -531,23 +636,46 @@ static convoy_status build(convoy__planner *p, const char *call, const char *key
     snprintf(e->site, sizeof e->site, "%s", site);
     e->key_hash = hash_text(key);
     e->site_hash = hash_text(site);
+    e->ceiling = ceiling;
+    e->memory_bound = notes.memory_bound;
+    e->wanted = notes.wanted;
     e->refs = 1;
-    e->plan.geom = *g;
-    e->plan.direction = direction;
-    e->plan.candidate = v[chosen].candidate;
-    e->plan.images_per_chunk = v[chosen].chunk;
-    e->plan.workspace_bytes = v[chosen].bytes;
+    convoy__backend *be = p->config.backend;
+    plan_of(&e->plan, g, direction, &v[chosen]);
     const convoy__conv_algo *algo = e->plan.candidate.algo;
-    convoy_status status = algo->prepare ? algo->prepare(p->config.backend, &e->plan) : CONVOY_OK;
+    convoy_status status = algo->prepare ? algo->prepare(be, &e->plan) : CONVOY_OK;
     if (status != CONVOY_OK) {
         free(e);
         convoy__error_prefix(call);
         return status;
     }
+    int fallback = pick_fallback(v, count, chosen, g->batch);
+    if (fallback >= 0) {
+        plan_of(&e->fallback, g, direction, &v[fallback]);
+        algo = e->fallback.candidate.algo;
+        /* Without its fallback a plan still runs whenever the pool can grant
+         * its workspace; a failure here is not the caller's failure. */
+        if (algo->prepare && algo->prepare(be, &e->fallback) != CONVOY_OK)
+            memset(&e->fallback, 0, sizeof e->fallback);
+    }
     p->alive++;
     p->built++;
     *out = e;
     return CONVOY_OK;
+}
+
+/* Replanning steps below this are not worth a new plan (and new timings). */
+#define REPLAN_STEP ((size_t)1 << 20)
+
+/* 1 when a plan the pool's memory held back should be made again: the pool
+ * can now grant what the workspace limit alone allowed, or at least twice
+ * what it could when planned. A tight moment costs speed only while it lasts,
+ * and a plan is remade at most about log2(limit / 1 MiB) times. */
+static int memory_returned(const convoy__planner *p, const plan_entry *e)
+{
+    size_t now = workspace_ceiling(p);
+    size_t floor = e->ceiling > REPLAN_STEP ? e->ceiling : REPLAN_STEP;
+    return now > e->ceiling && (now >= e->wanted || now / 2 >= floor);
 }
 
 convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const convoy__conv_geom *g,
@@ -569,6 +697,10 @@ convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const c
         }
     } else {
         e = find(p, key, hash_text(key));
+    }
+    if (e && e->memory_bound && memory_returned(p, e)) {
+        evict(p, e);
+        e = NULL;
     }
     if (e) {
         lru_unlink(p, e);

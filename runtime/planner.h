@@ -17,6 +17,7 @@
 #include "convoy.h"
 #include "core/device.h"
 #include "kernels/conv_algo.h"
+#include "memory/pool.h"
 #include "scheduler/scheduler.h"
 
 /* The most plans the cache keeps. Past it the least recently used plan is
@@ -29,6 +30,9 @@ typedef struct convoy__planner convoy__planner;
 
 typedef struct convoy__planner_config {
     convoy__backend *backend;
+    /* What workspaces come from: plans fit under what it can grant now as
+     * well as under workspace_limit. NULL: workspace_limit alone. */
+    convoy__pool *pool;
     /* The scheduler whose tasks use the plans; an evicted plan is freed once
      * they completed. NULL when no task ever uses a plan (tests). */
     convoy__scheduler *scheduler;
@@ -54,8 +58,8 @@ void convoy__planner_destroy(convoy__planner *planner);
  * stays valid until then. call names the public entry point for error
  * messages. Errors: CONVOY_ERR_UNSUPPORTED when every candidate is excluded
  * or unable (the message lists each candidate and why),
- * CONVOY_ERR_OUT_OF_MEMORY when only the workspace limit stands in the way
- * (with the numbers). Thread-safe; may
+ * CONVOY_ERR_OUT_OF_MEMORY when only the workspace limit or the memory the
+ * pool can grant stands in the way (with the numbers). Thread-safe; may
  * take the scheduler's lock, so it must not be called under it. */
 convoy_status convoy__planner_plan(convoy__planner *planner, const char *call,
                                    const convoy__conv_geom *geom, convoy_conv_direction direction,
@@ -64,6 +68,11 @@ convoy_status convoy__planner_plan(convoy__planner *planner, const char *call,
 /* Drops a reference convoy__planner_plan() returned. NULL plan: no-op. Must
  * not be called under the scheduler's lock. */
 void convoy__planner_release(convoy__planner *planner, const convoy__conv_plan *plan);
+
+/* The plan to switch to when the pool cannot grant plan's workspace even for
+ * one image: another candidate that needs less (often none), prepared with
+ * the plan; NULL when there is none. Valid as long as plan. */
+const convoy__conv_plan *convoy__planner_fallback(const convoy__conv_plan *plan);
 
 /* The record of the tasks that use plan: a convolution task lists it as a
  * read access, which orders it after nothing and keeps the plan alive until

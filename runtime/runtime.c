@@ -102,6 +102,7 @@ static convoy_status create_parts(convoy_runtime *rt)
     char excluded[64];
     convoy__impl_names(o->exclude, excluded, sizeof excluded);
     convoy__planner_config plan = {.backend = be,
+                                   .pool = rt->pool,
                                    .scheduler = rt->scheduler,
                                    .exclude = o->exclude ? excluded : NULL,
                                    .deterministic = o->deterministic,

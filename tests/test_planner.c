@@ -2,7 +2,7 @@
  * whose candidates, costs, determinism and timings the test controls. Covers
  * the plan-cache key, heuristic ranking, exclusion, determinism, workspace
  * limits, time_once with the persistent tune cache, time_on_shape_change
- * and its sites, the bounded cache and plan references. */
+ * and its sites, the bounded cache, plan references and fallbacks. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "memory/pool.h"
 #include "runtime/planner.h"
 
 typedef struct mock_backend {
@@ -22,6 +23,7 @@ typedef struct mock_backend {
     int prepare_calls;
     int release_calls;
     double times[4]; /* ms each candidate takes */
+    size_t capacity; /* device memory it reports; 0 = unknown */
 } mock_backend;
 
 static const char *mock_describe(convoy__backend *be)
@@ -110,10 +112,29 @@ static const convoy__conv_algo mock_direct = {"direct",     NULL,         mock_c
 static const convoy__conv_algo *const mock_algos[] = {&mock_cudnn, &mock_gemm, &mock_1x1,
                                                       &mock_direct};
 
+static convoy_status mock_mem_alloc(convoy__backend *be, size_t bytes, void **out)
+{
+    *out = aligned_alloc(256, (bytes + 255) / 256 * 256);
+    return *out ? CONVOY_OK : CONVOY_ERR_OUT_OF_MEMORY;
+}
+
+static void mock_mem_free(convoy__backend *be, void *ptr)
+{
+    free(ptr);
+}
+
+static size_t mock_capacity(convoy__backend *be)
+{
+    return ((mock_backend *)be)->capacity;
+}
+
 static const convoy__backend_ops mock_ops = {
     .name = "mock",
     .device = CONVOY_DEVICE_CPU,
     .describe = mock_describe,
+    .mem_alloc = mock_mem_alloc,
+    .mem_free = mock_mem_free,
+    .memory_capacity = mock_capacity,
 };
 
 static const convoy__conv_registry mock_registry = {mock_algos, 4, mock_run, mock_time};
@@ -201,12 +222,17 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
                      CONVOY_OK);
     assert_ptr_equal(plan, again);
     assert_int_equal(cached, 1);
-    assert_int_equal(m.prepare_calls, 1);
+    /* The plan and its fallback, the candidate needing least workspace. */
+    const convoy__conv_plan *fallback = convoy__planner_fallback(plan);
+    assert_non_null(fallback);
+    assert_string_equal(fallback->candidate.name, "direct");
+    assert_int_equal(fallback->workspace_bytes, 0);
+    assert_int_equal(m.prepare_calls, 2);
     assert_int_equal(m.time_calls, 0);
     convoy__planner_release(p, plan);
     convoy__planner_release(p, again);
     convoy__planner_destroy(p);
-    assert_int_equal(m.release_calls, 1);
+    assert_int_equal(m.release_calls, 2);
 
     /* Determinism drops the fast candidate; a tight limit shrinks the chunk. */
     mock_backend d = {0};
@@ -215,6 +241,7 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     assert_string_equal(plan->candidate.name, "gemm");
     assert_int_equal(plan->images_per_chunk, 2);
     assert_int_equal(plan->workspace_bytes, 2000);
+    assert_string_equal(convoy__planner_fallback(plan)->candidate.name, "direct");
     convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
 
@@ -226,6 +253,8 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     assert_int_equal(convoy__planner_plan(p, "t", &pointwise, CONVOY_CONV_FORWARD, &plan, NULL),
                      CONVOY_OK);
     assert_string_equal(plan->candidate.name, "1x1");
+    /* Nothing needs less than no workspace: no fallback. */
+    assert_null(convoy__planner_fallback(plan));
     convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
 
@@ -328,7 +357,7 @@ static void test_time_on_shape_change_retimes(void **state)
     convoy__planner_release(p, first);
     convoy__planner_get_counts(p, &counts);
     assert_int_equal(counts.alive, 1);
-    assert_int_equal(m.release_calls, released + 1);
+    assert_int_equal(m.release_calls, released + 2); /* the plan and its fallback */
     convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
     assert_int_equal(m.release_calls, m.prepare_calls);
@@ -375,7 +404,7 @@ static void test_two_layers_are_two_sites(void **state)
     assert_int_equal(counts.built, 2);
     assert_int_equal(counts.cached, 2);
     assert_int_equal(counts.alive, 2);
-    assert_int_equal(m.prepare_calls - m.release_calls, 2);
+    assert_int_equal(m.prepare_calls - m.release_calls, 2 * 2);
     convoy__planner_destroy(p);
     assert_int_equal(m.release_calls, m.prepare_calls);
 }
@@ -405,8 +434,8 @@ static void test_plan_cache_is_bounded(void **state)
     convoy__planner_get_counts(p, &counts);
     assert_int_equal(counts.cached, CONVOY__PLAN_CACHE_SIZE);
     assert_int_equal(counts.alive, CONVOY__PLAN_CACHE_SIZE);
-    /* The evicted plans are gone. */
-    assert_int_equal(m.prepare_calls - m.release_calls, CONVOY__PLAN_CACHE_SIZE);
+    /* Each plan prepared itself and its fallback; the evicted ones are gone. */
+    assert_int_equal(m.prepare_calls - m.release_calls, 2 * CONVOY__PLAN_CACHE_SIZE);
     /* The oldest batch sizes were evicted: planning them again is a miss. */
     geometry(&g, 2, 10, 3);
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached_flag),
@@ -415,6 +444,68 @@ static void test_plan_cache_is_bounded(void **state)
     convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
     assert_int_equal(m.release_calls, m.prepare_calls);
+}
+
+/* Workspaces fit what the device has left beside the pool's blocks in use,
+ * not just the workspace limit; once memory comes back the plan is made
+ * again with the chunk the limit alone allows. */
+static void test_workspace_fits_what_the_device_has_left(void **state)
+{
+    mock_backend m = {0};
+    m.base.ops = &mock_ops;
+    m.base.conv = &mock_registry;
+    convoy__pool *pool = NULL;
+    assert_int_equal(convoy__pool_create(&m.base, 0, 0, &pool), CONVOY_OK);
+    convoy__block *tensors = NULL;
+    assert_int_equal(convoy__pool_alloc(pool, (size_t)4 << 20, NULL, "tensors", &tensors),
+                     CONVOY_OK);
+    convoy_memory_statistics stats;
+    convoy__pool_stats(pool, &stats);
+    m.capacity = stats.bytes_in_use + 2500; /* room for two images of gemm */
+    convoy__planner_config config = {.backend = &m.base,
+                                     .pool = pool,
+                                     .exclude = "cudnn",
+                                     .policy = CONVOY_ALGO_HEURISTIC,
+                                     .workspace_limit = 1 << 20};
+    convoy__planner *p = NULL;
+    assert_int_equal(convoy__planner_create(&config, &p), CONVOY_OK);
+    convoy__conv_geom g;
+    geometry(&g, 4, 10, 3);
+    const convoy__conv_plan *plan = NULL;
+    int cached = -1;
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "gemm");
+    assert_int_equal(plan->images_per_chunk, 2);
+    assert_int_equal(plan->workspace_bytes, 2000);
+    convoy__planner_release(p, plan);
+    /* Less than one image left: the zero-workspace candidate. */
+    m.capacity = stats.bytes_in_use + 500;
+    geometry(&g, 5, 10, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "direct");
+    convoy__planner_release(p, plan);
+    /* The tensors are gone: both plans are made again, whole. */
+    convoy__pool_free(pool, tensors, NULL);
+    geometry(&g, 4, 10, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_int_equal(cached, 0);
+    assert_int_equal(plan->images_per_chunk, 4);
+    convoy__planner_release(p, plan);
+    geometry(&g, 5, 10, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_int_equal(cached, 0);
+    assert_string_equal(plan->candidate.name, "gemm");
+    convoy__planner_release(p, plan);
+    /* And stay made. */
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_int_equal(cached, 1);
+    convoy__planner_release(p, plan);
+    convoy__planner_destroy(p);
+    convoy__pool_destroy(pool);
 }
 
 int main(void)
@@ -426,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_time_on_shape_change_retimes),
         cmocka_unit_test(test_two_layers_are_two_sites),
         cmocka_unit_test(test_plan_cache_is_bounded),
+        cmocka_unit_test(test_workspace_fits_what_the_device_has_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,13 +1,16 @@
 /* Planning through the runtime, with real tasks on the CPU backend: sites
- * and the bounded plan cache under submits, and the lifetime of a plan
- * evicted while its tasks still wait. Uses internals (the planner's
- * counts). */
+ * and the bounded plan cache under submits, the lifetime of a plan evicted
+ * while its tasks still wait, and workspaces that fit what the pool can
+ * grant, with the fallback at submit when it cannot (a tight memory limit
+ * costs speed, never the result). Uses internals (the planner's counts, the
+ * pool's availability). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -183,12 +186,215 @@ static void test_evicted_plan_outlives_its_task(void **state)
     convoy_runtime_destroy(rt);
 }
 
+/* ---- workspaces within what the pool can grant ------------------------------- */
+
+/* A narrow layer (10x10 outputs), so the GEMM path works on several images
+ * per chunk: 8 images, (8 * 9 + 8) * 100 floats of workspace per image. */
+#define N 8
+#define C 8
+#define M 8
+#define IN 12
+#define OUT 10
+#define PER_IMAGE ((size_t)(C * 9 + M) * OUT * OUT * sizeof(float))
+#define X_COUNT (N * C * IN * IN)
+#define W_COUNT (M * C * 9)
+#define Y_COUNT (N * M * OUT * OUT)
+
+typedef struct layer_results {
+    float y[Y_COUNT];  /* forward */
+    float dx[X_COUNT]; /* backward_data of y */
+    float dw[W_COUNT]; /* backward_filter of x and y */
+} layer_results;
+
+typedef struct layer {
+    convoy_tensor *x, *w, *y, *dx, *dw;
+} layer;
+
+static layer make_layer(convoy_runtime *rt)
+{
+    static float xs[X_COUNT], ws[W_COUNT];
+    fill(xs, X_COUNT, 11);
+    fill(ws, W_COUNT, 12);
+    layer l = {tensor(rt, N, C, IN, IN), tensor(rt, M, C, 3, 3), tensor(rt, N, M, OUT, OUT),
+               tensor(rt, N, C, IN, IN), tensor(rt, M, C, 3, 3)};
+    upload(rt, l.x, xs);
+    upload(rt, l.w, ws);
+    return l;
+}
+
+static void destroy_layer(layer *l)
+{
+    convoy_tensor_destroy(l->x);
+    convoy_tensor_destroy(l->w);
+    convoy_tensor_destroy(l->y);
+    convoy_tensor_destroy(l->dx);
+    convoy_tensor_destroy(l->dw);
+}
+
+/* Runs the three directions; each must succeed. */
+static void run_layer(convoy_runtime *rt, const layer *l, layer_results *r)
+{
+    convoy_conv_params p;
+    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
+    convoy_task *t[3] = {NULL};
+    assert_int_equal(convoy_conv_forward(rt, &p, l->x, l->w, l->y, &t[0]), CONVOY_OK);
+    assert_int_equal(convoy_conv_backward_data(rt, &p, l->w, l->y, l->dx, &t[1]), CONVOY_OK);
+    assert_int_equal(convoy_conv_backward_filter(rt, &p, l->x, l->y, l->dw, &t[2]), CONVOY_OK);
+    for (int i = 0; i < 3; ++i) {
+        assert_int_equal(convoy_task_wait(t[i]), CONVOY_OK);
+        convoy_task_release(t[i]);
+    }
+    download(rt, l->y, r->y);
+    download(rt, l->dx, r->dx);
+    download(rt, l->dw, r->dw);
+}
+
+static void assert_close(const float *got, const float *want, size_t count)
+{
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+        diff = fmax(diff, fabs((double)got[i] - (double)want[i]));
+        norm = fmax(norm, fabs((double)want[i]));
+    }
+    assert_true(diff <= 1e-5 * (norm > 0.0 ? norm : 1.0));
+}
+
+static void assert_same_results(const layer_results *got, const layer_results *want)
+{
+    assert_close(got->y, want->y, Y_COUNT);
+    assert_close(got->dx, want->dx, X_COUNT);
+    assert_close(got->dw, want->dw, W_COUNT);
+}
+
+static void reference_results(layer_results *r)
+{
+    convoy_runtime *rt = cpu_runtime(CONVOY_ALGO_HEURISTIC, 0, 0);
+    layer l = make_layer(rt);
+    run_layer(rt, &l, r);
+    destroy_layer(&l);
+    convoy_runtime_destroy(rt);
+}
+
+/* Fills the pool with small tensors until it can grant less than bytes;
+ * returns how many it made. */
+static int fill_pool(convoy_runtime *rt, size_t bytes, convoy_tensor **fillers, int max)
+{
+    int count = 0;
+    const int64_t floats = 2048; /* 8 KiB each */
+    while (convoy__pool_available(rt->pool) >= bytes) {
+        assert_true(count < max);
+        assert_int_equal(convoy_tensor_create(rt, 1, &floats, &fillers[count]), CONVOY_OK);
+        count++;
+    }
+    return count;
+}
+
+static void explain_forward(convoy_runtime *rt, convoy_conv_plan_info *info)
+{
+    convoy_conv_params p;
+    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
+    const int64_t x[4] = {N, C, IN, IN}, w[4] = {M, C, 3, 3}, y[4] = {N, M, OUT, OUT};
+    assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, info), CONVOY_OK);
+}
+
+#define MEMORY_LIMIT ((size_t)4 << 20)
+#define MAX_FILLERS 1024
+
+/* The memory limit leaves room for the tensors but not for the workspace of
+ * the whole batch: planned with the pool's tensors in view, the GEMM path
+ * takes fewer images per chunk; with less than one image left, the
+ * zero-workspace direct loops. */
+static void test_plans_fit_what_the_pool_can_grant(void **state)
+{
+    static layer_results reference, got;
+    reference_results(&reference);
+    for (int streams = 0; streams <= 2; streams += 2) {
+        convoy_runtime *rt = cpu_runtime(CONVOY_ALGO_HEURISTIC, streams, MEMORY_LIMIT);
+        convoy_conv_plan_info info;
+        explain_forward(rt, &info);
+        assert_string_equal(info.implementation, "gemm");
+        assert_int_equal(info.images_per_chunk, N);
+        assert_true(info.workspace_bytes >= N * PER_IMAGE);
+        convoy_runtime_destroy(rt);
+
+        rt = cpu_runtime(CONVOY_ALGO_HEURISTIC, streams, MEMORY_LIMIT);
+        layer l = make_layer(rt);
+        convoy_tensor *fillers[MAX_FILLERS];
+        int count = fill_pool(rt, PER_IMAGE * 7 / 2, fillers, MAX_FILLERS);
+        size_t available = convoy__pool_available(rt->pool);
+        explain_forward(rt, &info);
+        assert_string_equal(info.implementation, "gemm");
+        assert_true(info.images_per_chunk >= 1 && info.images_per_chunk < N);
+        assert_true(info.workspace_bytes <= available);
+        run_layer(rt, &l, &got);
+        assert_same_results(&got, &reference);
+        for (int i = 0; i < count; ++i)
+            convoy_tensor_destroy(fillers[i]);
+        destroy_layer(&l);
+        convoy_runtime_destroy(rt);
+
+        rt = cpu_runtime(CONVOY_ALGO_HEURISTIC, streams, MEMORY_LIMIT);
+        l = make_layer(rt);
+        count = fill_pool(rt, PER_IMAGE / 2, fillers, MAX_FILLERS);
+        explain_forward(rt, &info);
+        assert_string_equal(info.implementation, "direct");
+        assert_int_equal(info.workspace_bytes, 0);
+        run_layer(rt, &l, &got);
+        assert_same_results(&got, &reference);
+        for (int i = 0; i < count; ++i)
+            convoy_tensor_destroy(fillers[i]);
+        destroy_layer(&l);
+        convoy_runtime_destroy(rt);
+    }
+}
+
+/* Plans made while memory was free, then the pool fills with tensors: at
+ * submit the tasks take fewer images per chunk, or the plan's
+ * zero-workspace fallback, instead of failing with out-of-memory. */
+static void test_submit_falls_back_when_the_pool_is_full(void **state)
+{
+    static layer_results reference, got;
+    reference_results(&reference);
+    const size_t room[2] = {PER_IMAGE * 7 / 2, PER_IMAGE / 2};
+    for (int streams = 0; streams <= 2; streams += 2) {
+        for (int r = 0; r < 2; ++r) {
+            convoy_runtime *rt = cpu_runtime(CONVOY_ALGO_HEURISTIC, streams, MEMORY_LIMIT);
+            layer l = make_layer(rt);
+            run_layer(rt, &l, &got); /* plans every direction with the pool empty */
+            assert_same_results(&got, &reference);
+            convoy_conv_plan_info info;
+            explain_forward(rt, &info);
+            assert_int_equal(info.from_cache, 1);
+            assert_int_equal(info.images_per_chunk, N);
+            convoy_tensor *fillers[MAX_FILLERS];
+            int count = fill_pool(rt, room[r], fillers, MAX_FILLERS);
+            memset(&got, 0, sizeof got);
+            run_layer(rt, &l, &got);
+            assert_same_results(&got, &reference);
+            /* The plans themselves did not change. */
+            explain_forward(rt, &info);
+            assert_int_equal(info.from_cache, 1);
+            assert_int_equal(info.images_per_chunk, N);
+            for (int i = 0; i < count; ++i)
+                convoy_tensor_destroy(fillers[i]);
+            destroy_layer(&l);
+            assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
+            convoy_memory_statistics stats;
+            assert_int_equal(convoy_memory_stats(rt, &stats), CONVOY_OK);
+            assert_int_equal(stats.bytes_in_use, 0);
+            convoy_runtime_destroy(rt);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alternating_layers_plan_once),
         cmocka_unit_test(test_distinct_batches_keep_the_cache_bounded),
         cmocka_unit_test(test_evicted_plan_outlives_its_task),
+        cmocka_unit_test(test_plans_fit_what_the_pool_can_grant),
+        cmocka_unit_test(test_submit_falls_back_when_the_pool_is_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
