@@ -11,6 +11,7 @@
 #include "cpu/conv_cpu.h"
 #include "cpu/host_backend.h"
 #include "cpu/host_stream.h"
+#include "core/checked_math.h"
 #include "core/error_detail.h"
 #include "core/platform.h"
 
@@ -159,10 +160,12 @@ static convoy_status host_conv_run(convoy__backend *be, void *native_stream,
  * differently); NULL when the size does not fit in memory or size_t. */
 static float *scratch(int64_t count)
 {
-    if (count < 0 || (uint64_t)count > (SIZE_MAX - 63) / sizeof(float))
+    size_t bytes;
+    if (count < 0 || !convoy__bytes_of(count > 0 ? count : 1, sizeof(float), &bytes) ||
+        !convoy__add_size(bytes, 63, &bytes))
         return NULL;
     size_t n = (size_t)count;
-    float *p = aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+    float *p = aligned_alloc(64, bytes & ~(size_t)63);
     if (p) {
         for (size_t i = 0; i < n; ++i)
             p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
@@ -179,8 +182,8 @@ static convoy_status host_conv_time(convoy__backend *be, const convoy__conv_plan
     b.input = scratch(convoy__geom_input_numel(g));
     b.filters = scratch(convoy__geom_filter_numel(g));
     b.output = scratch(convoy__geom_output_numel(g));
-    void *ws = plan->workspace_bytes ? aligned_alloc(64, (plan->workspace_bytes + 63) & ~(size_t)63)
-                                     : NULL;
+    size_t ws_bytes = convoy__add_size_saturating(plan->workspace_bytes, 63) & ~(size_t)63;
+    void *ws = plan->workspace_bytes ? aligned_alloc(64, ws_bytes) : NULL;
     convoy_status status = CONVOY_OK;
     if (!b.input || !b.filters || !b.output || (plan->workspace_bytes && !ws)) {
         status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host backend: no memory to time %s",
