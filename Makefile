@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all deps configure build test demo bench test-sanitize test-tsan format clean
+.PHONY: all deps configure build test demo bench test-sanitize test-tsan fuzz format clean
 
 all: build
 
@@ -51,8 +51,32 @@ test-tsan: deps
 	OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --test-dir $(BUILD)-tsan $(CTEST_FLAGS) -j $(JOBS) -L tsan
 
+# libFuzzer targets (tests/fuzz), built with Clang, AddressSanitizer and
+# UndefinedBehaviorSanitizer in a build directory of their own, each run for
+# FUZZ_TIME seconds from its checked-in seed corpus. New inputs the fuzzer
+# finds go to $(BUILD)-fuzz/corpus, crashes to $(BUILD)-fuzz/artifacts; the
+# checked-in corpus is only read.
+FUZZ_TIME ?= 10
+FUZZ_TARGETS = fuzz_conv_params fuzz_tune_cache
+fuzz:
+	@CONVOY_NEED_FUZZER=1 scripts/install-deps.sh
+	CC=clang cmake -S . -B $(BUILD)-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONVOY_FUZZ=ON \
+	  -DCONVOY_ENABLE_CUDA=OFF -DCONVOY_BUILD_EXAMPLES=OFF -DBUILD_TESTING=OFF $(CMAKE_FLAGS)
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)-fuzz/corpus/$$t $(BUILD)-fuzz/artifacts; \
+	  echo "fuzz: $$t for $(FUZZ_TIME) s (log: $(BUILD)-fuzz/$$t.log)"; \
+	  if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	      $(BUILD)-fuzz/tests/fuzz/$$t $(BUILD)-fuzz/corpus/$$t tests/fuzz/corpus/$$t \
+	      -max_total_time=$(FUZZ_TIME) -artifact_prefix=$(BUILD)-fuzz/artifacts/ \
+	      -print_final_stats=1 >$(BUILD)-fuzz/$$t.log 2>&1; then \
+	    tail -n 80 $(BUILD)-fuzz/$$t.log; echo "fuzz: $$t failed"; exit 1; \
+	  fi; \
+	  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units)' $(BUILD)-fuzz/$$t.log; \
+	done
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-sanitize $(BUILD)-tsan
+	rm -rf $(BUILD) $(BUILD)-sanitize $(BUILD)-tsan $(BUILD)-fuzz
