@@ -133,6 +133,22 @@ static void test_products_of_empty_tensors_are_checked(void **state)
     convoy_conv_plan_info info;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, xe, we, ye, &info),
                      CONVOY_OK);
+    /* An empty batch runs nothing and needs no workspace, even where the
+     * GEMM formula for one image saturates (found by fuzz_conv_params:
+     * explain reported SIZE_MAX bytes, which a submit then asked the pool
+     * for). Unshared filters (M, oH, oW, C/g, kH, kW), none of them, in 2^31
+     * groups of one channel: one image's column matrix would be 2^31 rows of
+     * 2^31 positions. */
+    p.unshared = 1;
+    p.groups = P31;
+    const int64_t xu[4] = {0, P31, P31, 1}, wu[6] = {0, P31, 1, 1, 1, 1};
+    const int64_t yu[4] = {0, 0, P31, 1};
+    for (int d = 0; d <= CONVOY_CONV_BACKWARD_FILTER; ++d) {
+        assert_int_equal(convoy_conv_explain(rt, &p, (convoy_conv_direction)d, xu, wu, yu, &info),
+                         CONVOY_OK);
+        assert_int_equal(info.workspace_bytes, 0);
+        assert_int_equal(info.images_per_chunk, 0);
+    }
     convoy_runtime_destroy(rt);
 }
 
