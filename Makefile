@@ -72,7 +72,7 @@ fuzz:
 	      -print_final_stats=1 >$(BUILD)-fuzz/$$t.log 2>&1; then \
 	    tail -n 80 $(BUILD)-fuzz/$$t.log; echo "fuzz: $$t failed"; exit 1; \
 	  fi; \
-	  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units)' $(BUILD)-fuzz/$$t.log; \
+	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units)' $(BUILD)-fuzz/$$t.log; \
 	done
 
 format:
