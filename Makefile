@@ -43,12 +43,14 @@ test-sanitize: deps
 	  ctest --test-dir $(BUILD)-sanitize $(CTEST_FLAGS) -j $(JOBS)
 
 # ThreadSanitizer over the scheduler, pool and runtime tests. OpenBLAS runs
-# single-threaded here: its own threads are not instrumented.
+# single-threaded here: its own threads are not instrumented. The runtime
+# sets OpenBLAS's thread count itself (CONVOY_BLAS_THREADS, default all
+# cores), so OPENBLAS_NUM_THREADS alone does not keep it at one.
 test-tsan: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=Debug -DCONVOY_ENABLE_CUDA=OFF \
 	  -DCONVOY_SANITIZE=thread -DCONVOY_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
 	cmake --build $(BUILD)-tsan -j $(JOBS)
-	OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	CONVOY_BLAS_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --test-dir $(BUILD)-tsan $(CTEST_FLAGS) -j $(JOBS) -L tsan
 
 # libFuzzer targets (tests/fuzz), built with Clang, AddressSanitizer and
