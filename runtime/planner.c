@@ -46,7 +46,7 @@ typedef struct plan_entry {
     /* The cache's LRU list while cached, the retired list once evicted. */
     struct plan_entry *newer, *older;
     char key[KEY_SIZE];
-    char site[KEY_SIZE];
+    char site[KEY_SIZE]; /* "" unless the policy is time_on_shape_change */
 } plan_entry;
 
 struct convoy__planner {
@@ -682,9 +682,11 @@ convoy_status convoy__planner_plan(convoy__planner *p, const char *call, const c
                                    convoy_conv_direction direction, const convoy__conv_plan **plan,
                                    int *from_cache)
 {
-    char key[KEY_SIZE], site[KEY_SIZE];
+    /* The key is formatted on every submit; the site only where it is used. */
+    char key[KEY_SIZE], site[KEY_SIZE] = "";
     convoy__plan_key(g, direction, key, sizeof key);
-    convoy__plan_site(g, direction, site, sizeof site);
+    if (by_site(p))
+        convoy__plan_site(g, direction, site, sizeof site);
     pthread_mutex_lock(&p->lock);
     plan_entry *e;
     if (by_site(p)) {
