@@ -20,7 +20,7 @@ CUDA_FLAGS := $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC))
 SOURCES = git ls-files '*.c' '*.h' '*.cu' '*.cpp'
 
 .PHONY: all deps configure build test demo bench install test-sanitize test-tsan format \
-	format-check clean
+	format-check fuzz clean
 
 all: build
 
@@ -62,13 +62,39 @@ test-sanitize: deps
 	  ctest --test-dir $(BUILD)-sanitize $(CTEST_FLAGS) -j $(JOBS)
 
 # ThreadSanitizer over the scheduler, pool and runtime tests. OpenBLAS runs
-# single-threaded here: its own threads are not instrumented.
+# single-threaded here: its own threads are not instrumented. The runtime
+# sets OpenBLAS's thread count itself (CONVOY_BLAS_THREADS, default all
+# cores), so OPENBLAS_NUM_THREADS alone does not keep it at one.
 test-tsan: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=Debug -DCONVOY_ENABLE_CUDA=OFF \
 	  -DCONVOY_SANITIZE=thread -DCONVOY_BUILD_EXAMPLES=OFF -DCONVOY_WERROR=ON $(CMAKE_FLAGS)
 	cmake --build $(BUILD)-tsan -j $(JOBS)
-	OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	CONVOY_BLAS_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --test-dir $(BUILD)-tsan $(CTEST_FLAGS) -j $(JOBS) -L tsan
+
+# libFuzzer targets (tests/fuzz), built with Clang, AddressSanitizer and
+# UndefinedBehaviorSanitizer in a build directory of their own, each run for
+# FUZZ_TIME seconds from its checked-in seed corpus. New inputs the fuzzer
+# finds go to $(BUILD)-fuzz/corpus, crashes to $(BUILD)-fuzz/artifacts; the
+# checked-in corpus is only read.
+FUZZ_TIME ?= 10
+FUZZ_TARGETS = fuzz_conv_params fuzz_tune_cache
+fuzz:
+	@CONVOY_NEED_FUZZER=1 scripts/install-deps.sh
+	CC=clang cmake -S . -B $(BUILD)-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONVOY_FUZZ=ON \
+	  -DCONVOY_ENABLE_CUDA=OFF -DCONVOY_BUILD_EXAMPLES=OFF -DBUILD_TESTING=OFF $(CMAKE_FLAGS)
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)-fuzz/corpus/$$t $(BUILD)-fuzz/artifacts; \
+	  echo "fuzz: $$t for $(FUZZ_TIME) s (log: $(BUILD)-fuzz/$$t.log)"; \
+	  if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	      $(BUILD)-fuzz/tests/fuzz/$$t $(BUILD)-fuzz/corpus/$$t tests/fuzz/corpus/$$t \
+	      -max_total_time=$(FUZZ_TIME) -artifact_prefix=$(BUILD)-fuzz/artifacts/ \
+	      -print_final_stats=1 >$(BUILD)-fuzz/$$t.log 2>&1; then \
+	    tail -n 80 $(BUILD)-fuzz/$$t.log; echo "fuzz: $$t failed"; exit 1; \
+	  fi; \
+	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units)' $(BUILD)-fuzz/$$t.log; \
+	done
 
 format:
 	clang-format -i $$($(SOURCES))
@@ -78,4 +104,4 @@ format-check:
 	clang-format --dry-run --Werror $$($(SOURCES))
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-sanitize $(BUILD)-tsan
+	rm -rf $(BUILD) $(BUILD)-sanitize $(BUILD)-tsan $(BUILD)-fuzz

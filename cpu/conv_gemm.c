@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/checked_math.h"
 #include "core/error_detail.h"
 #include "cpu/conv_cpu.h"
 #include "kernels/gemm_driver.h"
@@ -112,13 +113,16 @@ const convoy__gemm_ops convoy__cpu_gemm_ops = {
  * else as many as keep the chunk's column matrix cache-sized (at least one). */
 int64_t convoy__cpu_gemm_chunk_hint(const convoy__conv_geom *g)
 {
-    int64_t positions = convoy__geom_out_spatial(g);
-    if (g->unshared || positions >= WIDE_IMAGE_COLUMNS)
+    int64_t positions, kvol, rows, bytes;
+    if (g->unshared || !convoy__product_i64(g->out, 3, &positions) ||
+        positions >= WIDE_IMAGE_COLUMNS)
         return 1;
-    int64_t rows = g->in_channels * convoy__geom_kernel_spatial(g);
-    if (rows <= 0 || positions <= 0 || rows > INT64_MAX / positions / (int64_t)sizeof(float))
+    if (!convoy__product_i64(g->kernel, 3, &kvol) ||
+        !convoy__mul_i64(g->in_channels, kvol, &rows) ||
+        !convoy__mul_i64(rows, positions, &bytes) ||
+        !convoy__mul_i64(bytes, (int64_t)sizeof(float), &bytes) || bytes <= 0)
         return 1;
-    int64_t fit = CACHE_FRIENDLY_COL_BYTES / (rows * positions * (int64_t)sizeof(float));
+    int64_t fit = CACHE_FRIENDLY_COL_BYTES / bytes;
     return fit < 1 ? 1 : fit;
 }
 

@@ -142,7 +142,9 @@ typedef struct convoy_options {
                                 ones (Winograd, FFT) whose rounding differs from a direct sum */
     size_t memory_limit;     /* CONVOY_MEMORY_LIMIT bytes (K/M/G suffix), 0 = no limit */
     size_t workspace_limit;  /* CONVOY_WORKSPACE_LIMIT bytes per convolution, 0 = a quarter
-                                of memory_limit, or 1 GiB when that is unlimited */
+                                of memory_limit, or 1 GiB when that is unlimited; plans also
+                                fit what the pool can still grant, and a submit that finds
+                                the pool full takes a smaller chunk or a leaner algorithm */
     const char *tune_cache;  /* CONVOY_TUNE_CACHE: path of the persistent tuning file */
     const char *trace_path;  /* CONVOY_TRACE: write a Chrome trace (JSON) at destroy */
     int profile;             /* CONVOY_PROFILE=0|1: log a per-kind summary at destroy */
@@ -322,7 +324,9 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_params_init(convoy_conv
  * o = floor((i + pl + pr - dk) / s) + 1 per axis. Returns
  * CONVOY_ERR_INVALID_ARGUMENT (NULL, bad params) or CONVOY_ERR_SHAPE (channels
  * or groups do not match, an output extent < 1, unshared regions that are not
- * the output size). output_dims is written only on success. */
+ * the output size, an operand whose element count, bytes or the sizes the
+ * backends derive from it would overflow). output_dims is written only on
+ * success. */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status
 convoy_conv_output_dims(const convoy_conv_params *params, const int64_t *input_dims,
                         const int64_t *filter_dims, int64_t *output_dims);
@@ -331,8 +335,8 @@ convoy_conv_output_dims(const convoy_conv_params *params, const int64_t *input_d
  * or unshared (M,oH,oW,C/g,kH,kW), output (N,M,o...), all of the runtime.
  * Asynchronous. Returns CONVOY_ERR_INVALID_ARGUMENT (NULL, bad params, a
  * tensor of another runtime, output aliasing an operand), CONVOY_ERR_SHAPE
- * (ranks or extents that do not fit, with the tensor and dim named),
- * CONVOY_ERR_UNSUPPORTED (every implementation that could run it is
+ * (ranks or extents that do not fit, with the tensor and dim named; sizes that
+ * would overflow), CONVOY_ERR_UNSUPPORTED (every implementation that could run it is
  * excluded), CONVOY_ERR_OUT_OF_MEMORY. Empty batch/channel/filter tensors are
  * legal (the output is empty or zero-filled). */
 CONVOY_EXTERN CONVOY_NODISCARD convoy_status

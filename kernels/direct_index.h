@@ -39,6 +39,8 @@ CONVOY_HD static inline double convoy__direct_forward_value(const convoy__conv_g
     int64_t cg = g->in_channels / g->groups;
     int64_t c0 = m / (g->out_channels / g->groups) * cg;
     int64_t in_volume = g->in[0] * g->in[1] * g->in[2];
+    if (in_volume == 0)
+        return 0.0; /* every tap reads padding; input may be NULL */
     double sum = 0.0;
     for (int64_t c = 0; c < cg; ++c) {
         const float *x = input + (n * g->in_channels + c0 + c) * in_volume;
@@ -138,6 +140,8 @@ CONVOY_HD static inline double convoy__direct_backward_filter_value(const convoy
     int64_t m = index;
     int64_t c_full = m / (g->out_channels / g->groups) * cg + c;
     int64_t in_volume = g->in[0] * g->in[1] * g->in[2];
+    if (in_volume == 0)
+        return 0.0; /* every tap reads padding; input may be NULL */
     double sum = 0.0;
     for (int64_t n = 0; n < g->batch; ++n) {
         const float *x = input + (n * g->in_channels + c_full) * in_volume;

@@ -10,6 +10,7 @@
 
 #include "kernels/conv_algo.h"
 #include "kernels/gemm_driver.h"
+#include "core/checked_math.h"
 #include "core/error_detail.h"
 
 convoy__gemm convoy__gemm_to_column_major(const convoy__gemm *r)
@@ -118,34 +119,54 @@ static dims dims_of(const convoy__conv_geom *g)
     return d;
 }
 
-/* a * b * sizeof(float), saturating at SIZE_MAX so an absurd geometry asks for more than
- * any limit instead of wrapping to a small size. */
+/* The workspace formulas run on every plan, for geometries the planner has
+ * not chosen yet, so they use checked arithmetic and saturate at SIZE_MAX: an
+ * absurd geometry asks for more than any limit instead of wrapping to a
+ * small size. */
+
+/* R = C * kvol, the rows of one image's column matrix; -1 when it overflows. */
+static int64_t image_rows(const convoy__conv_geom *g)
+{
+    int64_t kvol, rows;
+    if (!convoy__product_i64(g->kernel, 3, &kvol) || !convoy__mul_i64(g->in_channels, kvol, &rows))
+        return -1;
+    return rows;
+}
+
+/* a * b * sizeof(float) for a, b >= 0, saturating; a < 0 (overflowed) saturates too. */
 static size_t float_bytes(int64_t a, int64_t b)
 {
-    if (a <= 0 || b <= 0)
-        return 0;
-    if ((uint64_t)a > SIZE_MAX / sizeof(float) / (uint64_t)b)
+    if (a < 0 || b < 0)
         return SIZE_MAX;
-    return (size_t)a * (size_t)b * sizeof(float);
+    int64_t count;
+    size_t bytes;
+    if (!convoy__mul_i64(a, b, &count) || !convoy__bytes_of(count, sizeof(float), &bytes))
+        return SIZE_MAX;
+    return bytes;
+}
+
+static int64_t positions_of(const convoy__conv_geom *g)
+{
+    int64_t positions;
+    return convoy__product_i64(g->out, 3, &positions) ? positions : -1;
 }
 
 size_t convoy__gemm_workspace_fixed(const convoy__conv_geom *geom, convoy_conv_direction direction)
 {
     (void)direction;
-    dims d = dims_of(geom);
-    return geom->unshared ? float_bytes(d.rows, d.positions) : 0;
+    return geom->unshared ? float_bytes(image_rows(geom), positions_of(geom)) : 0;
 }
 
 size_t convoy__gemm_workspace_per_image(const convoy__conv_geom *geom,
                                         convoy_conv_direction direction)
 {
     (void)direction;
-    dims d = dims_of(geom);
     if (geom->unshared)
         return 0;
-    if (d.rows > INT64_MAX - d.filters)
+    int64_t rows = image_rows(geom);
+    if (rows < 0 || !convoy__add_i64(rows, geom->out_channels, &rows))
         return SIZE_MAX;
-    return float_bytes(d.rows + d.filters, d.positions);
+    return float_bytes(rows, positions_of(geom));
 }
 
 /* ---- shared filters ------------------------------------------------------- */
@@ -319,7 +340,9 @@ static convoy_status run_unshared(const convoy__gemm_ops *ops, const convoy__con
 /* ---- entry points --------------------------------------------------------- */
 
 /* Common argument checks; *empty is set when every sum is empty and the written operand was
- * zero-filled instead (N, C or M zero), so the caller has nothing left to do. */
+ * zero-filled instead (N, C or M zero, or an input with no elements on some axis, whose
+ * taps all read padding), so the caller has nothing left to do. An empty operand's storage
+ * may be NULL, so the paths below, which offset the operands, never see one. */
 static convoy_status prologue(const convoy__gemm_ops *ops, const convoy__conv_geom *g,
                               convoy_conv_direction direction, const convoy__conv_buffers *b,
                               const char *path, int *empty)
@@ -330,7 +353,8 @@ static convoy_status prologue(const convoy__gemm_ops *ops, const convoy__conv_ge
     if (direction != CONVOY_CONV_FORWARD && direction != CONVOY_CONV_BACKWARD_DATA &&
         direction != CONVOY_CONV_BACKWARD_FILTER)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: direction %d", path, (int)direction);
-    if (g->batch == 0 || g->in_channels == 0 || g->out_channels == 0) {
+    if (g->batch == 0 || g->in_channels == 0 || g->out_channels == 0 ||
+        convoy__geom_in_spatial(g) == 0) {
         int64_t numel;
         float *written = convoy__conv_written_operand(g, direction, b, &numel);
         *empty = 1;

@@ -76,7 +76,8 @@ typedef struct convoy__gemm_ops {
  * output gradient for backward_filter, and when batches are loops the wide GEMM's result or
  * operand), so per_image = (C * kvol + M) * P floats and fixed = 0. Unshared filters work one
  * image at a time and need one image's column matrix whatever the chunk: fixed = C * kvol * P
- * floats, per_image = 0. Saturates at SIZE_MAX instead of wrapping. */
+ * floats, per_image = 0. Checked arithmetic: saturates at SIZE_MAX instead of wrapping,
+ * whatever the geometry. */
 size_t convoy__gemm_workspace_fixed(const convoy__conv_geom *geom, convoy_conv_direction direction);
 size_t convoy__gemm_workspace_per_image(const convoy__conv_geom *geom,
                                         convoy_conv_direction direction);
@@ -84,8 +85,9 @@ size_t convoy__gemm_workspace_per_image(const convoy__conv_geom *geom,
 /* Runs the GEMM path: im2col of images_per_chunk images at a time, cuBLAS per group,
  * col2im for backward_data, backward_filter accumulating over chunks (beta 0, then 1),
  * unshared filters as per-position batched GEMMs. workspace holds workspace_bytes bytes; a
- * workspace smaller than the chunk asks for shrinks the chunk. Empty tensors zero-fill the
- * written operand. */
+ * workspace smaller than the chunk asks for shrinks the chunk. Empty tensors (N, C or M
+ * zero, or an input with no elements on an axis) zero-fill the written operand and never
+ * offset an operand pointer, which is NULL for an empty tensor. */
 convoy_status convoy__gemm_conv(const convoy__gemm_ops *ops, const convoy__conv_geom *geom,
                                 convoy_conv_direction direction,
                                 const convoy__conv_buffers *buffers, int64_t images_per_chunk,

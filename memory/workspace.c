@@ -15,9 +15,10 @@ convoy_status convoy__workspace_plan(size_t fixed, size_t per_image, int64_t bat
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
                              "workspace_plan: batch is %lld, must be >= 0", (long long)batch);
     if (batch == 0) {
-        /* An empty batch runs nothing, so no limit can make it fail. */
+        /* An empty batch runs nothing, so it needs no workspace and no limit
+         * can make it fail (a saturated formula must not become a request). */
         *images_per_chunk = 0;
-        *bytes = fixed;
+        *bytes = 0;
         return CONVOY_OK;
     }
     if (fixed > limit || per_image > limit - fixed) {

@@ -1,5 +1,9 @@
 /* The public convolution entry points: validate, plan, and submit a task
- * whose workspace is taken from the pool in the order of its stream. */
+ * whose workspace is taken from the pool in the order of its stream. When
+ * the pool cannot grant the workspace the plan asks for, the task runs with
+ * fewer images per chunk, down to one, and then with the plan's fallback
+ * (an algorithm that needs less, often none): a tight memory limit costs
+ * speed, never the result. */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,21 +14,77 @@
 typedef struct conv_payload {
     convoy__backend *backend;
     convoy__pool *pool;
+    /* The plan and its fallback belong to the planner; the task is one of
+     * the plan's users (convoy__planner_users), which keeps both alive until
+     * the task completes. */
     const convoy__conv_plan *plan;
+    const convoy__conv_plan *fallback;
+    /* What bind settled on: the plan or its fallback, with as many images
+     * per chunk as the workspace it got holds. */
+    const convoy__conv_plan *chosen;
+    int64_t images_per_chunk;
+    size_t workspace_bytes;
     convoy__conv_buffers buffers;
     convoy__block *workspace;
     char label[96];
 } conv_payload;
 
+/* Takes the workspace plan asks for; when the pool is out of memory, the
+ * same algorithm's workspace for fewer images per chunk: as many as the pool
+ * says it can grant, then halving down to one image (fragmentation can make
+ * a grant fail all the same). Records what it took in the payload. */
+static convoy_status take_workspace(conv_payload *p, const convoy__conv_plan *plan,
+                                    convoy__stream *stream, const char *what)
+{
+    p->chosen = plan;
+    p->images_per_chunk = plan->images_per_chunk;
+    p->workspace_bytes = plan->workspace_bytes;
+    if (plan->workspace_bytes == 0)
+        return CONVOY_OK;
+    convoy_status status =
+        convoy__pool_alloc(p->pool, plan->workspace_bytes, stream, what, &p->workspace);
+    const size_t fixed = plan->candidate.workspace_fixed;
+    const size_t per_image = plan->candidate.workspace_per_image;
+    if (status != CONVOY_ERR_OUT_OF_MEMORY || per_image == 0 || plan->images_per_chunk <= 1)
+        return status;
+    size_t available = convoy__pool_available(p->pool);
+    int64_t chunk = plan->images_per_chunk - 1;
+    if (available > fixed && (available - fixed) / per_image < (uint64_t)chunk)
+        chunk = (int64_t)((available - fixed) / per_image);
+    if (chunk < 1)
+        chunk = 1;
+    for (;;) {
+        /* Fewer images than planned: no larger than the planned bytes. */
+        size_t bytes = fixed + per_image * (size_t)chunk;
+        status = convoy__pool_alloc(p->pool, bytes, stream, what, &p->workspace);
+        if (status == CONVOY_OK) {
+            p->images_per_chunk = chunk;
+            p->workspace_bytes = bytes;
+            return CONVOY_OK;
+        }
+        if (status != CONVOY_ERR_OUT_OF_MEMORY || chunk == 1)
+            return status;
+        chunk /= 2;
+    }
+}
+
+/* Runs under the scheduler's lock, so it never calls the planner: the
+ * fallback was prepared with the plan. */
 static convoy_status conv_bind(void *payload, convoy__stream *stream)
 {
     conv_payload *p = payload;
     p->workspace = NULL;
+    p->chosen = p->plan;
+    p->images_per_chunk = p->plan->images_per_chunk;
+    p->workspace_bytes = p->plan->workspace_bytes;
     if (p->plan->workspace_bytes == 0)
         return CONVOY_OK;
     char what[128];
     snprintf(what, sizeof what, "the workspace of %s", p->label);
-    return convoy__pool_alloc(p->pool, p->plan->workspace_bytes, stream, what, &p->workspace);
+    convoy_status status = take_workspace(p, p->plan, stream, what);
+    if (status != CONVOY_ERR_OUT_OF_MEMORY || !p->fallback)
+        return status;
+    return take_workspace(p, p->fallback, stream, what);
 }
 
 static void conv_unbind(void *payload, convoy__stream *stream)
@@ -36,7 +96,15 @@ static void conv_unbind(void *payload, convoy__stream *stream)
 static convoy_status conv_run(void *payload, void *native_stream, convoy__stream *order_stream)
 {
     conv_payload *p = payload;
-    return p->backend->conv->run(p->backend, native_stream, p->plan, &p->buffers,
+    const convoy__conv_plan *plan = p->chosen;
+    convoy__conv_plan fewer;
+    if (p->images_per_chunk != plan->images_per_chunk) {
+        fewer = *plan;
+        fewer.images_per_chunk = p->images_per_chunk;
+        fewer.workspace_bytes = p->workspace_bytes;
+        plan = &fewer;
+    }
+    return p->backend->conv->run(p->backend, native_stream, plan, &p->buffers,
                                  p->workspace ? p->workspace->ptr : NULL);
 }
 
@@ -85,15 +153,23 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
         CONVOY_OK)
         return status;
     conv_payload payload = {
-        rt->backend, rt->pool,
-        plan,        {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)},
-        NULL,        ""};
+        .backend = rt->backend,
+        .pool = rt->pool,
+        .plan = plan,
+        .fallback = convoy__planner_fallback(plan),
+        .chosen = plan,
+        .images_per_chunk = plan->images_per_chunk,
+        .workspace_bytes = plan->workspace_bytes,
+        .buffers = {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)}};
     snprintf(payload.label, sizeof payload.label, "%s %s * %s %s", kind_labels[direction], x->text,
              w->text, plan->candidate.name);
-    convoy__hazard_access accesses[3] = {
+    /* The fourth access makes the task one of the plan's users: it orders
+     * the task after nothing, and keeps the plan alive until it completes. */
+    convoy__hazard_access accesses[4] = {
         {&x->hazards, written == x ? CONVOY_WRITE : CONVOY_READ},
         {&w->hazards, written == w ? CONVOY_WRITE : CONVOY_READ},
         {&y->hazards, written == y ? CONVOY_WRITE : CONVOY_READ},
+        {convoy__planner_users(plan), CONVOY_READ},
     };
     convoy__task_desc desc = {(convoy__task_kind)(CONVOY__TASK_CONV_FORWARD + (int)direction),
                               CONVOY__QUEUE_COMPUTE,
@@ -104,8 +180,10 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
                               &payload,
                               sizeof payload,
                               accesses,
-                              3};
-    return convoy__scheduler_submit(rt->scheduler, &desc, task);
+                              4};
+    status = convoy__scheduler_submit(rt->scheduler, &desc, task);
+    convoy__planner_release(rt->planner, plan);
+    return status;
 }
 
 convoy_status convoy_conv_forward(convoy_runtime *rt, const convoy_conv_params *params,
@@ -178,5 +256,6 @@ convoy_status convoy_conv_explain(convoy_runtime *rt, const convoy_conv_params *
     /* Only algorithms that work in image chunks ask for workspace per image. */
     info->images_per_chunk = plan->candidate.workspace_per_image > 0 ? plan->images_per_chunk : 0;
     info->from_cache = from_cache;
+    convoy__planner_release(rt->planner, plan);
     return CONVOY_OK;
 }

@@ -1,10 +1,14 @@
 /* Validation of convolution parameters and the shape formulas of
  * CONV_SEMANTICS.md section 2. All size arithmetic is int64 with overflow
- * checks: a huge pad or dilation is an error, never a wrapped extent. */
+ * checks: a huge pad or dilation is an error, never a wrapped extent, and a
+ * geometry is only handed on when every size derived from it (each
+ * tensor's element count and bytes, and the products the geometry helpers
+ * and backends form) fits. */
 #include <stdio.h>
 #include <string.h>
 
 #include "runtime/conv_shape.h"
+#include "core/checked_math.h"
 #include "core/error_detail.h"
 
 /* Extents, pads and dilations beyond this are rejected before any product
@@ -98,6 +102,64 @@ static convoy_status check_rank(const char *call, const char *name, int rank, in
                          rank, expected, layout);
 }
 
+static convoy_status too_large(const char *call, const char *name, const int64_t *dims, int rank,
+                               const char *what)
+{
+    char text[160];
+    convoy__dims_text(dims, rank, text, sizeof text);
+    return convoy__error(CONVOY_ERR_SHAPE, "%s: %s (%s) is too large: %s", call, name, text, what);
+}
+
+/* Each operand's element count fits int64 and its float bytes size_t. */
+static convoy_status check_tensor_size(const char *call, const char *name, const int64_t *dims,
+                                       int rank)
+{
+    int64_t count;
+    size_t bytes;
+    if (!convoy__product_i64(dims, rank, &count))
+        return too_large(call, name, dims, rank, "its elements are more than int64 can count");
+    if (!convoy__bytes_of(count, sizeof(float), &bytes))
+        return too_large(call, name, dims, rank,
+                         "its bytes are more than size_t can count (no memory can hold it)");
+    return CONVOY_OK;
+}
+
+/* The tensors, and then the products the geometry helpers
+ * (core/conv_geometry.h) and the backends form in their own order, which a
+ * zero dim can hide from a tensor's element count: the spatial volumes, the
+ * im2col rows (C/g * kvol per group, C * kvol per image) and each operand's
+ * count as the helpers multiply it. */
+static convoy_status check_sizes(const char *call, const convoy__conv_operands *op,
+                                 const convoy__conv_geom *g)
+{
+    const char *in_name = op->names[0], *f_name = op->names[1], *out_name = op->names[2];
+    convoy_status status;
+    if ((status = check_tensor_size(call, in_name, op->input, op->input_rank)) != CONVOY_OK ||
+        (status = check_tensor_size(call, f_name, op->filters, op->filter_rank)) != CONVOY_OK ||
+        (status = check_tensor_size(call, out_name, op->output, op->output_rank)) != CONVOY_OK)
+        return status;
+    int64_t in_volume, out_volume, kernel_volume, count, rows;
+    if (!convoy__product_i64(g->in, 3, &in_volume) ||
+        !convoy__mul_i64(g->batch, g->in_channels, &count) ||
+        !convoy__mul_i64(count, in_volume, &count))
+        return too_large(call, in_name, op->input, op->input_rank,
+                         "its spatial volume or element count overflows int64");
+    if (!convoy__product_i64(g->out, 3, &out_volume) ||
+        !convoy__mul_i64(g->batch, g->out_channels, &count) ||
+        !convoy__mul_i64(count, out_volume, &count))
+        return too_large(call, out_name, op->output, op->output_rank,
+                         "its spatial volume or element count overflows int64");
+    if (!convoy__product_i64(g->kernel, 3, &kernel_volume) ||
+        !convoy__mul_i64(g->in_channels / g->groups, kernel_volume, &rows) ||
+        !convoy__mul_i64(g->out_channels, rows, &count) ||
+        (g->unshared && !convoy__mul_i64(count, out_volume, &count)) ||
+        !convoy__mul_i64(g->in_channels, kernel_volume, &rows) ||
+        !convoy__add_i64(rows, g->out_channels, &rows))
+        return too_large(call, f_name, op->filters, op->filter_rank,
+                         "its im2col rows (channels times kernel volume) overflow int64");
+    return CONVOY_OK;
+}
+
 /* Python floor division for a possibly negative numerator. */
 static int64_t floor_div(int64_t a, int64_t b)
 {
@@ -131,7 +193,14 @@ convoy_status convoy__conv_resolve(const char *call, const convoy_conv_params *p
     const int k0 = p->unshared ? 4 : 2; /* first kernel axis in the filter dims */
     const int64_t groups = p->groups;
     const int64_t channels = x[1], filter_channels = w[p->unshared ? 3 : 1], filters = w[0];
-    if (channels != filter_channels * groups)
+    int64_t grouped_channels;
+    if (!convoy__mul_i64(filter_channels, groups, &grouped_channels))
+        return convoy__error(CONVOY_ERR_SHAPE,
+                             "%s: %s dim %d has %lld channels per group, which times %lld groups "
+                             "overflows int64",
+                             call, f_name, p->unshared ? 3 : 1, (long long)filter_channels,
+                             (long long)groups);
+    if (channels != grouped_channels)
         return convoy__error(CONVOY_ERR_SHAPE,
                              "%s: %s has %lld channels but %s expect %lld x %lld group%s", call,
                              in_name, (long long)channels, f_name, (long long)filter_channels,
@@ -223,6 +292,10 @@ convoy_status convoy__conv_resolve(const char *call, const convoy_conv_params *p
                                  expected, got);
         }
     }
+    const convoy__conv_operands checked = {
+        x, op->input_rank, w, op->filter_rank, out, nd + 2, {in_name, f_name, out_name}};
+    if ((status = check_sizes(call, &checked, geom)) != CONVOY_OK)
+        return status;
     if (output_dims)
         memcpy(output_dims, out, (size_t)(nd + 2) * sizeof *out);
     return CONVOY_OK;

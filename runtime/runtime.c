@@ -101,6 +101,8 @@ static convoy_status create_parts(convoy_runtime *rt)
     snprintf(environment, sizeof environment, "%s | convoy %s", be->ops->describe(be),
              CONVOY_VERSION_STRING);
     convoy__planner_config plan = {.backend = be,
+                                   .pool = rt->pool,
+                                   .scheduler = rt->scheduler,
                                    .exclude = o->exclude,
                                    .deterministic = o->deterministic,
                                    .exact_only = o->exact_only,

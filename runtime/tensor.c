@@ -12,6 +12,7 @@
 
 #include "runtime/conv_shape.h"
 #include "runtime/runtime_int.h"
+#include "core/checked_math.h"
 #include "core/error_detail.h"
 
 convoy_status convoy__check_tensor(const convoy_runtime *rt, const convoy_tensor *t,
@@ -46,14 +47,13 @@ convoy_status convoy_tensor_create(convoy_runtime *rt, int ndim, const int64_t *
         if (dims[i] < 0)
             return convoy__error(CONVOY_ERR_INVALID_ARGUMENT, "%s: dims[%d] is %lld (< 0)", call, i,
                                  (long long)dims[i]);
-        if (__builtin_mul_overflow(numel, dims[i], &numel))
+        if (!convoy__mul_i64(numel, dims[i], &numel))
             return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
                                  "%s: the element count overflows int64 at dims[%d] = %lld", call,
                                  i, (long long)dims[i]);
     }
     size_t bytes;
-    if ((uint64_t)numel > SIZE_MAX / sizeof(float) ||
-        __builtin_mul_overflow((size_t)numel, sizeof(float), &bytes))
+    if (!convoy__bytes_of(numel, sizeof(float), &bytes))
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
                              "%s: %lld floats do not fit in the address space", call,
                              (long long)numel);

@@ -2,7 +2,9 @@
 # Installs what convoy needs to build and test: cmake, a C toolchain that can
 # compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka
 # (and clang-format when CONVOY_NEED_CLANG_FORMAT=1, python3 when
-# CONVOY_NEED_PYTHON=1). As root it runs apt-get itself and shows its
+# CONVOY_NEED_PYTHON=1, Clang and its libFuzzer runtime when
+# CONVOY_NEED_FUZZER=1 for make fuzz: Debian ships libFuzzer apart from
+# clang, in libclang-rt-dev). As root it runs apt-get itself and shows its
 # progress; otherwise it prints the one command to run and exits 1. oneDNN is
 # optional to the build (CONVOY_ENABLE_ONEDNN: without it the onednn
 # algorithm refuses every convolution) but installed here so the tests cover
@@ -27,6 +29,18 @@ have_module() {
   command -v pkg-config >/dev/null 2>&1 && pkg-config --exists "$1" 2>/dev/null
 }
 
+# libFuzzer works when clang links a trivial fuzz target with it.
+fuzzer_links() {
+  local dir
+  dir=$(mktemp -d) || return 1
+  printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return 0; }\n' \
+    >"$dir/t.c"
+  clang -fsanitize=fuzzer "$dir/t.c" -o "$dir/t" >/dev/null 2>&1
+  local status=$?
+  rm -rf "$dir"
+  return $status
+}
+
 find_missing() {
   missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -44,6 +58,13 @@ find_missing() {
   fi
   if [ "${CONVOY_NEED_PYTHON:-0}" = 1 ] && ! command -v python3 >/dev/null 2>&1; then
     missing+=(python3)
+  fi
+  if [ "${CONVOY_NEED_FUZZER:-0}" = 1 ]; then
+    if ! command -v clang >/dev/null 2>&1; then
+      missing+=(clang libclang-rt-dev)
+    elif ! fuzzer_links; then
+      missing+=(libclang-rt-dev)
+    fi
   fi
 }
 

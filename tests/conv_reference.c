@@ -237,6 +237,12 @@ void ref_conv_backward_data(const ref_geom *g, const float *w, const float *dy, 
 {
     const int nd = g->nd;
     const int64_t cg = g->chans / g->groups, mg = g->filters / g->groups;
+    /* An input with no elements on some axis has no gradient to write (the
+     * loop below visits at least one position per axis). */
+    for (int a = 0; a < nd; ++a) {
+        if (g->in[a] == 0)
+            return;
+    }
     for (int64_t n = 0; n < g->batch; ++n) {
         for (int64_t c = 0; c < g->chans; ++c) {
             const int64_t group = c / cg, cc = c - group * cg;

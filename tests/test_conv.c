@@ -301,7 +301,8 @@ static void test_unshared(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* Empty batch, channels or filters: the formula shape, zeros or empty, in
+/* Empty batch, channels or filters, or an input with no elements on an axis
+ * that padding still gives outputs: the formula shape, zeros or empty, in
  * every direction, 2D and 3D. */
 static void test_empty(void **state)
 {
@@ -314,6 +315,10 @@ static void test_empty(void **state)
         {3, {0, 1, 6, 6, 6}, {1, 1, 2, 2, 2}, 1, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
         {3, {1, 0, 6, 6, 6}, {1, 0, 2, 2, 2}, 1, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
         {3, {1, 1, 6, 6, 6}, {0, 1, 2, 2, 2}, 1, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
+        {2, {2, 3, 0, 5}, {2, 3, 3, 3}, 1, CONVOY_BORDER_FULL, {0}, {0}, {0}, {0}},
+        {2, {3, 2, 4, 0}, {4, 1, 2, 3}, 2, CONVOY_BORDER_FULL, {0}, {0}, {2, 1}, {1, 2}},
+        {2, {2, 3, 0, 0}, {2, 3, 2, 2}, 1, CONVOY_BORDER_EXPLICIT, {1, 2}, {1, 1}, {0}, {0}},
+        {3, {2, 2, 3, 0, 4}, {3, 2, 2, 3, 2}, 1, CONVOY_BORDER_FULL, {0}, {0}, {0}, {0}},
     };
     run_listed(*state, list, (int)(sizeof list / sizeof list[0]), 5000);
 }

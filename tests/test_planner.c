@@ -1,8 +1,8 @@
 /* Algorithm selection without a GPU: the planner against a mock backend
  * whose candidates, costs, determinism and timings the test controls. Covers
  * the plan-cache key, heuristic ranking, exclusion, determinism, workspace
- * limits, time_once with the persistent tune cache, and
- * time_on_shape_change. */
+ * limits, time_once with the persistent tune cache, time_on_shape_change
+ * and its sites, the bounded cache, plan references and fallbacks. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memory/pool.h"
 #include "runtime/planner.h"
 #include "temp_files.h"
 
@@ -22,6 +23,7 @@ typedef struct mock_backend {
     int prepare_calls;
     int release_calls;
     double times[4]; /* ms each candidate takes */
+    size_t capacity; /* device memory it reports; 0 = unknown */
 } mock_backend;
 
 static const char *mock_describe(convoy__backend *be)
@@ -115,10 +117,29 @@ static const convoy__conv_algo mock_direct = {
 static const convoy__conv_algo *const mock_algos[] = {&mock_cudnn, &mock_gemm, &mock_1x1,
                                                       &mock_direct};
 
+static convoy_status mock_mem_alloc(convoy__backend *be, size_t bytes, void **out)
+{
+    *out = aligned_alloc(256, (bytes + 255) / 256 * 256);
+    return *out ? CONVOY_OK : CONVOY_ERR_OUT_OF_MEMORY;
+}
+
+static void mock_mem_free(convoy__backend *be, void *ptr)
+{
+    free(ptr);
+}
+
+static size_t mock_capacity(convoy__backend *be)
+{
+    return ((mock_backend *)be)->capacity;
+}
+
 static const convoy__backend_ops mock_ops = {
     .name = "mock",
     .device = CONVOY_DEVICE_CPU,
     .describe = mock_describe,
+    .mem_alloc = mock_mem_alloc,
+    .mem_free = mock_mem_free,
+    .memory_capacity = mock_capacity,
 };
 
 static const convoy__conv_registry mock_registry = {mock_algos, 4, mock_run, mock_time};
@@ -250,10 +271,17 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
                      CONVOY_OK);
     assert_ptr_equal(plan, again);
     assert_int_equal(cached, 1);
-    assert_int_equal(m.prepare_calls, 1);
+    /* The plan and its fallback, the candidate needing least workspace. */
+    const convoy__conv_plan *fallback = convoy__planner_fallback(plan);
+    assert_non_null(fallback);
+    assert_string_equal(fallback->candidate.name, "direct");
+    assert_int_equal(fallback->workspace_bytes, 0);
+    assert_int_equal(m.prepare_calls, 2);
     assert_int_equal(m.time_calls, 0);
+    convoy__planner_release(p, plan);
+    convoy__planner_release(p, again);
     convoy__planner_destroy(p);
-    assert_int_equal(m.release_calls, 1);
+    assert_int_equal(m.release_calls, 2);
 
     /* Determinism drops the fast candidate; a tight limit shrinks the chunk. */
     mock_backend d = {0};
@@ -262,6 +290,8 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     assert_string_equal(plan->candidate.name, "gemm");
     assert_int_equal(plan->images_per_chunk, 2);
     assert_int_equal(plan->workspace_bytes, 2000);
+    assert_string_equal(convoy__planner_fallback(plan)->candidate.name, "direct");
+    convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
 
     /* Pointwise geometries take the 1x1 path. */
@@ -272,6 +302,9 @@ static void test_heuristic_exclusion_determinism_workspace(void **state)
     assert_int_equal(convoy__planner_plan(p, "t", &pointwise, CONVOY_CONV_FORWARD, &plan, NULL),
                      CONVOY_OK);
     assert_string_equal(plan->candidate.name, "1x1");
+    /* Nothing needs less than no workspace: no fallback. */
+    assert_null(convoy__planner_fallback(plan));
+    convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
 
     /* Only direct left and excluded: unsupported, with every reason. */
@@ -306,8 +339,10 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
     assert_string_equal(plan->candidate.name, "gemm"); /* fastest, not cheapest by cost */
     /* direct, the last resort, is not timed while anything else applies. */
     assert_int_equal(m.time_calls, 2);
+    convoy__planner_release(p, plan);
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(m.time_calls, 2);
+    convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
 
     /* A second process with the same environment trusts the file. */
@@ -316,6 +351,7 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "gemm");
     assert_int_equal(n.time_calls, 0);
+    convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
 
     /* Another environment (new driver, new library) times again. */
@@ -324,31 +360,195 @@ static void test_time_once_uses_and_fills_the_tune_cache(void **state)
     assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_string_equal(plan->candidate.name, "cudnn:FAST");
     assert_int_equal(o.time_calls, 2);
+    convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
 }
 
+/* The shape of a site changes with the batch size: the new batch is timed,
+ * and so is the old one when it comes back. A plan evicted meanwhile stays
+ * valid while a reference to it is held. */
 static void test_time_on_shape_change_retimes(void **state)
 {
     convoy__conv_geom a, b;
     geometry(&a, 4, 10, 3);
-    geometry(&b, 4, 12, 3);
-    const convoy__conv_plan *plan = NULL;
+    geometry(&b, 8, 10, 3);
+    const convoy__conv_plan *plan = NULL, *first = NULL;
     mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
     convoy__planner *p =
         make_planner(&m, NULL, 0, CONVOY_ALGO_TIME_ON_SHAPE_CHANGE, 1 << 20, NULL, "e");
+    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &first, NULL),
+                     CONVOY_OK);
     assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
-    assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
+    assert_ptr_equal(plan, first);
+    convoy__planner_release(p, plan);
     assert_int_equal(m.time_calls, 2);
-    const convoy__conv_plan *first = plan;
     assert_int_equal(convoy__planner_plan(p, "t", &b, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
+    convoy__planner_release(p, plan);
     assert_int_equal(m.time_calls, 4);
-    /* Back to the first shape: timed again; the old plan stays valid. */
+    /* Back to the first batch: timed again; the evicted plan is still held. */
     m.times[0] = 0.5;
     assert_int_equal(convoy__planner_plan(p, "t", &a, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
     assert_int_equal(m.time_calls, 6);
     assert_string_equal(plan->candidate.name, "cudnn:FAST");
     assert_string_equal(first->candidate.name, "gemm");
+    convoy__planner_counts counts;
+    convoy__planner_get_counts(p, &counts);
+    assert_int_equal(counts.cached, 1);
+    assert_int_equal(counts.alive, 2);
+    /* Dropping the last reference frees the evicted plan at once. */
+    int released = m.release_calls;
+    convoy__planner_release(p, first);
+    convoy__planner_get_counts(p, &counts);
+    assert_int_equal(counts.alive, 1);
+    assert_int_equal(m.release_calls, released + 2); /* the plan and its fallback */
+    convoy__planner_release(p, plan);
     convoy__planner_destroy(p);
+    assert_int_equal(m.release_calls, m.prepare_calls);
+}
+
+/* Two layers that share channels, kernel and stride but not their extents
+ * are two sites: alternating them times each once and keeps two plans. */
+static void test_two_layers_are_two_sites(void **state)
+{
+    convoy__conv_geom a, b;
+    geometry(&a, 4, 10, 3);
+    geometry(&b, 4, 12, 3);
+    convoy__conv_geom pads = a, dilated = a;
+    pads.pad_before[1] = pads.pad_after[1] = 1;
+    pads.out[1] += 2;
+    dilated.dilation[2] = 2;
+    dilated.out[2] -= 2;
+    char site_a[400], site_b[400];
+    convoy__plan_site(&a, CONVOY_CONV_FORWARD, site_a, sizeof site_a);
+    const convoy__conv_geom *others[3] = {&b, &pads, &dilated};
+    for (int i = 0; i < 3; ++i) {
+        convoy__plan_site(others[i], CONVOY_CONV_FORWARD, site_b, sizeof site_b);
+        assert_string_not_equal(site_a, site_b);
+    }
+    convoy__conv_geom batch = a;
+    batch.batch = 64;
+    convoy__plan_site(&batch, CONVOY_CONV_FORWARD, site_b, sizeof site_b);
+    assert_string_equal(site_a, site_b);
+
+    mock_backend m = {.times = {5.0, 2.0, 9.0, 50.0}};
+    convoy__planner *p =
+        make_planner(&m, NULL, 0, CONVOY_ALGO_TIME_ON_SHAPE_CHANGE, 1 << 20, NULL, "e");
+    for (int i = 0; i < 10000; ++i) {
+        const convoy__conv_plan *plan = NULL;
+        assert_int_equal(
+            convoy__planner_plan(p, "t", i % 2 ? &b : &a, CONVOY_CONV_FORWARD, &plan, NULL),
+            CONVOY_OK);
+        convoy__planner_release(p, plan);
+    }
+    /* Two plans built and timed once each (two timed candidates per plan). */
+    assert_int_equal(m.time_calls, 2 * 2);
+    convoy__planner_counts counts;
+    convoy__planner_get_counts(p, &counts);
+    assert_int_equal(counts.built, 2);
+    assert_int_equal(counts.cached, 2);
+    assert_int_equal(counts.alive, 2);
+    assert_int_equal(m.prepare_calls - m.release_calls, 2 * 2);
+    convoy__planner_destroy(p);
+    assert_int_equal(m.release_calls, m.prepare_calls);
+}
+
+/* The cache keeps at most CONVOY__PLAN_CACHE_SIZE plans, dropping the least
+ * recently used; a plan used all along survives. */
+static void test_plan_cache_is_bounded(void **state)
+{
+    mock_backend m = {0};
+    convoy__planner *p = make_planner(&m, NULL, 0, CONVOY_ALGO_HEURISTIC, 1 << 30, NULL, "e");
+    convoy__conv_geom hot, g;
+    geometry(&hot, 1, 10, 3);
+    const convoy__conv_plan *hot_plan = NULL, *plan = NULL;
+    int cached_flag = -1;
+    for (int64_t batch = 2; batch < 20002; ++batch) {
+        geometry(&g, batch, 10, 3);
+        assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL),
+                         CONVOY_OK);
+        convoy__planner_release(p, plan);
+        assert_int_equal(
+            convoy__planner_plan(p, "t", &hot, CONVOY_CONV_FORWARD, &hot_plan, &cached_flag),
+            CONVOY_OK);
+        assert_int_equal(cached_flag, batch > 2);
+        convoy__planner_release(p, hot_plan);
+    }
+    convoy__planner_counts counts;
+    convoy__planner_get_counts(p, &counts);
+    assert_int_equal(counts.cached, CONVOY__PLAN_CACHE_SIZE);
+    assert_int_equal(counts.alive, CONVOY__PLAN_CACHE_SIZE);
+    /* Each plan prepared itself and its fallback; the evicted ones are gone. */
+    assert_int_equal(m.prepare_calls - m.release_calls, 2 * CONVOY__PLAN_CACHE_SIZE);
+    /* The oldest batch sizes were evicted: planning them again is a miss. */
+    geometry(&g, 2, 10, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached_flag),
+                     CONVOY_OK);
+    assert_int_equal(cached_flag, 0);
+    convoy__planner_release(p, plan);
+    convoy__planner_destroy(p);
+    assert_int_equal(m.release_calls, m.prepare_calls);
+}
+
+/* Workspaces fit what the device has left beside the pool's blocks in use,
+ * not just the workspace limit; once memory comes back the plan is made
+ * again with the chunk the limit alone allows. */
+static void test_workspace_fits_what_the_device_has_left(void **state)
+{
+    mock_backend m = {0};
+    m.base.ops = &mock_ops;
+    m.base.conv = &mock_registry;
+    convoy__pool *pool = NULL;
+    assert_int_equal(convoy__pool_create(&m.base, 0, 0, &pool), CONVOY_OK);
+    convoy__block *tensors = NULL;
+    assert_int_equal(convoy__pool_alloc(pool, (size_t)4 << 20, NULL, "tensors", &tensors),
+                     CONVOY_OK);
+    convoy_memory_statistics stats;
+    convoy__pool_stats(pool, &stats);
+    m.capacity = stats.bytes_in_use + 2500; /* room for two images of gemm */
+    convoy__planner_config config = {.backend = &m.base,
+                                     .pool = pool,
+                                     .exclude = "cudnn",
+                                     .policy = CONVOY_ALGO_HEURISTIC,
+                                     .workspace_limit = 1 << 20};
+    convoy__planner *p = NULL;
+    assert_int_equal(convoy__planner_create(&config, &p), CONVOY_OK);
+    convoy__conv_geom g;
+    geometry(&g, 4, 10, 3);
+    const convoy__conv_plan *plan = NULL;
+    int cached = -1;
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "gemm");
+    assert_int_equal(plan->images_per_chunk, 2);
+    assert_int_equal(plan->workspace_bytes, 2000);
+    convoy__planner_release(p, plan);
+    /* Less than one image left: the zero-workspace candidate. */
+    m.capacity = stats.bytes_in_use + 500;
+    geometry(&g, 5, 10, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, NULL), CONVOY_OK);
+    assert_string_equal(plan->candidate.name, "direct");
+    convoy__planner_release(p, plan);
+    /* The tensors are gone: both plans are made again, whole. */
+    convoy__pool_free(pool, tensors, NULL);
+    geometry(&g, 4, 10, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_int_equal(cached, 0);
+    assert_int_equal(plan->images_per_chunk, 4);
+    convoy__planner_release(p, plan);
+    geometry(&g, 5, 10, 3);
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_int_equal(cached, 0);
+    assert_string_equal(plan->candidate.name, "gemm");
+    convoy__planner_release(p, plan);
+    /* And stay made. */
+    assert_int_equal(convoy__planner_plan(p, "t", &g, CONVOY_CONV_FORWARD, &plan, &cached),
+                     CONVOY_OK);
+    assert_int_equal(cached, 1);
+    convoy__planner_release(p, plan);
+    convoy__planner_destroy(p);
+    convoy__pool_destroy(pool);
 }
 
 int main(void)
@@ -360,6 +560,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_time_once_uses_and_fills_the_tune_cache,
                                         tune_file_setup, temp_dir_teardown),
         cmocka_unit_test(test_time_on_shape_change_retimes),
+        cmocka_unit_test(test_two_layers_are_two_sites),
+        cmocka_unit_test(test_plan_cache_is_bounded),
+        cmocka_unit_test(test_workspace_fits_what_the_device_has_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

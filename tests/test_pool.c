@@ -783,10 +783,12 @@ static void test_workspace_plan(void **state)
     assert_int_equal(convoy__workspace_plan(100, 10, 1000, 110, &chunk, &bytes), CONVOY_OK);
     assert_int_equal(chunk, 1);
     assert_int_equal(bytes, 110);
-    /* batch 0: nothing runs, the fixed part whatever the limit */
+    /* batch 0: nothing runs, no workspace whatever the limit and the formula */
     assert_int_equal(convoy__workspace_plan(500, 10, 0, 100, &chunk, &bytes), CONVOY_OK);
     assert_int_equal(chunk, 0);
-    assert_int_equal(bytes, 500);
+    assert_int_equal(bytes, 0);
+    assert_int_equal(convoy__workspace_plan(SIZE_MAX, SIZE_MAX, 0, 100, &chunk, &bytes), CONVOY_OK);
+    assert_int_equal(bytes, 0);
     /* no per-image part: the whole batch */
     assert_int_equal(convoy__workspace_plan(64, 0, INT64_MAX, 64, &chunk, &bytes), CONVOY_OK);
     assert_int_equal(chunk, INT64_MAX);
