@@ -151,9 +151,18 @@ static int64_t positions_of(const convoy__conv_geom *g)
     return convoy__product_i64(g->out, 3, &positions) ? positions : -1;
 }
 
+/* With no batch, channels or filters every sum is empty: the path only zero-fills the written
+ * operand and needs no workspace at all. */
+static int all_sums_empty(const convoy__conv_geom *geom)
+{
+    return geom->batch == 0 || geom->in_channels == 0 || geom->out_channels == 0;
+}
+
 size_t convoy__gemm_workspace_fixed(const convoy__conv_geom *geom, convoy_conv_direction direction)
 {
     (void)direction;
+    if (all_sums_empty(geom))
+        return 0;
     return geom->unshared ? float_bytes(image_rows(geom), positions_of(geom)) : 0;
 }
 
@@ -161,7 +170,7 @@ size_t convoy__gemm_workspace_per_image(const convoy__conv_geom *geom,
                                         convoy_conv_direction direction)
 {
     (void)direction;
-    if (geom->unshared)
+    if (geom->unshared || all_sums_empty(geom))
         return 0;
     int64_t rows = image_rows(geom);
     if (rows < 0 || !convoy__add_i64(rows, geom->out_channels, &rows))

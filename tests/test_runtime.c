@@ -479,6 +479,24 @@ static void test_everything_excluded(void **state)
     convoy_runtime_destroy(rt);
 }
 
+/* With no filters (or no channels, or no batch) every sum is empty: the written operand is
+ * zero-filled and no workspace is planned for it, whatever the tensors' size. */
+static void test_empty_sums_plan_no_workspace(void **state)
+{
+    convoy_runtime *rt = cpu_runtime(NULL, 0);
+    convoy_conv_params p;
+    assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
+    p.border = CONVOY_BORDER_HALF;
+    const int64_t x[4] = {8, 64, 56, 56}, w[4] = {0, 64, 3, 3}, y[4] = {8, 0, 56, 56};
+    for (int dir = 0; dir < 3; ++dir) {
+        convoy_conv_plan_info info;
+        assert_int_equal(convoy_conv_explain(rt, &p, (convoy_conv_direction)dir, x, w, y, &info),
+                         CONVOY_OK);
+        assert_int_equal(info.workspace_bytes, 0);
+    }
+    convoy_runtime_destroy(rt);
+}
+
 static void test_memory_stats(void **state)
 {
     convoy_runtime *rt = cpu_runtime(NULL, 0);
@@ -679,6 +697,7 @@ int main(void)
         cmocka_unit_test_setup(test_explain_and_plan_cache, clear_environment),
         cmocka_unit_test_setup(test_workspace_limit_shrinks_chunk, clear_environment),
         cmocka_unit_test_setup(test_everything_excluded, clear_environment),
+        cmocka_unit_test_setup(test_empty_sums_plan_no_workspace, clear_environment),
         cmocka_unit_test_setup(test_memory_stats, clear_environment),
         cmocka_unit_test_setup(test_status_names, clear_environment),
         cmocka_unit_test_setup(test_status_descriptions, clear_environment),
