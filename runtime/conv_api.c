@@ -104,7 +104,8 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
                               &payload,
                               sizeof payload,
                               accesses,
-                              3};
+                              3,
+                              0};
     return convoy__scheduler_submit(rt->scheduler, &desc, task);
 }
 
