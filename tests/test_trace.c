@@ -7,7 +7,10 @@
  * long run whose records reach the disk as they come while the trace's
  * memory stays put; and a trace path that is not a regular file (a FIFO,
  * /dev/null, a symbolic link), which is left alone without blocking,
- * directly and through CONVOY_TRACE. */
+ * directly and through CONVOY_TRACE. And a training step through the
+ * runtime on two host streams (CONVOY_TRACE and CONVOY_PROFILE): a slice per
+ * task named as the task, arrows between streams, the pool counter, every
+ * summary line. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -26,6 +29,7 @@
 
 #include "convoy.h"
 #include "profiling/trace.h"
+#include "pipeline_case.h"
 #include "temp_files.h"
 
 #define THREADS 4
@@ -1105,6 +1109,80 @@ static void test_long_run_bounded(void **state)
     convoy__trace_destroy(t);
 }
 
+/* ---- through the runtime -------------------------------------------------------- */
+
+typedef struct log_lines {
+    pthread_mutex_t lock;
+    char text[16384];
+} log_lines;
+
+static void keep_info(void *user_data, convoy_log_level level, const char *message)
+{
+    log_lines *l = user_data;
+    pthread_mutex_lock(&l->lock);
+    size_t used = strlen(l->text);
+    snprintf(l->text + used, sizeof l->text - used, "%s\n", message);
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* CONVOY_TRACE and CONVOY_PROFILE on two host streams: one slice per task,
+ * named as the task; arrows that pair up, some between streams; the pool's
+ * counter; sizes and bandwidth on the transfers; every part of the summary. */
+static void test_runtime_trace(void **state)
+{
+    temp_dir *f = *state;
+    static log_lines lines = {PTHREAD_MUTEX_INITIALIZER, ""};
+    lines.text[0] = '\0';
+    convoy_options o;
+    assert_int_equal(convoy_options_init(&o), CONVOY_OK);
+    o.device = CONVOY_DEVICE_CPU;
+    o.streams = 2;
+    o.trace_path = f->path;
+    o.profile = 1;
+    o.log_fn = keep_info;
+    o.log_user_data = &lines;
+    convoy_runtime *rt = NULL;
+    assert_int_equal(convoy_runtime_create(&o, &rt), CONVOY_OK);
+    static pipeline_run run;
+    assert_int_equal(pipeline_run_steps(rt, 2, &run), CONVOY_OK);
+    convoy_runtime_destroy(rt);
+
+    char *text = temp_read_file(f->path, NULL);
+    assert_non_null(text);
+    check_both_parsers(f->path, text);
+    size_t n = 0;
+    record *records = parse_records(text, &n);
+    assert_int_equal(count_phase(records, n, 'X'), run.task_count);
+    int matched[PIPELINE_TASKS_PER_STEP * PIPELINE_STEPS_MAX] = {0};
+    for (size_t i = 0; i < n; ++i) {
+        if (records[i].ph != 'X')
+            continue;
+        int found = 0;
+        for (int k = 0; k < run.task_count && !found; ++k) {
+            if (!matched[k] && !strcmp(run.labels[k], records[i].name))
+                matched[k] = found = 1;
+        }
+        if (!found)
+            fail_msg("a slice nobody expected: '%s'", records[i].name);
+    }
+    int crossing = 0;
+    assert_true(check_flows(records, n, "dependency", &crossing) >= 1);
+    assert_true(crossing >= 1);
+    assert_true(count_phase(records, n, 'C') >= 1);
+    assert_non_null(strstr(text, "\"name\":\"pool bytes\",\"ph\":\"C\""));
+    /* x is 2x16x12x12 floats. */
+    assert_non_null(strstr(text, "\"bytes\":18432,\"GB/s\":"));
+    free(records);
+    free(text);
+
+    assert_non_null(strstr(lines.text, "task summary"));
+    assert_non_null(strstr(lines.text, "\nconvoy compute 0 "));
+    assert_non_null(strstr(lines.text, "\nconvoy upload "));
+    assert_non_null(strstr(lines.text, "\nrun "));
+    assert_non_null(strstr(lines.text, "% hidden behind compute\n"));
+    assert_non_null(strstr(lines.text, "\ncritical path "));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1120,6 +1198,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flows_and_counters, setup, temp_dir_teardown),
         cmocka_unit_test(test_transfer_overlap),
         cmocka_unit_test_setup_teardown(test_long_run_bounded, setup, temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_trace, setup, temp_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
