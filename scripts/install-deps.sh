@@ -2,7 +2,8 @@
 # Installs what convoy needs to build and test: cmake, a C toolchain that can
 # compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka
 # (and clang-format when CONVOY_NEED_CLANG_FORMAT=1, python3 when
-# CONVOY_NEED_PYTHON=1). As root it runs apt-get itself and shows its
+# CONVOY_NEED_PYTHON=1, matplotlib for a python3 when CONVOY_NEED_MATPLOTLIB=1:
+# scripts/trace_timeline.py, `make trace-picture`). As root it runs apt-get itself and shows its
 # progress; otherwise it prints the one command to run and exits 1. oneDNN is
 # optional to the build (CONVOY_ENABLE_ONEDNN: without it the onednn
 # algorithm refuses every convolution) but installed here so the tests cover
@@ -21,6 +22,18 @@ c_toolchain_works() {
     status=1
   rm -rf "$dir"
   return $status
+}
+
+# A python3 that can draw: the one on PATH (which may be a virtualenv's or
+# pyenv's) or the system's, which Debian's python3-matplotlib serves.
+have_matplotlib() {
+  local p
+  for p in python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import matplotlib' >/dev/null 2>&1; then
+      return 0
+    fi
+  done
+  return 1
 }
 
 have_module() {
@@ -44,6 +57,9 @@ find_missing() {
   fi
   if [ "${CONVOY_NEED_PYTHON:-0}" = 1 ] && ! command -v python3 >/dev/null 2>&1; then
     missing+=(python3)
+  fi
+  if [ "${CONVOY_NEED_MATPLOTLIB:-0}" = 1 ] && ! have_matplotlib; then
+    missing+=(python3-matplotlib)
   fi
 }
 
