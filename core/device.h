@@ -28,6 +28,7 @@
 typedef struct convoy__backend convoy__backend;
 typedef struct convoy__stream convoy__stream;
 typedef struct convoy__event convoy__event;
+typedef struct convoy__timer convoy__timer;
 typedef struct convoy__backend_ops convoy__backend_ops;
 /* The backend's convolution algorithms (kernels/conv_algo.h). */
 typedef struct convoy__conv_registry convoy__conv_registry;
@@ -146,6 +147,27 @@ struct convoy__backend_ops {
      * backend. Never fails and leaves no error behind. May be NULL (never
      * pinned). */
     int (*host_is_pinned)(convoy__backend *be, const void *ptr, size_t bytes);
+
+    /* -- task timing (optional: all four NULL on a backend that cannot) -- */
+    /* A timer marks when a stream reached two points, the start and the end
+     * of one task's work, so the profiler shows when the device ran the task
+     * rather than when the host enqueued it. On the host backend a record is
+     * the host clock at that moment (the work runs then); on CUDA it is a
+     * timing event (apart from the blocking completion events, which time
+     * nothing). Created on the submitting thread, recorded by the scheduler
+     * around the work, read once the task's completion event fired. */
+    convoy_status (*timer_create)(convoy__backend *be, convoy__timer **out);
+    void (*timer_destroy)(convoy__backend *be, convoy__timer *timer);
+    /* From inside a work function, with its native stream: marks the point
+     * the stream has reached as the start (end == 0) or the end (end == 1). */
+    convoy_status (*timer_record)(convoy__backend *be, convoy__timer *timer, int end,
+                                  void *native_stream);
+    /* Once work enqueued after both records has completed: the two points in
+     * microseconds on the clock of convoy__now_us (core/platform.h). Fails,
+     * leaving no error behind for later device calls, when the times are not
+     * available (a record failed or has not been reached). */
+    convoy_status (*timer_elapsed)(convoy__backend *be, convoy__timer *timer, double *start_us,
+                                   double *end_us);
 };
 
 /* Every backend object starts with this header: its device operations, its

@@ -151,6 +151,49 @@ static int host_is_pinned(convoy__backend *be, const void *ptr, size_t bytes)
     return 0;
 }
 
+/* ---- task timers ----------------------------------------------------------- */
+
+/* Host work runs in stream order on the stream's thread, so the moment a
+ * record is made is the moment the stream reached it: a timer is two clock
+ * readings. Written by the worker, read once the task's completion event
+ * fired (which orders the two). */
+struct convoy__timer {
+    double at[2];
+    int recorded; /* bit 0: start, bit 1: end */
+};
+
+static convoy_status host_timer_create(convoy__backend *be, convoy__timer **out)
+{
+    convoy__timer *timer = calloc(1, sizeof *timer);
+    if (!timer)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "host backend: out of host memory");
+    *out = timer;
+    return CONVOY_OK;
+}
+
+static void host_timer_destroy(convoy__backend *be, convoy__timer *timer)
+{
+    free(timer);
+}
+
+static convoy_status host_timer_record(convoy__backend *be, convoy__timer *timer, int end,
+                                       void *native_stream)
+{
+    timer->at[end != 0] = convoy__now_us();
+    timer->recorded |= end ? 2 : 1;
+    return CONVOY_OK;
+}
+
+static convoy_status host_timer_elapsed(convoy__backend *be, convoy__timer *timer, double *start_us,
+                                        double *end_us)
+{
+    if (timer->recorded != 3)
+        return CONVOY_ERR_BACKEND;
+    *start_us = timer->at[0];
+    *end_us = timer->at[1];
+    return CONVOY_OK;
+}
+
 /* ---- convolution algorithms ------------------------------------------------ */
 
 /* Adding a CPU algorithm: its descriptor in a file of cpu/, and a row here. */
@@ -264,6 +307,10 @@ static const convoy__backend_ops host_ops = {
     .zero = host_zero,
     .memory_capacity = host_memory_capacity,
     .host_is_pinned = host_is_pinned,
+    .timer_create = host_timer_create,
+    .timer_destroy = host_timer_destroy,
+    .timer_record = host_timer_record,
+    .timer_elapsed = host_timer_elapsed,
 };
 
 const convoy__conv_registry convoy__host_conv_registry = {

@@ -1,7 +1,8 @@
 /* The CUDA backend: the backend interface (core/device.h) on one CUDA device. Streams
  * are non-blocking cudaStream_t (never the legacy default stream), events are cudaEvent_t
- * without timing, memory comes from cudaMalloc / cudaHostAlloc, and work functions run at
- * enqueue time on the submitting thread, where they only enqueue. Convolutions are in
+ * without timing (task timers have timing events of their own), memory comes from
+ * cudaMalloc / cudaHostAlloc, and work functions run at enqueue time on the submitting
+ * thread, where they only enqueue. Convolutions are in
  * cuda/cuda_conv.c. Creation fails cleanly, with the reason, on machines without a usable
  * driver or device, so the runtime can fall back to the CPU. */
 #include <stdatomic.h>
@@ -11,7 +12,9 @@
 
 #include "cuda/cuda_backend_int.h"
 #include "cuda/cuda_check.h"
+#include "cuda/event_clock.h"
 #include "core/error_detail.h"
+#include "core/platform.h"
 
 #ifdef CONVOY_HAVE_NVTX
 #include "nvtx3/nvToolsExtCudaRt.h"
@@ -124,6 +127,29 @@ convoy_status convoy__cuda_bind_blas(convoy__cuda_backend *be, cudaStream_t stre
     return CONVOY_OK;
 }
 
+/* ---- task timers: the anchor ----------------------------------------------------------- */
+
+struct convoy__cuda_anchor {
+    cudaEvent_t event; /* with timing, complete */
+    double host_us;    /* its time on the host clock */
+    atomic_int refs;   /* the backend's while current, and each timer started against it */
+};
+
+/* Two timing events around a task's work on its stream, and the anchor that places them. */
+struct convoy__timer {
+    cudaEvent_t events[2]; /* start, end */
+    convoy__cuda_anchor *anchor;
+    int recorded; /* bit 0: start, bit 1: end */
+};
+
+static void anchor_release(convoy__cuda_anchor *anchor)
+{
+    if (anchor && atomic_fetch_sub_explicit(&anchor->refs, 1, memory_order_acq_rel) == 1) {
+        (void)cudaEventDestroy(anchor->event);
+        free(anchor);
+    }
+}
+
 /* ---- lifetime and description ------------------------------------------------------------ */
 
 static void cuda_destroy(convoy__backend *base)
@@ -133,6 +159,11 @@ static void cuda_destroy(convoy__backend *base)
         return;
     convoy__device_scope scope;
     (void)convoy__cuda_enter(be, &scope);
+    /* Timers still alive (a program's detached task) keep their anchor. */
+    anchor_release(be->anchor);
+    be->anchor = NULL;
+    if (be->timing_stream)
+        (void)cudaStreamDestroy(be->timing_stream);
 #ifdef CONVOY_HAVE_CUDNN
     if (be->cudnn)
         (void)cudnnDestroy(be->cudnn);
@@ -145,6 +176,7 @@ static void cuda_destroy(convoy__backend *base)
     }
     (void)cudaGetLastError();
     convoy__cuda_leave(&scope);
+    pthread_mutex_destroy(&be->timing_lock);
     pthread_mutex_destroy(&be->lock);
     free(be);
 }
@@ -351,6 +383,138 @@ static convoy_status cuda_event_synchronize(convoy__backend *base, convoy__event
     return CONVOY_OK;
 }
 
+/* ---- task timers (the operations) ------------------------------------------------------ */
+
+/* Records an event on the timing stream and waits for it (microseconds: nothing else runs
+ * there), then makes it the current anchor. Called with timing_lock held. */
+static convoy_status new_anchor_here(convoy__cuda_backend *be)
+{
+    if (!be->timing_stream)
+        CONVOY__CUDA_TRY(cudaStreamCreateWithFlags(&be->timing_stream, cudaStreamNonBlocking));
+    convoy__cuda_anchor *anchor = malloc(sizeof *anchor);
+    if (!anchor)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda: out of host memory for a timer");
+    convoy_status status =
+        CONVOY__CUDA_CHECK(cudaEventCreateWithFlags(&anchor->event, cudaEventDefault));
+    if (status != CONVOY_OK) {
+        free(anchor);
+        return status;
+    }
+    double before = convoy__now_us();
+    status = CONVOY__CUDA_CHECK(cudaEventRecord(anchor->event, be->timing_stream));
+    if (status == CONVOY_OK)
+        status = CONVOY__CUDA_CHECK(cudaEventSynchronize(anchor->event));
+    double after = convoy__now_us();
+    if (status != CONVOY_OK) {
+        (void)cudaEventDestroy(anchor->event);
+        free(anchor);
+        return status;
+    }
+    anchor->host_us = convoy__cuda_anchor_host_us(before, after);
+    atomic_init(&anchor->refs, 1);
+    anchor_release(be->anchor);
+    be->anchor = anchor;
+    return CONVOY_OK;
+}
+
+/* The anchor a start record is placed by, with a reference for the timer; a new one when
+ * the current one is due (cuda/event_clock.h). If a new one cannot be had, the old one still
+ * serves; NULL only when there is none at all. */
+static convoy__cuda_anchor *take_anchor(convoy__cuda_backend *be)
+{
+    pthread_mutex_lock(&be->timing_lock);
+    if (convoy__cuda_anchor_due(be->anchor != NULL, be->anchor ? be->anchor->host_us : 0.0,
+                                convoy__now_us())) {
+        convoy__device_scope scope;
+        if (convoy__cuda_enter(be, &scope) != CONVOY_OK || new_anchor_here(be) != CONVOY_OK)
+            (void)cudaGetLastError();
+        convoy__cuda_leave(&scope);
+    }
+    convoy__cuda_anchor *anchor = be->anchor;
+    if (anchor)
+        atomic_fetch_add_explicit(&anchor->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&be->timing_lock);
+    return anchor;
+}
+
+static convoy_status cuda_timer_create(convoy__backend *base, convoy__timer **out)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    convoy__timer *timer = calloc(1, sizeof *timer);
+    if (!timer)
+        return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "cuda: out of host memory for a timer");
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    int created = 0;
+    for (; created < 2 && status == CONVOY_OK; ++created)
+        status =
+            CONVOY__CUDA_CHECK(cudaEventCreateWithFlags(&timer->events[created], cudaEventDefault));
+    if (status != CONVOY_OK) {
+        /* The last attempt created nothing. */
+        for (int i = 0; i + 1 < created; ++i)
+            (void)cudaEventDestroy(timer->events[i]);
+        (void)cudaGetLastError();
+        convoy__cuda_leave(&scope);
+        free(timer);
+        return status;
+    }
+    convoy__cuda_leave(&scope);
+    *out = timer;
+    return CONVOY_OK;
+}
+
+static void cuda_timer_destroy(convoy__backend *base, convoy__timer *timer)
+{
+    (void)base;
+    if (!timer)
+        return;
+    /* Like completion events, these may be destroyed while pending. */
+    (void)cudaEventDestroy(timer->events[0]);
+    (void)cudaEventDestroy(timer->events[1]);
+    anchor_release(timer->anchor);
+    free(timer);
+}
+
+/* Called inside a work function, on the stream its task runs on. Failures leave no error
+ * behind: a later launch check on this thread must not report them. */
+static convoy_status cuda_timer_record(convoy__backend *base, convoy__timer *timer, int end,
+                                       void *native_stream)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    if (!end) {
+        convoy__cuda_anchor *anchor = take_anchor(be);
+        if (!anchor)
+            return CONVOY_ERR_BACKEND;
+        anchor_release(timer->anchor);
+        timer->anchor = anchor;
+    }
+    if (cudaEventRecord(timer->events[end != 0], native_or_private(be, native_stream)) !=
+        cudaSuccess) {
+        (void)cudaGetLastError();
+        return CONVOY_ERR_BACKEND;
+    }
+    timer->recorded |= end ? 2 : 1;
+    return CONVOY_OK;
+}
+
+/* Called once the task's completion event fired, which follows both records on its stream.
+ * A query that fails (an event not reached, a faulted context) leaves no error behind. */
+static convoy_status cuda_timer_elapsed(convoy__backend *base, convoy__timer *timer,
+                                        double *start_us, double *end_us)
+{
+    (void)base;
+    float to_start = 0.0f, span = 0.0f;
+    if (timer->recorded != 3 || !timer->anchor)
+        return CONVOY_ERR_BACKEND;
+    if (cudaEventElapsedTime(&to_start, timer->anchor->event, timer->events[0]) != cudaSuccess ||
+        cudaEventElapsedTime(&span, timer->events[0], timer->events[1]) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return CONVOY_ERR_BACKEND;
+    }
+    convoy__cuda_event_interval(timer->anchor->host_us, to_start, span, start_us, end_us);
+    return CONVOY_OK;
+}
+
 /* ---- memory ------------------------------------------------------------------------------- */
 
 static convoy_status cuda_mem_alloc(convoy__backend *base, size_t bytes, void **out)
@@ -539,6 +703,10 @@ static const convoy__backend_ops cuda_ops = {
     .zero = cuda_zero,
     .memory_capacity = cuda_memory_capacity,
     .host_is_pinned = cuda_host_is_pinned,
+    .timer_create = cuda_timer_create,
+    .timer_destroy = cuda_timer_destroy,
+    .timer_record = cuda_timer_record,
+    .timer_elapsed = cuda_timer_elapsed,
 };
 
 /* ---- creation ------------------------------------------------------------------------------ */
@@ -633,6 +801,12 @@ static convoy_status create_here(const convoy__cuda_config *config, convoy__back
     /* cuBLAS's documented workspace recommendation: 32 MiB on Hopper and later, 4 MiB before. */
     be->blas_workspace_bytes = (size_t)(prop.major >= 9 ? 32 : 4) << 20;
     if (pthread_mutex_init(&be->lock, NULL) != 0) {
+        free(be);
+        set_why(why, why_size, "cannot create a mutex");
+        return convoy__error(CONVOY_ERR_INTERNAL, "cuda backend: pthread_mutex_init failed");
+    }
+    if (pthread_mutex_init(&be->timing_lock, NULL) != 0) {
+        pthread_mutex_destroy(&be->lock);
         free(be);
         set_why(why, why_size, "cannot create a mutex");
         return convoy__error(CONVOY_ERR_INTERNAL, "cuda backend: pthread_mutex_init failed");

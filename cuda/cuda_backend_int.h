@@ -25,6 +25,9 @@
 #include "cuda/device_scope.h"
 #include "kernels/conv_algo.h"
 
+/* A timing event with a known host time (cuda/event_clock.h); defined in cuda_backend.c. */
+typedef struct convoy__cuda_anchor convoy__cuda_anchor;
+
 /* What a convoy__stream points at on CUDA. */
 typedef struct convoy__cuda_stream {
     cudaStream_t native;
@@ -47,6 +50,13 @@ typedef struct convoy__cuda_backend {
     cudnnHandle_t cudnn;
 #endif
     int has_cudnn;
+    /* Task timers. timing_lock guards timing_stream (created on the first anchor, used for
+     * nothing else) and anchor (the current one). It is held while a new anchor's event is
+     * waited for, on that otherwise idle stream, about once a second; no other lock is taken
+     * under it. */
+    pthread_mutex_t timing_lock;
+    cudaStream_t timing_stream;
+    convoy__cuda_anchor *anchor;
     char description[640];
 } convoy__cuda_backend;
 

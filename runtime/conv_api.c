@@ -180,7 +180,8 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
                               &payload,
                               sizeof payload,
                               accesses,
-                              4};
+                              4,
+                              0};
     status = convoy__scheduler_submit(rt->scheduler, &desc, task);
     convoy__planner_release(rt->planner, plan);
     return status;

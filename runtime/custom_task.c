@@ -130,7 +130,8 @@ convoy_status convoy_submit(convoy_runtime *rt, convoy_task_fn fn, void *user_da
                               p,
                               size,
                               hazards,
-                              count};
+                              count,
+                              0};
     convoy_status status = convoy__scheduler_submit(rt->scheduler, &desc, task);
     if (count > SMALL) {
         free(hazards);

@@ -11,6 +11,7 @@
 #include "runtime/runtime_int.h"
 #include "core/error_detail.h"
 #include "core/log.h"
+#include "core/platform.h"
 
 /* Transfers from ordinary host memory move through pinned chunks this big, this many per
  * direction, used in turn: the memcpy of one overlaps the DMA of the other. */
@@ -48,6 +49,35 @@ static void runtime_free(convoy_runtime *rt)
     free(rt);
 }
 
+/* The trace's counter of the memory pool, read as tasks retire. */
+static int sample_pool(void *user_data, const char **keys, double *values, int max)
+{
+    convoy_memory_statistics stats;
+    if (max < 2)
+        return 0;
+    convoy__pool_stats(user_data, &stats);
+    keys[0] = "in_use";
+    values[0] = (double)stats.bytes_in_use;
+    keys[1] = "cached";
+    values[1] = (double)stats.bytes_cached;
+    return 2;
+}
+
+/* Starts the trace, and its file when CONVOY_TRACE names one. A file that
+ * cannot be written is no reason to fail: the runtime runs, the summary
+ * still works, and a warning says why there will be no file. */
+static convoy_status start_trace(convoy_runtime *rt)
+{
+    convoy_status status = convoy__trace_create(convoy__now_us(), &rt->trace);
+    if (status != CONVOY_OK || !rt->trace_path)
+        return status;
+    if (convoy__trace_open(rt->trace, rt->trace_path) != CONVOY_OK) {
+        convoy__logger logger = {rt->options.log_fn, rt->options.log_user_data};
+        convoy__log_to(&logger, CONVOY_LOG_WARNING, "%s", convoy__error_text());
+    }
+    return CONVOY_OK;
+}
+
 static const char *policy_name(convoy_algo_policy policy)
 {
     switch (policy) {
@@ -73,10 +103,8 @@ static convoy_status create_parts(convoy_runtime *rt)
     if (be->ops->device == CONVOY_DEVICE_CUDA && streams == 0)
         streams = 1;
     o->streams = streams;
-    if (o->trace_path || o->profile) {
-        if ((status = convoy__trace_create(&rt->trace)) != CONVOY_OK)
-            return status;
-    }
+    if ((o->trace_path || o->profile) && (status = start_trace(rt)) != CONVOY_OK)
+        return status;
     rt->domain = convoy__prof_domain_create("convoy");
     if ((status = convoy__pool_create(be, o->memory_limit, o->test_fail_alloc, &rt->pool)) !=
         CONVOY_OK)
@@ -84,6 +112,7 @@ static convoy_status create_parts(convoy_runtime *rt)
     /* The backend's own scratch (timing buffers, cuBLAS workspaces) comes from the pool too,
      * under the same limit. */
     be->scratch = convoy__pool_scratch(rt->pool);
+    convoy__trace_set_sampler(rt->trace, "pool bytes", sample_pool, rt->pool);
     rt->workspace_limit = o->workspace_limit ? o->workspace_limit
                           : o->memory_limit  ? o->memory_limit / 4
                                              : CONVOY__DEFAULT_WORKSPACE;
@@ -176,10 +205,10 @@ static void report_profile(convoy_runtime *rt)
     if (!rt->trace)
         return;
     convoy__logger logger = {rt->options.log_fn, rt->options.log_user_data};
-    if (rt->trace_path && convoy__trace_write(rt->trace, rt->trace_path) != CONVOY_OK)
+    if (convoy__trace_close(rt->trace) != CONVOY_OK)
         convoy__log_to(&logger, CONVOY_LOG_WARNING, "%s", convoy__error_text());
     if (rt->options.profile) {
-        char summary[4096];
+        char summary[8192];
         convoy__trace_summary(rt->trace, summary, sizeof summary);
         convoy__log_to(&logger, CONVOY_LOG_INFO, "task summary (%s)\n%s", rt->description, summary);
     }

@@ -151,7 +151,8 @@ void convoy_tensor_destroy(convoy_tensor *t)
                               &payload,
                               sizeof payload,
                               &access,
-                              1};
+                              1,
+                              0};
     if (convoy__scheduler_submit(rt->scheduler, &desc, NULL) != CONVOY_OK) {
         /* No memory for even the release task: wait for everything instead,
          * after which nothing uses the tensor. */

@@ -56,7 +56,8 @@ static convoy_status submit_transfer(convoy_runtime *rt, convoy_tensor *t, void 
                               &payload,
                               sizeof payload,
                               &access,
-                              1};
+                              1,
+                              t->bytes};
     return convoy__scheduler_submit(rt->scheduler, &desc, task);
 }
 

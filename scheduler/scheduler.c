@@ -15,6 +15,7 @@
 #include "core/platform.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/task_int.h"
+#include "scheduler/task_profile.h"
 
 typedef struct stream_slot {
     convoy__stream *stream;
@@ -40,7 +41,8 @@ struct convoy__scheduler {
     int slot_count;
     int compute_count;
     int inline_mode;
-    int inline_track;
+    int inline_track;  /* trace track of tasks run on the submitting thread */
+    int enqueue_track; /* trace track of the host enqueues, where work runs at enqueue */
     uint64_t next_sequence;
     convoy_task *handles; /* tasks the program holds handles to */
 
@@ -156,29 +158,70 @@ static void drop_dependencies(convoy_task *task)
     task->dependency_count = 0;
 }
 
+/* A finished task's times and chain become final and go to the trace. Its
+ * dependencies are still referenced, so the trace draws their arrows. */
+static void report(convoy__scheduler *s, convoy_task *task)
+{
+    convoy__profile_resolve(task);
+    convoy__profile_report(s->trace, task, s->enqueue_track);
+}
+
 /* Pops the tasks whose completion events have fired off a stream's in-flight
  * list. The list is in stream order, so completion is in list order. A task
  * retires only here (or at destroy): its stream has then passed every wait it
- * queued, so the events those waits name may go. */
-static void retire_slot(convoy__scheduler *s, stream_slot *slot)
+ * queued, so the events those waits name may go. With a trace, a task also
+ * waits until the tasks it depended on were resolved (they finished before
+ * it, but may sit on a stream retired later), so its chain is complete.
+ * Returns how many retired. */
+static int retire_slot(convoy__scheduler *s, stream_slot *slot)
 {
+    int retired = 0;
     while (slot->inflight_head) {
         convoy_task *task = slot->inflight_head;
-        if (!task_complete(s, task))
+        if (!task_complete(s, task) || (s->trace && !convoy__profile_ready(task)))
             break;
         slot->inflight_head = task->inflight_next;
         if (!slot->inflight_head)
             slot->inflight_tail = NULL;
         slot->inflight_count--;
+        if (s->trace)
+            report(s, task);
         drop_dependencies(task);
         convoy__task_unref(task);
+        retired++;
     }
+    return retired;
 }
 
+/* After tasks were reported: no task still to come started before the
+ * oldest unretired one was submitted (or before now, for those not yet
+ * submitted), which settles the trace's overlap figures up to there; and
+ * the pool's counter is sampled. */
+static void note_retired(convoy__scheduler *s)
+{
+    double now = convoy__now_us(), watermark = now;
+    for (int i = 0; i < s->slot_count; ++i) {
+        const convoy_task *head = s->slots[i].inflight_head;
+        if (head && head->profile && head->profile->submit_us < watermark)
+            watermark = head->profile->submit_us;
+    }
+    convoy__trace_settle(s->trace, watermark);
+    convoy__trace_sample(s->trace, now);
+}
+
+/* Retires what it can on every stream; with a trace it goes round again
+ * while that frees a task another stream's head waited for. */
 static void retire_all(convoy__scheduler *s)
 {
-    for (int i = 0; i < s->slot_count; ++i)
-        retire_slot(s, &s->slots[i]);
+    int retired = 0, progress;
+    do {
+        progress = 0;
+        for (int i = 0; i < s->slot_count; ++i)
+            progress += retire_slot(s, &s->slots[i]);
+        retired += progress;
+    } while (progress && s->trace);
+    if (retired && s->trace)
+        note_retired(s);
 }
 
 /* ---- running a task ----------------------------------------------------- */
@@ -210,8 +253,7 @@ static void task_execute(void *arg, void *native_stream)
             }
         }
     }
-    if (s->trace)
-        task->start_us = convoy__now_us();
+    convoy__profile_begin(task, native_stream);
     if (convoy__task_status(task) == CONVOY_OK) {
         convoy__prof_range_push(s->domain, task->label);
         convoy__stream *order_stream = s->backend->ops->enqueue_runs_now ? task->stream : NULL;
@@ -223,19 +265,9 @@ static void task_execute(void *arg, void *native_stream)
             (void)convoy__task_set_failure(task, status, text);
         }
     }
-    if (s->trace)
-        task->end_us = convoy__now_us();
-    convoy_status final = convoy__task_status(task);
-    if (final != CONVOY_OK)
+    convoy__profile_end(task, native_stream);
+    if (convoy__task_status(task) != CONVOY_OK)
         note_failure(s, task);
-    if (s->trace) {
-        char args[160];
-        snprintf(args, sizeof args, "{\"status\":\"%s\",\"sequence\":%llu}",
-                 convoy_status_name(final), (unsigned long long)task->sequence);
-        int track = task->slot >= 0 ? s->slots[task->slot].track : s->inline_track;
-        convoy__trace_add(s->trace, track, convoy__task_kind_name(task->kind), task->label,
-                          task->start_us, task->end_us, args);
-    }
     /* The dependencies stay referenced until the task retires. On the host
      * an inline task's completion event is its own; firing it last means a
      * waiter sees the status written above. */
@@ -257,8 +289,11 @@ static int add_dependency(convoy_task *task, convoy_task *dependency, int carrie
      * event reports counts) and its failure propagates; otherwise there is
      * nothing to wait for. */
     if (task_complete(task->scheduler, dependency) &&
-        (!carries_failure || convoy__task_status(dependency) == CONVOY_OK))
+        (!carries_failure || convoy__task_status(dependency) == CONVOY_OK)) {
+        /* Not waited for, but maybe still the longest chain into task. */
+        convoy__profile_fold(task, dependency);
         return 1;
+    }
     if (task->dependency_count == task->dependency_capacity) {
         int capacity = task->dependency_capacity ? task->dependency_capacity * 2 : 4;
         convoy__dependency *grown = realloc(task->dependencies, (size_t)capacity * sizeof *grown);
@@ -401,6 +436,18 @@ static int choose_slot(convoy__scheduler *s, const convoy_task *task, convoy__qu
 
 /* ---- submit ------------------------------------------------------------- */
 
+/* The trace track a task is shown on: its stream's, or the submitting
+ * thread's when it will run there (inline, or completed at submit when its
+ * stream had no room; that track is named on first use). */
+static int profile_track(convoy__scheduler *s, const convoy_task *task)
+{
+    if (task->slot >= 0)
+        return s->slots[task->slot].track;
+    if (!s->inline_track)
+        s->inline_track = convoy__trace_track(s->trace, "convoy inline");
+    return s->inline_track;
+}
+
 static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc)
 {
     convoy_task *task = malloc(sizeof *task + desc->payload_size);
@@ -417,6 +464,9 @@ static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc
     task->kind = desc->kind;
     task->slot = -1;
     task->run = desc->run;
+    task->bytes = desc->bytes;
+    if (s->trace)
+        convoy__profile_attach(task);
     convoy__text_join(task->label, sizeof task->label,
                       desc->label ? desc->label : convoy__task_kind_name(desc->kind), NULL);
     if (desc->payload_size)
@@ -536,6 +586,8 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
         task->slot = choose_slot(s, task, desc->queue);
         task->stream = s->slots[task->slot].stream;
     }
+    if (task->profile)
+        convoy__profile_submitted(task, profile_track(s, task));
     enqueue(s, task, desc);
     if (task->stream) {
         /* The stream's in-flight list keeps the task, and the task its
@@ -554,6 +606,10 @@ convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_
     } else {
         /* Ran inline (or completed here): nothing on a stream names its
          * dependencies. */
+        if (s->trace) {
+            report(s, task);
+            note_retired(s);
+        }
         drop_dependencies(task);
     }
     if (task_out) {
@@ -668,7 +724,7 @@ convoy_status convoy__scheduler_create(convoy__backend *backend,
     s->inline_mode = config->compute_streams == 0;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->failure_lock, NULL);
-    if (s->trace)
+    if (s->trace && s->inline_mode)
         s->inline_track = convoy__trace_track(s->trace, "convoy inline");
     if (!s->inline_mode) {
         s->compute_count = config->compute_streams;
@@ -693,6 +749,10 @@ convoy_status convoy__scheduler_create(convoy__backend *backend,
             }
         }
     }
+    /* Where work runs at enqueue (CUDA), a task's slice shows when its
+     * stream ran it, and the enqueue gets a track of its own. */
+    if (s->trace && backend->ops->enqueue_runs_now)
+        s->enqueue_track = convoy__trace_track(s->trace, "convoy enqueue (host)");
     *out = s;
     return CONVOY_OK;
 }
@@ -717,11 +777,14 @@ void convoy__scheduler_destroy(convoy__scheduler *s)
         while (slot->inflight_head) {
             convoy_task *task = slot->inflight_head;
             slot->inflight_head = task->inflight_next;
+            if (s->trace)
+                report(s, task);
             drop_dependencies(task);
             convoy__task_unref(task);
         }
     }
     for (convoy_task *task = s->handles; task; task = task->user_next) {
+        convoy__profile_release(task);
         s->backend->ops->event_destroy(s->backend, task->event);
         task->event = NULL;
         task->scheduler = NULL;

@@ -95,6 +95,7 @@ typedef struct convoy__task_desc {
     size_t payload_size;
     const convoy__hazard_access *accesses;
     size_t access_count;
+    size_t bytes; /* bytes a transfer moves, shown in the trace; 0 otherwise */
 } convoy__task_desc;
 
 typedef struct convoy__scheduler_config {

@@ -5,6 +5,7 @@
 
 #include "core/error_detail.h"
 #include "scheduler/task_int.h"
+#include "scheduler/task_profile.h"
 
 /* Failures recorded when there is no memory for the text: the status name
  * stands in for it. */
@@ -18,6 +19,8 @@ static void task_free(convoy_task *task)
 {
     if (task->event)
         task->backend->ops->event_destroy(task->backend, task->event);
+    /* A detached task gave its profile back with its event. */
+    convoy__profile_release(task);
     /* The scheduler drops the dependencies when the task retires; these are
      * only left when a task is freed without ever being submitted. */
     for (int i = 0; i < task->dependency_count; ++i)

@@ -47,7 +47,10 @@ struct convoy_task {
      * event fires), and after that event the scheduler's retire or any
      * waiter (a device fault the event reported). Read without a lock. */
     _Atomic(convoy__failure *) failure;
-    double start_us, end_us; /* written by the executing thread */
+    size_t bytes; /* moved by a transfer, for the trace; 0 otherwise */
+    /* Timing for the trace and summary; NULL when the runtime does not
+     * profile (scheduler/task_profile.h says who writes what when). */
+    struct convoy__task_profile *profile;
 
     convoy__task_run_fn run;
     /* Written at submit under the scheduler's lock, read by the executing

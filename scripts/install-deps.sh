@@ -2,9 +2,10 @@
 # Installs what convoy needs to build and test: cmake, a C toolchain that can
 # compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka
 # (and clang-format when CONVOY_NEED_CLANG_FORMAT=1, python3 when
-# CONVOY_NEED_PYTHON=1, Clang and its libFuzzer runtime when
-# CONVOY_NEED_FUZZER=1 for make fuzz: Debian ships libFuzzer apart from
-# clang, in libclang-rt-dev). As root it runs apt-get itself and shows its
+# CONVOY_NEED_PYTHON=1, matplotlib for a python3 when CONVOY_NEED_MATPLOTLIB=1
+# for scripts/trace_timeline.py and make trace-picture, Clang and its
+# libFuzzer runtime when CONVOY_NEED_FUZZER=1 for make fuzz: Debian ships
+# libFuzzer apart from clang, in libclang-rt-dev). As root it runs apt-get itself and shows its
 # progress; otherwise it prints the one command to run and exits 1. oneDNN is
 # optional to the build (CONVOY_ENABLE_ONEDNN: without it the onednn
 # algorithm refuses every convolution) but installed here so the tests cover
@@ -23,6 +24,18 @@ c_toolchain_works() {
     status=1
   rm -rf "$dir"
   return $status
+}
+
+# A python3 that can draw: the one on PATH (which may be a virtualenv's or
+# pyenv's) or the system's, which Debian's python3-matplotlib serves.
+have_matplotlib() {
+  local p
+  for p in python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import matplotlib' >/dev/null 2>&1; then
+      return 0
+    fi
+  done
+  return 1
 }
 
 have_module() {
@@ -65,6 +78,9 @@ find_missing() {
     elif ! fuzzer_links; then
       missing+=(libclang-rt-dev)
     fi
+  fi
+  if [ "${CONVOY_NEED_MATPLOTLIB:-0}" = 1 ] && ! have_matplotlib; then
+    missing+=(python3-matplotlib)
   fi
 }
 

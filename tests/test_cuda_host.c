@@ -27,6 +27,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cudnn_desc.h"
 #include "cuda/device_scope.h"
+#include "cuda/event_clock.h"
 #include "cuda/launch_config.h"
 #include "cpu/conv_cpu.h"
 #include "kernels/direct_index.h"
@@ -895,6 +896,33 @@ static void test_bad_device_index(void **state)
     assert_int_equal(convoy__cuda_backend_has_cudnn(NULL), 0);
 }
 
+/* Task timers place CUDA timing events on the host clock through an anchor: a new anchor when
+ * there is none, when it is a second old, or when the clock reads earlier than it; the
+ * anchor's host time is the middle of the readings around its record and wait; a task's
+ * start is the anchor plus the milliseconds to its start event, its end adds its own span
+ * (never negative). */
+static void test_event_clock(void **state)
+{
+    (void)state;
+    assert_true(convoy__cuda_anchor_due(0, 0.0, 5.0));
+    assert_false(convoy__cuda_anchor_due(1, 1000.0, 1000.0));
+    assert_false(convoy__cuda_anchor_due(1, 1000.0, 1000.0 + 999999.0));
+    assert_true(convoy__cuda_anchor_due(1, 1000.0, 1000.0 + 1e6));
+    assert_true(convoy__cuda_anchor_due(1, 1000.0, 999.0));
+    assert_true(convoy__cuda_anchor_due(1, 1000.0, NAN));
+    assert_true(convoy__cuda_anchor_host_us(100.0, 110.0) == 105.0);
+
+    double start = 0.0, end = 0.0;
+    convoy__cuda_event_interval(5e6, 0.25f, 1.5f, &start, &end);
+    assert_true(start == 5e6 + 250.0 && end == 5e6 + 1750.0);
+    convoy__cuda_event_interval(5e6, 0.0f, -0.001f, &start, &end);
+    assert_true(start == 5e6 && end == 5e6);
+    /* A second after the anchor, a float of milliseconds still places an event to well under
+     * a microsecond. */
+    convoy__cuda_event_interval(0.0, 999.9991f, 0.0f, &start, &end);
+    assert_true(fabs(start - 999999.1) < 0.1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -911,6 +939,7 @@ int main(void)
         cmocka_unit_test(test_error_mapping),
         cmocka_unit_test(test_device_scope),
         cmocka_unit_test(test_cuda_device_calls),
+        cmocka_unit_test(test_event_clock),
         cmocka_unit_test(test_create),
         cmocka_unit_test(test_bad_device_index),
     };

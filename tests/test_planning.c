@@ -117,6 +117,9 @@ static void test_alternating_layers_plan_once(void **state)
         }
         assert_int_equal(convoy_runtime_synchronize(rt), CONVOY_OK);
         convoy_runtime_destroy(rt);
+        convoy_tensor *held[] = {xa, ya, xb, yb, w};
+        for (size_t i = 0; i < sizeof held / sizeof held[0]; ++i)
+            convoy_tensor_destroy(held[i]); /* detached: frees the handle */
     }
 }
 
@@ -195,6 +198,9 @@ static void test_evicted_plan_outlives_its_task(void **state)
     counts = counts_of(rt);
     assert_int_equal(counts.cached, 1);
     assert_int_equal(counts.alive, 1);
+    convoy_tensor_destroy(x);
+    convoy_tensor_destroy(w);
+    convoy_tensor_destroy(y);
     convoy_runtime_destroy(rt);
 }
 
