@@ -33,23 +33,29 @@ static void check(convoy_status status, const char *what)
         fail_msg("%s: %s: %s", what, convoy_status_name(status), convoy_last_error_message());
 }
 
-/* A tensor of the runtime, uploaded from data when data is not NULL. */
+static void upload(convoy_runtime *rt, convoy_tensor *t, const float *data);
+
+/* A tensor of the runtime, uploaded from data (and waited for) when data is not NULL. */
 static convoy_tensor *tensor(convoy_runtime *rt, int rank, const int64_t *dims, const float *data)
 {
     convoy_tensor *t = NULL;
     check(convoy_tensor_create(rt, rank, dims, &t), "tensor_create");
     if (data)
-        check(convoy_upload(rt, t, data, (size_t)numel_of(rank, dims), NULL), "upload");
+        upload(rt, t, data);
     return t;
 }
 
+/* Uploads data into t and waits, so the caller may change or free data at once. */
 static void upload(convoy_runtime *rt, convoy_tensor *t, const float *data)
 {
     int64_t dims[CONVOY_MAX_DIMS];
     for (int i = 0; i < convoy_tensor_ndim(t); ++i)
         dims[i] = convoy_tensor_dim(t, i);
-    check(convoy_upload(rt, t, data, (size_t)numel_of(convoy_tensor_ndim(t), dims), NULL),
+    convoy_task *task = NULL;
+    check(convoy_upload(rt, t, data, (size_t)numel_of(convoy_tensor_ndim(t), dims), &task),
           "upload");
+    check(convoy_task_wait(task), "upload wait");
+    convoy_task_release(task);
 }
 
 /* Downloads t into out and waits: every task before it has run. */
