@@ -44,13 +44,15 @@ demo: build
 
 # The same training side by side with PyTorch (examples/train_fashion_mnist_reference.py): the
 # C program exports its initial weights and logs every step's loss, the reference starts from
-# those weights, takes the same batches in the same order and prints both. Installs Debian's
+# those weights, takes the same batches in the same order and prints both. Both compute with 2
+# threads: PyTorch's torch.set_num_threads(2), convoy's one stream of 2-thread tasks (oneDNN
+# then splits its sums the same way, so the first steps agree closely). Installs Debian's
 # python3-torch first; nothing else depends on it. Debian's own python3 runs it.
 COMPARE_FLAGS ?= --epochs 3 --batch 128 --lr 0.05 --momentum 0.9 --weight-decay 0.0005 --seed 1
 demo-compare: build
 	@CONVOY_NEED_TORCH=1 scripts/install-deps.sh
 	@mkdir -p $(BUILD)/compare
-	$(BUILD)/examples/train_fashion_mnist $(COMPARE_FLAGS) \
+	$(BUILD)/examples/train_fashion_mnist $(COMPARE_FLAGS) --streams 1 \
 	  --export-weights $(BUILD)/compare/initial_weights.bin --loss-log $(BUILD)/compare/convoy_log.txt
 	/usr/bin/python3 examples/train_fashion_mnist_reference.py $(COMPARE_FLAGS) --threads 2 \
 	  --weights $(BUILD)/compare/initial_weights.bin --convoy-log $(BUILD)/compare/convoy_log.txt
