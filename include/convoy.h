@@ -393,8 +393,10 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_explain(
  * output that aliases an operand it may not; CONVOY_ERR_SHAPE (naming the call, the tensor,
  * the dim, the expected and the actual value) when shapes do not fit; and
  * CONVOY_ERR_OUT_OF_MEMORY or CONVOY_ERR_BACKEND (a device fault seen earlier) like any
- * submit. On error nothing was enqueued. Results are deterministic: reductions run in a fixed
- * order on each backend, so the same inputs give the same bits whatever the streams. */
+ * submit. On error nothing was enqueued. The ops' own sums (bias gradient, loss, count) run
+ * in a fixed order on each backend, so the same inputs give the same bits whatever the
+ * streams; the convolution inside convoy_conv_forward_bias_act is as reproducible as the
+ * algorithm the planner picks (CONVOY_DETERMINISTIC). */
 
 typedef enum convoy_activation {
     CONVOY_ACTIVATION_NONE = 0, /* identity */
@@ -404,8 +406,10 @@ typedef enum convoy_activation {
 /* output = act(conv(input, filters) + bias[m]): convoy_conv_forward followed by a per-channel
  * bias and an activation, in one task. bias is a 1-D tensor of M = filters' dim 0 elements,
  * or NULL for none. Where the algorithm allows it the epilogue is fused into the convolution
- * (oneDNN applies bias and ReLU inside its primitive); otherwise the same task runs it as a
- * pass over the output right after the convolution. Parameters, shapes and errors as
+ * (oneDNN applies bias and ReLU inside its primitive; cuDNN's fused call takes a bias, and
+ * ReLU under its IMPLICIT_PRECOMP_GEMM algorithm); otherwise the same task runs it as a pass
+ * over the output right after the convolution. The plan, and so the algorithm, is the one
+ * convoy_conv_forward would use for the same shapes. Parameters, shapes and errors as
  * convoy_conv_forward, plus: CONVOY_ERR_INVALID_ARGUMENT for act outside the enum or a bias
  * that is the output tensor; CONVOY_ERR_SHAPE for a bias whose rank is not 1 or whose
  * length is not M. Asynchronous. */
