@@ -19,8 +19,8 @@ CUDA_FLAGS := $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC))
 
 SOURCES = git ls-files '*.c' '*.h' '*.cu' '*.cpp'
 
-.PHONY: all deps configure build test demo bench install test-sanitize test-tsan format \
-	format-check fuzz trace-picture clean
+.PHONY: all deps configure build test demo demo-compare bench install test-sanitize test-tsan \
+	format format-check fuzz trace-picture clean
 
 all: build
 
@@ -36,10 +36,29 @@ build: configure
 test: build
 	ctest --test-dir $(BUILD) $(CTEST_FLAGS) -j $(JOBS)
 
+# Trains the Fashion-MNIST network (examples/train_fashion_mnist.c): 3 epochs, about a minute
+# on a 2-core CPU. DEMO_FLAGS adds flags (--streams 0, --deterministic, ...; see --help).
+DEMO_FLAGS ?=
 demo: build
-	$(BUILD)/examples/convoy_demo bench/conv_suite.txt
+	$(BUILD)/examples/train_fashion_mnist $(DEMO_FLAGS)
+
+# The same training side by side with PyTorch (examples/train_fashion_mnist_reference.py): the
+# C program exports its initial weights and logs every step's loss, the reference starts from
+# those weights, takes the same batches in the same order and prints both. Both compute with 2
+# threads: PyTorch's torch.set_num_threads(2), convoy's one stream of 2-thread tasks (oneDNN
+# then splits its sums the same way, so the first steps agree closely). Installs Debian's
+# python3-torch first; nothing else depends on it. Debian's own python3 runs it.
+COMPARE_FLAGS ?= --epochs 3 --batch 128 --lr 0.05 --momentum 0.9 --weight-decay 0.0005 --seed 1
+demo-compare: build
+	@CONVOY_NEED_TORCH=1 scripts/install-deps.sh
+	@mkdir -p $(BUILD)/compare
+	$(BUILD)/examples/train_fashion_mnist $(COMPARE_FLAGS) --streams 1 \
+	  --export-weights $(BUILD)/compare/initial_weights.bin --loss-log $(BUILD)/compare/convoy_log.txt
+	/usr/bin/python3 examples/train_fashion_mnist_reference.py $(COMPARE_FLAGS) --threads 2 \
+	  --weights $(BUILD)/compare/initial_weights.bin --convoy-log $(BUILD)/compare/convoy_log.txt
 
 bench: build
+	$(BUILD)/examples/convoy_demo bench/conv_suite.txt
 	$(BUILD)/bench/conv_bench bench/conv_suite.txt
 	$(BUILD)/bench/task_overhead
 	$(BUILD)/tests/pool_bench

@@ -32,6 +32,8 @@ typedef struct convoy__timer convoy__timer;
 typedef struct convoy__backend_ops convoy__backend_ops;
 /* The backend's convolution algorithms (kernels/conv_algo.h). */
 typedef struct convoy__conv_registry convoy__conv_registry;
+/* The backend's training ops: bias + activation, gradients, loss, SGD (kernels/train_ops.h). */
+typedef struct convoy__train_ops convoy__train_ops;
 
 /* Directions of convoy__backend_ops.copy. */
 typedef enum convoy__copy_kind {
@@ -171,10 +173,11 @@ struct convoy__backend_ops {
 };
 
 /* Every backend object starts with this header: its device operations, its
- * convolution algorithms, and where its own scratch memory comes from. */
+ * convolution algorithms, its training ops, and where its own scratch memory comes from. */
 struct convoy__backend {
     const convoy__backend_ops *ops;
     const convoy__conv_registry *conv;
+    const convoy__train_ops *train;
     /* Set by the runtime right after its pool exists and cleared before the
      * pool goes; read without a lock in between. All zero (a backend used on
      * its own, as in tests): scratch comes straight from ops->mem_alloc, with

@@ -34,8 +34,18 @@
  * slow a GEMM that starts right after, and on an oversubscribed machine a team that went to
  * sleep can take milliseconds to wake (bench/RESULTS.md).
  *
+ * Epilogue: a forward convolution with a bias and/or a ReLU (convoy_conv_forward_bias_act) runs
+ * as one primitive with oneDNN's bias operand and an eltwise ReLU post-op, applied to each
+ * output block while it is in registers. That primitive differs from the plain one, so it is a
+ * variant kept in the plan beside it, one per epilogue, built on the epilogue's first use (under
+ * the plan's own lock: two streams may run one plan). It is described on the plan's own operand
+ * layouts, so the plan's reorders and workspace serve it unchanged; when oneDNN cannot build it
+ * that way, or its scratchpad would not fit the plan's, the variant is marked unavailable and
+ * run_fused declines (the runtime then runs the plain plan and a separate epilogue pass).
+ *
  * Built without oneDNN (CONVOY_ENABLE_ONEDNN=OFF, or the library not found) the descriptor is
  * still registered and refuses every convolution. */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -112,6 +122,13 @@ typedef struct operand {
 
 enum { OP_SRC, OP_WEIGHTS, OP_DST, OP_COUNT };
 
+/* A forward primitive with an epilogue fused in, on the plan's operand layouts. */
+typedef struct fused_variant {
+    int state; /* 0: not tried yet; 1: built; -1: oneDNN cannot build it on the plan's terms */
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t primitive;
+} fused_variant;
+
 typedef struct onednn_plan {
     dnnl_engine_t engine;
     dnnl_primitive_desc_t forward_hint; /* backward directions: the forward pd oneDNN needs */
@@ -124,6 +141,10 @@ typedef struct onednn_plan {
     int flip_result;       /* 1: reverse the computed filter gradient in place */
     size_t workspace_bytes;
     int threads;
+    /* Forward plans: the epilogue variants, [has bias][ReLU] ([0][0] is the plain primitive
+     * above and stays unused), built on first use under fused_lock. */
+    pthread_mutex_t fused_lock;
+    fused_variant fused[2][2];
 } onednn_plan;
 
 static size_t round_up(size_t bytes)
@@ -182,6 +203,15 @@ static void plan_free(onednn_plan *p)
 {
     if (!p)
         return;
+    for (int b = 0; b < 2; ++b) {
+        for (int r = 0; r < 2; ++r) {
+            if (p->fused[b][r].primitive)
+                dnnl_primitive_destroy(p->fused[b][r].primitive);
+            if (p->fused[b][r].pd)
+                dnnl_primitive_desc_destroy(p->fused[b][r].pd);
+        }
+    }
+    pthread_mutex_destroy(&p->fused_lock);
     for (int i = 0; i < OP_COUNT; ++i) {
         if (p->ops[i].reorder)
             dnnl_primitive_destroy(p->ops[i].reorder);
@@ -199,6 +229,45 @@ static void plan_free(onednn_plan *p)
     free(p);
 }
 
+/* The primitive descriptor of a forward plan's epilogue variant: the plan's convolution with
+ * oneDNN's bias operand (has_bias) and an eltwise ReLU post-op (relu), described on the plan's
+ * own operand layouts (p->ops[].inner) so the plan's reorders and workspace carving serve it.
+ * Runs with the calling thread's OpenMP count set to the plan's. */
+static convoy_status fused_pd_create(const onednn_plan *p, const convoy__conv_geom *g, int has_bias,
+                                     int relu, dnnl_primitive_desc_t *out)
+{
+    convoy_status status = CONVOY_OK;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post_ops = NULL;
+    omp_scope scope = omp_enter(p->threads);
+    shapes s;
+    make_shapes(g, &s);
+    ONEDNN_TRY(dnnl_primitive_attr_create, (&attr));
+    ONEDNN_TRY(dnnl_primitive_attr_set_scratchpad_mode, (attr, dnnl_scratchpad_mode_user));
+    if (relu) {
+        ONEDNN_TRY(dnnl_post_ops_create, (&post_ops));
+        ONEDNN_TRY(dnnl_post_ops_append_eltwise, (post_ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+        ONEDNN_TRY(dnnl_primitive_attr_set_post_ops, (attr, post_ops));
+    }
+    dnnl_memory_desc_t bias_md;
+    const dnnl_dims_t bias_dims = {g->out_channels};
+    if (has_bias)
+        ONEDNN_TRY(dnnl_memory_desc_init_by_tag, (&bias_md, 1, bias_dims, dnnl_f32, dnnl_a));
+    dnnl_convolution_desc_t desc;
+    ONEDNN_TRY(dnnl_dilated_convolution_forward_desc_init,
+               (&desc, dnnl_forward_training, dnnl_convolution_direct, &p->ops[OP_SRC].inner,
+                &p->ops[OP_WEIGHTS].inner, has_bias ? &bias_md : NULL, &p->ops[OP_DST].inner,
+                s.strides, s.dilates, s.pad_l, s.pad_r));
+    ONEDNN_TRY(dnnl_primitive_desc_create, (out, &desc, attr, p->engine, NULL));
+cleanup:
+    if (post_ops)
+        dnnl_post_ops_destroy(post_ops);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    omp_leave(scope);
+    return status;
+}
+
 /* Builds the primitive descriptors (and, with primitives set, the primitives) of a plan and
  * lays out its workspace. Runs with the calling thread's OpenMP count set to threads, since
  * oneDNN sizes its blocking and scratchpad by it. */
@@ -213,6 +282,7 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
         status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "onednn convolution: out of host memory");
         goto cleanup;
     }
+    pthread_mutex_init(&p->fused_lock, NULL);
     p->threads = threads;
     shapes s;
     make_shapes(g, &s);
@@ -292,6 +362,21 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
         size_t reorder_scratch = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
         if (reorder_scratch > p->scratch_bytes)
             p->scratch_bytes = reorder_scratch;
+    }
+    /* Room for the scratchpad of the bias + ReLU variant too (oneDNN pads the bias to its
+     * channel blocks there), so that run_fused finds it in the plan's workspace. A variant
+     * oneDNN cannot describe adds nothing: run_fused then declines. */
+    if (direction == CONVOY_CONV_FORWARD) {
+        dnnl_primitive_desc_t fused = NULL;
+        if (fused_pd_create(p, g, 1, 1, &fused) == CONVOY_OK) {
+            scratch = dnnl_primitive_desc_query_md(fused, dnnl_query_scratchpad_md, 0);
+            size_t fused_scratch = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
+            if (fused_scratch > p->scratch_bytes)
+                p->scratch_bytes = fused_scratch;
+            dnnl_primitive_desc_destroy(fused);
+        } else {
+            convoy__error_set_text(NULL);
+        }
     }
     /* The workspace: the scratchpad, the blocked operands, the flipped filters. */
     size_t offset = round_up(p->scratch_bytes);
@@ -462,12 +547,12 @@ cleanup:
     return status;
 }
 
-static convoy_status onednn_run(convoy__backend *be, void *native_stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                                void *workspace)
+/* Runs a plan with the convolution primitive conv of descriptor conv_pd: the plan's own, or an
+ * epilogue variant on the same layouts, which then also reads bias (NULL: none). */
+static convoy_status run_with(const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                              void *workspace, dnnl_primitive_t conv,
+                              const_dnnl_primitive_desc_t conv_pd, const float *bias)
 {
-    (void)be;
-    (void)native_stream;
     const onednn_plan *p = plan->algo_data;
     const convoy__conv_geom *g = &plan->geom;
     if (!p || (p->workspace_bytes && (!workspace || plan->workspace_bytes < p->workspace_bytes)))
@@ -489,13 +574,19 @@ static convoy_status onednn_run(convoy__backend *be, void *native_stream,
     convoy_status status = CONVOY_OK;
     omp_scope scope = omp_enter(p->threads);
     dnnl_stream_t stream = NULL;
-    dnnl_memory_t user[OP_COUNT] = {NULL}, inner[OP_COUNT] = {NULL};
+    dnnl_memory_t user[OP_COUNT] = {NULL}, inner[OP_COUNT] = {NULL}, bias_memory = NULL;
     ONEDNN_TRY(dnnl_stream_create, (&stream, p->engine, dnnl_stream_default_flags));
     for (int i = 0; i < OP_COUNT; ++i) {
         const operand *o = &p->ops[i];
         ONEDNN_TRY(dnnl_memory_create, (&user[i], &o->user, p->engine, user_data[i]));
         if (o->reordered)
             ONEDNN_TRY(dnnl_memory_create, (&inner[i], &o->inner, p->engine, ws + o->offset));
+    }
+    if (bias) {
+        const dnnl_memory_desc_t *md =
+            dnnl_primitive_desc_query_md(conv_pd, dnnl_query_exec_arg_md, DNNL_ARG_BIAS);
+        /* oneDNN reads the bias; its memory object only takes a non-const pointer. */
+        ONEDNN_TRY(dnnl_memory_create, (&bias_memory, md, p->engine, (void *)(uintptr_t)bias));
     }
     /* Reorders in, the convolution, the reorder out. */
     for (int i = 0; i < OP_COUNT; ++i) {
@@ -507,10 +598,13 @@ static convoy_status onednn_run(convoy__backend *be, void *native_stream,
         if (status != CONVOY_OK)
             goto cleanup;
     }
-    dnnl_exec_arg_t args[OP_COUNT + 1];
+    dnnl_exec_arg_t args[OP_COUNT + 2];
+    int nargs = 0;
     for (int i = 0; i < OP_COUNT; ++i)
-        args[i] = (dnnl_exec_arg_t){p->ops[i].arg, p->ops[i].reordered ? inner[i] : user[i]};
-    status = execute(p->conv, p->conv_pd, p->engine, stream, args, OP_COUNT, ws);
+        args[nargs++] = (dnnl_exec_arg_t){p->ops[i].arg, p->ops[i].reordered ? inner[i] : user[i]};
+    if (bias_memory)
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias_memory};
+    status = execute(conv, conv_pd, p->engine, stream, args, nargs, ws);
     if (status != CONVOY_OK)
         goto cleanup;
     for (int i = 0; i < OP_COUNT; ++i) {
@@ -533,10 +627,82 @@ cleanup:
         if (inner[i])
             dnnl_memory_destroy(inner[i]);
     }
+    if (bias_memory)
+        dnnl_memory_destroy(bias_memory);
     if (stream)
         dnnl_stream_destroy(stream);
     omp_leave(scope);
     return status;
+}
+
+static convoy_status onednn_run(convoy__backend *be, void *native_stream,
+                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                void *workspace)
+{
+    (void)be;
+    (void)native_stream;
+    const onednn_plan *p = plan->algo_data;
+    return run_with(plan, buffers, workspace, p ? p->conv : NULL, p ? p->conv_pd : NULL, NULL);
+}
+
+/* ---- fused epilogues -------------------------------------------------------------------- */
+
+/* Builds the epilogue variant of a forward plan (see fused_pd_create): CONVOY_ERR_UNSUPPORTED
+ * when oneDNN picks other layouts for it or needs more scratchpad than the plan holds; a
+ * oneDNN error otherwise. */
+static convoy_status fused_build(onednn_plan *p, const convoy__conv_geom *g, int has_bias, int relu,
+                                 fused_variant *v)
+{
+    convoy_status status = fused_pd_create(p, g, has_bias, relu, &v->pd);
+    if (status != CONVOY_OK)
+        return status;
+    omp_scope scope = omp_enter(p->threads);
+    const dnnl_memory_desc_t *scratch =
+        dnnl_primitive_desc_query_md(v->pd, dnnl_query_scratchpad_md, 0);
+    if ((scratch ? dnnl_memory_desc_get_size(scratch) : 0) > p->scratch_bytes) {
+        status = CONVOY_ERR_UNSUPPORTED;
+        goto cleanup;
+    }
+    for (int i = 0; i < OP_COUNT; ++i) {
+        const dnnl_memory_desc_t *md =
+            dnnl_primitive_desc_query_md(v->pd, dnnl_query_exec_arg_md, p->ops[i].arg);
+        if (!md || !dnnl_memory_desc_equal(md, &p->ops[i].inner)) {
+            status = CONVOY_ERR_UNSUPPORTED;
+            goto cleanup;
+        }
+    }
+    ONEDNN_TRY(dnnl_primitive_create, (&v->primitive, v->pd));
+cleanup:
+    omp_leave(scope);
+    return status;
+}
+
+static convoy_status onednn_run_fused(convoy__backend *be, void *native_stream,
+                                      const convoy__conv_plan *plan,
+                                      const convoy__conv_buffers *buffers, void *workspace,
+                                      const convoy__conv_epilogue *epilogue)
+{
+    onednn_plan *p = plan->algo_data;
+    if (!p || plan->direction != CONVOY_CONV_FORWARD)
+        return CONVOY_ERR_UNSUPPORTED;
+    const int has_bias = epilogue->bias != NULL;
+    const int relu = epilogue->act == CONVOY_ACTIVATION_RELU;
+    if (!has_bias && !relu)
+        return onednn_run(be, native_stream, plan, buffers, workspace);
+    fused_variant *v = &p->fused[has_bias][relu];
+    pthread_mutex_lock(&p->fused_lock);
+    if (v->state == 0) {
+        /* A variant that cannot be built is not an error of this task: the runtime runs the
+         * plain primitive and the epilogue pass instead, now and for every later run. */
+        v->state = fused_build(p, &plan->geom, has_bias, relu, v) == CONVOY_OK ? 1 : -1;
+        if (v->state < 0)
+            convoy__error_set_text(NULL);
+    }
+    const int state = v->state;
+    pthread_mutex_unlock(&p->fused_lock);
+    if (state < 0)
+        return CONVOY_ERR_UNSUPPORTED;
+    return run_with(plan, buffers, workspace, v->primitive, v->pd, epilogue->bias);
 }
 
 /* ---- the description ------------------------------------------------------------------- */
@@ -579,6 +745,7 @@ const convoy__conv_algo convoy__cpu_algo_onednn = {
     .prepare = onednn_prepare,
     .release = onednn_release,
     .run = onednn_run,
+    .run_fused = onednn_run_fused,
 };
 
 #else /* !CONVOY_HAVE_ONEDNN */

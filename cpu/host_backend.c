@@ -1,7 +1,7 @@
 /* The host backend: the backend interface (core/device.h) on the CPU.
  * Streams are worker threads (cpu/host_stream.c), memory is aligned host
- * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS), 1x1 and
- * oneDNN code of cpu/conv_*.c. */
+ * memory, convolutions run the direct, GEMM (im2col + OpenBLAS), 1x1 and
+ * oneDNN code of cpu/conv_*.c, and the training ops cpu/train_cpu.c. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include "cpu/conv_cpu.h"
 #include "cpu/host_backend.h"
 #include "cpu/host_stream.h"
+#include "cpu/train_cpu.h"
 #include "core/error_detail.h"
 #include "core/platform.h"
 
@@ -213,6 +214,18 @@ static convoy_status host_conv_run(convoy__backend *be, void *native_stream,
     return plan->candidate.algo->run(be, native_stream, plan, buffers, workspace);
 }
 
+/* The algorithms that fuse an epilogue do it themselves; the others decline, and the runtime
+ * runs the plan and then the epilogue pass. */
+static convoy_status host_conv_run_fused(convoy__backend *be, void *native_stream,
+                                         const convoy__conv_plan *plan,
+                                         const convoy__conv_buffers *buffers, void *workspace,
+                                         const convoy__conv_epilogue *epilogue)
+{
+    if (!plan->candidate.algo->run_fused)
+        return CONVOY_ERR_UNSUPPORTED;
+    return plan->candidate.algo->run_fused(be, native_stream, plan, buffers, workspace, epilogue);
+}
+
 /* A scratch buffer of count floats (at least one) from the backend's scratch allocator, the
  * runtime's pool: non-zero, deterministic data, since denormals or zeros could time
  * differently. what names it in an out-of-memory message. */
@@ -318,6 +331,7 @@ const convoy__conv_registry convoy__host_conv_registry = {
     .count = (int)(sizeof host_algos / sizeof host_algos[0]),
     .run = host_conv_run,
     .time = host_conv_time,
+    .run_fused = host_conv_run_fused,
 };
 
 convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out)
@@ -332,6 +346,7 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config, con
     }
     h->base.ops = &host_ops;
     h->base.conv = &convoy__host_conv_registry;
+    h->base.train = &convoy__cpu_train_ops;
     /* OpenBLAS's thread count is process-wide; the runtime divides the cores
      * between its streams so concurrent GEMMs do not oversubscribe. */
     if (config->blas_threads > 0)

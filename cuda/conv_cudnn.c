@@ -1,8 +1,10 @@
 /* The "cudnn" algorithm of the CUDA backend, on cuDNN 9's legacy convolution API: one
  * candidate per algorithm cuDNN's heuristic (cudnnGetConvolution*Algorithm_v7) ranks and its
  * workspace query accepts, descriptors built once per plan, and cudnnConvolutionForward /
- * BackwardData / BackwardFilter with alpha 1, beta 0 on the caller's stream. Built without
- * cuDNN, the algorithm refuses every convolution and says why. */
+ * BackwardData / BackwardFilter with alpha 1, beta 0 on the caller's stream. A forward
+ * convolution with a bias epilogue runs as cudnnConvolutionBiasActivationForward where cuDNN
+ * allows it (run_fused below). Built without cuDNN, the algorithm refuses every convolution
+ * and says why. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,15 +34,24 @@ _Static_assert(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 == 3 &&
  * the other algorithms around these). */
 #define CUDNN_FIRST_COST 1.0
 
-/* A plan's descriptors (plan->algo_data). */
+/* A plan's descriptors (plan->algo_data). Forward plans also describe the bias (1, M, 1, 1
+ * [, 1]) and the two activations of the fused epilogue. */
 typedef struct cudnn_plan {
     cudnnTensorDescriptor_t input, output;
     cudnnFilterDescriptor_t filters;
     cudnnConvolutionDescriptor_t conv;
+    cudnnTensorDescriptor_t bias;
+    cudnnActivationDescriptor_t relu, identity;
 } cudnn_plan;
 
 static void destroy_descriptors(cudnn_plan *p)
 {
+    if (p->identity)
+        cudnnDestroyActivationDescriptor(p->identity);
+    if (p->relu)
+        cudnnDestroyActivationDescriptor(p->relu);
+    if (p->bias)
+        cudnnDestroyTensorDescriptor(p->bias);
     if (p->conv)
         cudnnDestroyConvolutionDescriptor(p->conv);
     if (p->filters)
@@ -87,7 +98,26 @@ static convoy_status build_descriptors(const convoy__cudnn_dims *d, cudnn_plan *
     return CONVOY_OK;
 }
 
-static convoy_status descriptors_for(const convoy__conv_geom *geom, cudnn_plan *p)
+/* The epilogue's descriptors of a forward plan: the bias as a (1, M, 1, 1 [, 1]) tensor
+ * broadcast over the output, and ReLU and identity activations. */
+static convoy_status build_epilogue_descriptors(const convoy__cudnn_dims *d, cudnn_plan *p)
+{
+    int dims[5] = {1, d->output[1], 1, 1, 1}, strides[5] = {d->output[1], 1, 1, 1, 1};
+    CONVOY__CUDNN_TRY(cudnnCreateTensorDescriptor(&p->bias));
+    CONVOY__CUDNN_TRY(
+        cudnnSetTensorNdDescriptor(p->bias, CUDNN_DATA_FLOAT, d->nb_dims, dims, strides));
+    CONVOY__CUDNN_TRY(cudnnCreateActivationDescriptor(&p->relu));
+    CONVOY__CUDNN_TRY(
+        cudnnSetActivationDescriptor(p->relu, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0));
+    CONVOY__CUDNN_TRY(cudnnCreateActivationDescriptor(&p->identity));
+    CONVOY__CUDNN_TRY(cudnnSetActivationDescriptor(p->identity, CUDNN_ACTIVATION_IDENTITY,
+                                                   CUDNN_PROPAGATE_NAN, 0.0));
+    return CONVOY_OK;
+}
+
+/* The plan's descriptors; with_epilogue adds the bias and activations (forward plans). */
+static convoy_status descriptors_for(const convoy__conv_geom *geom, int with_epilogue,
+                                     cudnn_plan *p)
 {
     convoy__cudnn_dims d;
     const char *why = NULL;
@@ -95,6 +125,8 @@ static convoy_status descriptors_for(const convoy__conv_geom *geom, cudnn_plan *
     if (!convoy__cudnn_expressible(geom, &d, &why))
         return convoy__error(CONVOY_ERR_UNSUPPORTED, "cuDNN: %s", why);
     convoy_status status = build_descriptors(&d, p);
+    if (status == CONVOY_OK && with_epilogue)
+        status = build_epilogue_descriptors(&d, p);
     if (status != CONVOY_OK)
         destroy_descriptors(p);
     return status;
@@ -235,7 +267,7 @@ static void cudnn_candidates(convoy__backend *base, const convoy__conv_algo *sel
     convoy__cuda_backend *be = convoy__cuda_of(base);
     cudnn_plan p;
     convoy__device_scope scope;
-    if (convoy__cuda_enter(be, &scope) != CONVOY_OK || descriptors_for(geom, &p) != CONVOY_OK) {
+    if (convoy__cuda_enter(be, &scope) != CONVOY_OK || descriptors_for(geom, 0, &p) != CONVOY_OK) {
         convoy__cuda_leave(&scope);
         return;
     }
@@ -267,7 +299,7 @@ static convoy_status cudnn_prepare(convoy__backend *base, convoy__conv_plan *pla
     convoy__device_scope scope;
     convoy_status status = convoy__cuda_enter(be, &scope);
     if (status == CONVOY_OK)
-        status = descriptors_for(&plan->geom, p);
+        status = descriptors_for(&plan->geom, plan->direction == CONVOY_CONV_FORWARD, p);
     convoy__cuda_leave(&scope);
     if (status != CONVOY_OK) {
         free(p);
@@ -325,6 +357,40 @@ static convoy_status cudnn_run(convoy__backend *base, void *native_stream,
     return CONVOY_OK;
 }
 
+/* y = act(conv(x, w) + bias) in one call: cudnnConvolutionBiasActivationForward with alpha1
+ * 1 and alpha2 0 (z is y, never read). cuDNN takes a bias always, and fuses ReLU only into
+ * IMPLICIT_PRECOMP_GEMM (any algorithm with the identity), so other epilogues decline, as
+ * does a configuration cuDNN reports as NOT_SUPPORTED or BAD_PARAM: it checks those before
+ * launching anything, so nothing was written, and the runtime runs the plain convolution and
+ * the epilogue pass instead. Runs under the backend's lock, as cudnn_run does. */
+static convoy_status cudnn_run_fused(convoy__backend *base, void *native_stream,
+                                     const convoy__conv_plan *plan, const convoy__conv_buffers *b,
+                                     void *workspace, const convoy__conv_epilogue *epilogue)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    const cudnn_plan *p = plan->algo_data;
+    const int relu = epilogue->act == CONVOY_ACTIVATION_RELU;
+    if (!p || !be->has_cudnn || plan->direction != CONVOY_CONV_FORWARD || !p->bias ||
+        !epilogue->bias ||
+        (relu && plan->candidate.variant != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))
+        return CONVOY_ERR_UNSUPPORTED;
+    const float one = 1.0f, zero = 0.0f;
+    size_t bytes = workspace ? plan->workspace_bytes : 0;
+    CONVOY__CUDNN_TRY(cudnnSetStream(be->cudnn, (cudaStream_t)native_stream));
+    cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
+        be->cudnn, &one, p->input, b->input, p->filters, b->filters, p->conv,
+        (cudnnConvolutionFwdAlgo_t)plan->candidate.variant, workspace, bytes, &zero, p->output,
+        b->output, p->bias, epilogue->bias, relu ? p->relu : p->identity, p->output, b->output);
+    if (status == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_BAD_PARAM) {
+        (void)cudaGetLastError();
+        return CONVOY_ERR_UNSUPPORTED;
+    }
+    if (status != CUDNN_STATUS_SUCCESS)
+        return convoy__cudnn_fail((int)status, "cudnnConvolutionBiasActivationForward", __FILE__,
+                                  __LINE__);
+    return CONVOY_OK;
+}
+
 const convoy__conv_algo convoy__cuda_algo_cudnn = {
     .name = "cudnn",
     .refusal = cudnn_refusal,
@@ -333,6 +399,7 @@ const convoy__conv_algo convoy__cuda_algo_cudnn = {
     .release = cudnn_release,
     .run = cudnn_run,
     .unavailable = cudnn_unavailable,
+    .run_fused = cudnn_run_fused,
 };
 
 void convoy__cudnn_describe(const convoy__cuda_backend *be, char *text, size_t size)

@@ -13,6 +13,7 @@
 #include "cuda/cuda_backend_int.h"
 #include "cuda/cuda_check.h"
 #include "cuda/event_clock.h"
+#include "cuda/train_cuda.h"
 #include "core/error_detail.h"
 #include "core/platform.h"
 
@@ -796,6 +797,7 @@ static convoy_status create_here(const convoy__cuda_config *config, convoy__back
     }
     be->base.ops = &cuda_ops;
     be->base.conv = &convoy__cuda_conv_registry;
+    be->base.train = &convoy__cuda_train_ops;
     be->device = config->device_index;
     be->deterministic = config->deterministic != 0;
     /* cuBLAS's documented workspace recommendation: 32 MiB on Hopper and later, 4 MiB before. */

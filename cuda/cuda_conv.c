@@ -97,6 +97,37 @@ static convoy_status cuda_conv_run(convoy__backend *base, void *native_stream,
     return status;
 }
 
+/* A forward plan with an epilogue its algorithm fuses (cudnn:
+ * cudnnConvolutionBiasActivationForward), entered and locked as cuda_conv_run does;
+ * CONVOY_ERR_UNSUPPORTED, with nothing enqueued, when the algorithm declines. No algorithm that
+ * fuses uses cuBLAS. */
+static convoy_status cuda_conv_run_fused(convoy__backend *base, void *native_stream,
+                                         const convoy__conv_plan *plan,
+                                         const convoy__conv_buffers *buffers, void *workspace,
+                                         const convoy__conv_epilogue *epilogue)
+{
+    convoy__cuda_backend *be = convoy__cuda_of(base);
+    if (!plan || !buffers || !epilogue)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                             "cuda conv_run_fused: NULL plan, buffers or epilogue");
+    if (!plan->candidate.algo->run_fused)
+        return CONVOY_ERR_UNSUPPORTED;
+    convoy__device_scope scope;
+    convoy_status status = convoy__cuda_enter(be, &scope);
+    cudaStream_t stream = native_stream ? (cudaStream_t)native_stream : be->private_stream;
+    if (status == CONVOY_OK) {
+        pthread_mutex_lock(&be->lock);
+        (void)cudaGetLastError();
+        status = plan->candidate.algo->run_fused(&be->base, (void *)stream, plan, buffers,
+                                                 workspace, epilogue);
+        pthread_mutex_unlock(&be->lock);
+    }
+    if (status == CONVOY_OK && !native_stream)
+        status = CONVOY__CUDA_CHECK(cudaStreamSynchronize(stream));
+    convoy__cuda_leave(&scope);
+    return status;
+}
+
 static convoy_status cuda_conv_time(convoy__backend *base, const convoy__conv_plan *plan,
                                     double *ms);
 
@@ -105,6 +136,7 @@ const convoy__conv_registry convoy__cuda_conv_registry = {
     .count = (int)(sizeof cuda_algos / sizeof cuda_algos[0]),
     .run = cuda_conv_run,
     .time = cuda_conv_time,
+    .run_fused = cuda_conv_run_fused,
 };
 
 /* ---- timing ----------------------------------------------------------------------------- */

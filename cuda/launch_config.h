@@ -23,6 +23,17 @@ static inline unsigned convoy__blocks_for(int64_t count)
     return (unsigned)(blocks < CONVOY__MAX_BLOCKS ? blocks : CONVOY__MAX_BLOCKS);
 }
 
+/* Threads per block of the reduction kernels (bias gradient, loss): a power of two, since
+ * their shares are added in a tree of halving levels (kernels/train_math.h). */
+#define CONVOY__REDUCE_THREADS 256
+
+/* Blocks of a reduction over `groups` independent sums (channels), one block per sum up to the
+ * grid limit; each block then strides over the sums a whole grid apart. */
+static inline unsigned convoy__reduce_blocks_for(int64_t groups)
+{
+    return (unsigned)(groups < CONVOY__MAX_BLOCKS ? groups : CONVOY__MAX_BLOCKS);
+}
+
 /* The first element thread `thread` of block `block` handles, and the distance to its next
  * one (the whole grid): the grid-stride loop in functions the host tests run. */
 CONVOY_HD static inline int64_t convoy__grid_first(unsigned block, unsigned threads_per_block,

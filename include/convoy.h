@@ -384,6 +384,109 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_conv_explain(
     const int64_t *input_dims, const int64_t *filter_dims, const int64_t *output_dims,
     convoy_conv_plan_info *info);
 
+/* ---- training ops ------------------------------------------------------ */
+
+/* What a training loop needs besides convolutions, as ordinary tasks: submitted like every
+ * other task, ordered by the tensors they read and write, run on the runtime's streams, shown
+ * in traces and NVTX under their own names (conv_fwd_bias_act, act_bwd, bias_bwd,
+ * softmax_xent, sgd). Each is asynchronous: the call validates and returns, and the task
+ * reads and writes the tensors in submission order. A tensor may be destroyed as soon as the
+ * submit returns (its storage stays until the task has run); nothing else is kept. Every
+ * call returns CONVOY_ERR_INVALID_ARGUMENT for a NULL runtime or a NULL required tensor, a
+ * tensor of another runtime or a detached one, an out-of-range enum or parameter, or an
+ * output that aliases an operand it may not; CONVOY_ERR_SHAPE (naming the call, the tensor,
+ * the dim, the expected and the actual value) when shapes do not fit; and
+ * CONVOY_ERR_OUT_OF_MEMORY or CONVOY_ERR_BACKEND (a device fault seen earlier) like any
+ * submit. On error nothing was enqueued. The ops' own sums (bias gradient, loss, count) run
+ * in a fixed order on each backend, so the same inputs give the same bits whatever the
+ * streams; the convolution inside convoy_conv_forward_bias_act is as reproducible as the
+ * algorithm the planner picks (CONVOY_DETERMINISTIC). */
+
+typedef enum convoy_activation {
+    CONVOY_ACTIVATION_NONE = 0, /* identity */
+    CONVOY_ACTIVATION_RELU = 1  /* max(x, 0); its gradient is taken as 0 at 0 */
+} convoy_activation;
+
+/* output = act(conv(input, filters) + bias[m]): convoy_conv_forward followed by a per-channel
+ * bias and an activation, in one task. bias is a 1-D tensor of M = filters' dim 0 elements,
+ * or NULL for none. Where the algorithm allows it the epilogue is fused into the convolution
+ * (oneDNN applies bias and ReLU inside its primitive; cuDNN's fused call takes a bias, and
+ * ReLU under its IMPLICIT_PRECOMP_GEMM algorithm); otherwise the same task runs it as a pass
+ * over the output right after the convolution. The plan, and so the algorithm, is the one
+ * convoy_conv_forward would use for the same shapes. Parameters, shapes and errors as
+ * convoy_conv_forward, plus: CONVOY_ERR_INVALID_ARGUMENT for act outside the enum or a bias
+ * that is the output tensor; CONVOY_ERR_SHAPE for a bias whose rank is not 1 or whose
+ * length is not M. Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_conv_forward_bias_act(convoy_runtime *runtime, const convoy_conv_params *params,
+                             convoy_tensor *input, convoy_tensor *filters, convoy_tensor *bias,
+                             convoy_activation act, convoy_tensor *output, convoy_task **task);
+
+/* grad_input = grad_output * act'(x), where output = act(x) is the activated forward output
+ * (for ReLU: grad_output where output > 0, else 0). The three tensors have the same dims (any
+ * rank). grad_input may be grad_output (computed in place) but not output. Returns
+ * CONVOY_ERR_INVALID_ARGUMENT (act outside the enum, grad_input == output, or the general
+ * cases above), CONVOY_ERR_SHAPE (ranks or dims that differ, naming the first).
+ * Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_activation_backward(
+    convoy_runtime *runtime, convoy_activation act, convoy_tensor *output,
+    convoy_tensor *grad_output, convoy_tensor *grad_input, convoy_task **task);
+
+/* grad_bias[m] = sum of grad[n, m, ...] over the batch and every spatial position: the
+ * gradient of a per-channel bias. grad has rank >= 2, (N, M, ...); grad_bias is 1-D of M
+ * elements (overwritten). An empty batch gives zeros. Returns CONVOY_ERR_INVALID_ARGUMENT
+ * (grad_bias == grad, or the general cases), CONVOY_ERR_SHAPE. Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_bias_backward(convoy_runtime *runtime,
+                                                                  convoy_tensor *grad,
+                                                                  convoy_tensor *grad_bias,
+                                                                  convoy_task **task);
+
+/* Softmax cross-entropy of a batch, with its gradient and accuracy, in one task.
+ *   logits       (N, K), or (N, K, 1, 1) / (N, K, 1, 1, 1) as a classifier convolution
+ *                writes it; N >= 1 rows, K >= 1 classes
+ *   labels       (N): the class of each row as a float holding an integer in [0, K)
+ *   loss         (1): written with the mean over the rows of -log softmax(row)[label]
+ *   grad_logits  same dims as logits, or NULL: written with (softmax - onehot(label)) / N,
+ *                the gradient of the mean loss
+ *   correct      (1), or NULL: written with the number of rows whose largest logit (the
+ *                first, on ties) is the label's, as a float
+ * Softmax is computed in double with the row maximum subtracted, so large logits do not
+ * overflow. The outputs must be distinct tensors, none of them logits or labels. A label
+ * that is not an integer in [0, K) makes the task fail (not the submit) with
+ * CONVOY_ERR_INVALID_ARGUMENT naming the first such row and its value; its outputs are then
+ * poisoned like any failed task's. On CUDA the check reads the result back, so this submit
+ * waits until its stream has computed it. Submit errors: CONVOY_ERR_INVALID_ARGUMENT (NULL
+ * logits, labels or loss, aliasing, the general cases), CONVOY_ERR_SHAPE. Asynchronous on
+ * the CPU. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_softmax_cross_entropy(
+    convoy_runtime *runtime, convoy_tensor *logits, convoy_tensor *labels, convoy_tensor *loss,
+    convoy_tensor *grad_logits, convoy_tensor *correct, convoy_task **task);
+
+/* Hyperparameters of convoy_sgd_step; start from convoy_sgd_params_init, or write all three
+ * fields ({lr, momentum, weight_decay}). */
+typedef struct convoy_sgd_params {
+    float lr;           /* learning rate, finite, >= 0 */
+    float momentum;     /* finite, >= 0; 0: plain SGD, no velocity */
+    float weight_decay; /* L2 penalty added to the gradient, finite, >= 0 */
+} convoy_sgd_params;
+
+/* Sets lr 0.01, momentum 0, weight_decay 0. CONVOY_ERR_INVALID_ARGUMENT for NULL. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_sgd_params_init(convoy_sgd_params *params);
+
+/* One step of torch.optim.SGD (dampening 0, no Nesterov) on param, in place:
+ *   d = grad + weight_decay * param
+ *   velocity = momentum * velocity + d; d = velocity     (only when momentum != 0)
+ *   param = param - lr * d
+ * param, grad and velocity have the same dims. velocity is required when momentum != 0 and
+ * must start at zero (its first step then stores grad + weight_decay * param, as PyTorch's
+ * momentum buffer does); with momentum 0 it may be NULL and is not touched. The tensors must
+ * be distinct. Returns CONVOY_ERR_INVALID_ARGUMENT (NULL params, a negative or non-finite
+ * hyperparameter, a missing velocity, aliasing, the general cases), CONVOY_ERR_SHAPE.
+ * Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_sgd_step(convoy_runtime *runtime, const convoy_sgd_params *params, convoy_tensor *param,
+                convoy_tensor *grad, convoy_tensor *velocity, convoy_task **task);
+
 /* ---- custom tasks ------------------------------------------------------ */
 
 typedef enum convoy_access_mode {

@@ -28,6 +28,13 @@
 
 typedef struct convoy__conv_algo convoy__conv_algo;
 
+/* The epilogue of a forward convolution, output = act(output + bias[m]), for the algorithms
+ * that can fuse it (run_fused below). */
+typedef struct convoy__conv_epilogue {
+    const float *bias; /* (M); NULL: none */
+    convoy_activation act;
+} convoy__conv_epilogue;
+
 /* One way to run one convolution. */
 typedef struct convoy__conv_candidate {
     const convoy__conv_algo *algo;
@@ -88,6 +95,15 @@ struct convoy__conv_algo {
      * ("cuDNN is not in use ..."); checked by CONVOY_REQUIRE. NULL pointer:
      * always usable. */
     const char *(*unavailable)(convoy__backend *be);
+    /* Optional, forward plans only: runs the plan as run does with the epilogue applied
+     * inside the algorithm (oneDNN's bias and post-ops), or returns CONVOY_ERR_UNSUPPORTED
+     * having written nothing when this plan cannot fuse it; the runtime then calls run and a
+     * separate pass of the backend's train ops in the same task. NULL: never fuses. Any
+     * variant of the primitive it builds for an epilogue belongs to the plan (algo_data), so
+     * the plan cache, keyed by the geometry, holds one per epilogue used. */
+    convoy_status (*run_fused)(convoy__backend *be, void *native_stream,
+                               const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                               void *workspace, const convoy__conv_epilogue *epilogue);
 };
 
 /* A backend's algorithms, and the two things about running them that depend
@@ -110,6 +126,12 @@ struct convoy__conv_registry {
      * under memory pressure, never the convolution. Makes the backend's
      * device current for itself and restores the caller's. */
     convoy_status (*time)(convoy__backend *be, const convoy__conv_plan *plan, double *ms);
+    /* As run, through the algorithm's run_fused: CONVOY_ERR_UNSUPPORTED, with nothing
+     * written, when the plan's algorithm does not fuse the epilogue. NULL: no algorithm of
+     * this backend fuses one. */
+    convoy_status (*run_fused)(convoy__backend *be, void *native_stream,
+                               const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                               void *workspace, const convoy__conv_epilogue *epilogue);
 };
 
 /* Appends a candidate of algo with the given name, workspace and cost,

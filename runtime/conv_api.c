@@ -3,10 +3,14 @@
  * the pool cannot grant the workspace the plan asks for, the task runs with
  * fewer images per chunk, down to one, and then with the plan's fallback
  * (an algorithm that needs less, often none): a tight memory limit costs
- * speed, never the result. */
+ * speed, never the result. A forward convolution may carry an epilogue (bias
+ * and activation, convoy_conv_forward_bias_act): the algorithm fuses it when
+ * it can (kernels/conv_algo.h, run_fused), and otherwise the same task runs
+ * it as a pass of the backend's train ops over the output. */
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels/train_ops.h"
 #include "runtime/conv_shape.h"
 #include "runtime/runtime_int.h"
 #include "core/error_detail.h"
@@ -26,6 +30,8 @@ typedef struct conv_payload {
     size_t workspace_bytes;
     convoy__conv_buffers buffers;
     convoy__block *workspace;
+    int has_epilogue;
+    convoy__conv_epilogue epilogue;
     char label[96];
 } conv_payload;
 
@@ -104,20 +110,80 @@ static convoy_status conv_run(void *payload, void *native_stream, convoy__stream
         fewer.workspace_bytes = p->workspace_bytes;
         plan = &fewer;
     }
-    return p->backend->conv->run(p->backend, native_stream, plan, &p->buffers,
-                                 p->workspace ? p->workspace->ptr : NULL);
+    convoy__backend *be = p->backend;
+    void *workspace = p->workspace ? p->workspace->ptr : NULL;
+    if (!p->has_epilogue)
+        return be->conv->run(be, native_stream, plan, &p->buffers, workspace);
+    if (be->conv->run_fused) {
+        convoy_status status =
+            be->conv->run_fused(be, native_stream, plan, &p->buffers, workspace, &p->epilogue);
+        if (status != CONVOY_ERR_UNSUPPORTED)
+            return status;
+    }
+    convoy_status status = be->conv->run(be, native_stream, plan, &p->buffers, workspace);
+    if (status != CONVOY_OK)
+        return status;
+    const convoy__conv_geom *g = &plan->geom;
+    return be->train->bias_act(be, native_stream, p->buffers.output, p->epilogue.bias, g->batch,
+                               g->out_channels, convoy__geom_out_spatial(g), p->epilogue.act);
 }
 
 static const char *const call_names[3] = {"conv_forward", "conv_backward_data",
                                           "conv_backward_filter"};
 static const char *const kind_labels[3] = {"conv_fwd", "conv_bwd_data", "conv_bwd_filter"};
 
+/* A forward convolution's epilogue: none, or a bias (may be NULL) and an activation. */
+typedef struct epilogue_request {
+    int present;
+    convoy_tensor *bias;
+    convoy_activation act;
+} epilogue_request;
+
+/* The bias must be 1-D with one value per output channel, and not the output itself. */
+static convoy_status check_epilogue(convoy_runtime *rt, const char *call, const epilogue_request *e,
+                                    const convoy_tensor *y)
+{
+    if ((int)e->act != CONVOY_ACTIVATION_NONE && e->act != CONVOY_ACTIVATION_RELU)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                             "%s: act is %d, expected CONVOY_ACTIVATION_NONE (0) or "
+                             "CONVOY_ACTIVATION_RELU (1)",
+                             call, (int)e->act);
+    if (!e->bias)
+        return CONVOY_OK;
+    convoy_status status = convoy__check_tensor(rt, e->bias, call, "bias");
+    if (status != CONVOY_OK)
+        return status;
+    if (e->bias == y)
+        return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
+                             "%s: bias and output are the same tensor; the result may not alias "
+                             "an operand",
+                             call);
+    return CONVOY_OK;
+}
+
+static convoy_status check_bias_shape(const char *call, const convoy_tensor *bias,
+                                      const convoy__conv_geom *geom)
+{
+    if (bias->ndim != 1)
+        return convoy__error(CONVOY_ERR_SHAPE,
+                             "%s: bias (%s) has rank %d, expected rank 1 (M) with M = %lld, the "
+                             "filters' dim 0",
+                             call, bias->text, bias->ndim, (long long)geom->out_channels);
+    if (bias->dims[0] != geom->out_channels)
+        return convoy__error(CONVOY_ERR_SHAPE,
+                             "%s: bias dim 0 is %lld, expected %lld: one value per output "
+                             "channel (filters' dim 0)",
+                             call, (long long)bias->dims[0], (long long)geom->out_channels);
+    return CONVOY_OK;
+}
+
 /* The operands in forward roles: x input, w filters, y output. */
 static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *params,
                                  convoy_conv_direction direction, convoy_tensor *x,
-                                 convoy_tensor *w, convoy_tensor *y, convoy_task **task)
+                                 convoy_tensor *w, convoy_tensor *y, const epilogue_request *e,
+                                 convoy_task **task)
 {
-    const char *call = call_names[direction];
+    const char *call = e->present ? "conv_forward_bias_act" : call_names[direction];
     static const char *const names[3][3] = {{"input", "filters", "output"},
                                             {"grad_input", "filters", "grad_output"},
                                             {"input", "grad_filters", "grad_output"}};
@@ -130,6 +196,8 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
     if ((status = convoy__check_tensor(rt, x, call, n[0])) != CONVOY_OK ||
         (status = convoy__check_tensor(rt, w, call, n[1])) != CONVOY_OK ||
         (status = convoy__check_tensor(rt, y, call, n[2])) != CONVOY_OK)
+        return status;
+    if (e->present && (status = check_epilogue(rt, call, e, y)) != CONVOY_OK)
         return status;
     const int written_index = direction == CONVOY_CONV_FORWARD         ? 2
                               : direction == CONVOY_CONV_BACKWARD_DATA ? 0
@@ -148,6 +216,8 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
     convoy__conv_geom geom;
     if ((status = convoy__conv_resolve(call, params, &op, &geom, NULL)) != CONVOY_OK)
         return status;
+    if (e->present && e->bias && (status = check_bias_shape(call, e->bias, &geom)) != CONVOY_OK)
+        return status;
     const convoy__conv_plan *plan = NULL;
     if ((status = convoy__planner_plan(rt->planner, call, &geom, direction, &plan, NULL)) !=
         CONVOY_OK)
@@ -160,28 +230,37 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
         .chosen = plan,
         .images_per_chunk = plan->images_per_chunk,
         .workspace_bytes = plan->workspace_bytes,
-        .buffers = {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)}};
-    snprintf(payload.label, sizeof payload.label, "%s %s * %s %s", kind_labels[direction], x->text,
-             w->text, plan->candidate.name);
-    /* The fourth access makes the task one of the plan's users: it orders
-     * the task after nothing, and keeps the plan alive until it completes. */
-    convoy__hazard_access accesses[4] = {
+        .buffers = {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)},
+        .has_epilogue = e->present && (e->bias || e->act != CONVOY_ACTIVATION_NONE),
+        .epilogue = {NULL, CONVOY_ACTIVATION_NONE}};
+    convoy__task_kind kind = (convoy__task_kind)(CONVOY__TASK_CONV_FORWARD + (int)direction);
+    const char *kind_label = kind_labels[direction];
+    if (e->present) {
+        payload.epilogue.bias = e->bias ? convoy__tensor_data(e->bias) : NULL;
+        payload.epilogue.act = e->act;
+        kind = CONVOY__TASK_CONV_FORWARD_BIAS_ACT;
+        kind_label = e->act == CONVOY_ACTIVATION_RELU
+                         ? (e->bias ? "conv_fwd_bias_relu" : "conv_fwd_relu")
+                         : (e->bias ? "conv_fwd_bias" : "conv_fwd");
+    }
+    snprintf(payload.label, sizeof payload.label, "%s %s * %s %s", kind_label, x->text, w->text,
+             plan->candidate.name);
+    /* The plan-users access makes the task one of the plan's users: it orders
+     * the task after nothing, and keeps the plan alive until it completes. A
+     * bias that is also the input or the filters is read once. */
+    convoy__hazard_access accesses[5] = {
         {&x->hazards, written == x ? CONVOY_WRITE : CONVOY_READ},
         {&w->hazards, written == w ? CONVOY_WRITE : CONVOY_READ},
         {&y->hazards, written == y ? CONVOY_WRITE : CONVOY_READ},
         {convoy__planner_users(plan), CONVOY_READ},
+        {NULL, CONVOY_READ},
     };
-    convoy__task_desc desc = {(convoy__task_kind)(CONVOY__TASK_CONV_FORWARD + (int)direction),
-                              CONVOY__QUEUE_COMPUTE,
-                              payload.label,
-                              conv_run,
-                              conv_bind,
-                              conv_unbind,
-                              &payload,
-                              sizeof payload,
-                              accesses,
-                              4,
-                              0};
+    size_t access_count = 4;
+    if (e->present && e->bias && e->bias != x && e->bias != w)
+        accesses[access_count++].hazards = &e->bias->hazards;
+    convoy__task_desc desc = {
+        kind,     CONVOY__QUEUE_COMPUTE, payload.label, conv_run,     conv_bind, conv_unbind,
+        &payload, sizeof payload,        accesses,      access_count, 0};
     status = convoy__scheduler_submit(rt->scheduler, &desc, task);
     convoy__planner_release(rt->planner, plan);
     return status;
@@ -191,23 +270,35 @@ convoy_status convoy_conv_forward(convoy_runtime *rt, const convoy_conv_params *
                                   convoy_tensor *input, convoy_tensor *filters,
                                   convoy_tensor *output, convoy_task **task)
 {
-    return submit_conv(rt, params, CONVOY_CONV_FORWARD, input, filters, output, task);
+    const epilogue_request none = {0, NULL, CONVOY_ACTIVATION_NONE};
+    return submit_conv(rt, params, CONVOY_CONV_FORWARD, input, filters, output, &none, task);
+}
+
+convoy_status convoy_conv_forward_bias_act(convoy_runtime *rt, const convoy_conv_params *params,
+                                           convoy_tensor *input, convoy_tensor *filters,
+                                           convoy_tensor *bias, convoy_activation act,
+                                           convoy_tensor *output, convoy_task **task)
+{
+    const epilogue_request e = {1, bias, act};
+    return submit_conv(rt, params, CONVOY_CONV_FORWARD, input, filters, output, &e, task);
 }
 
 convoy_status convoy_conv_backward_data(convoy_runtime *rt, const convoy_conv_params *params,
                                         convoy_tensor *filters, convoy_tensor *grad_output,
                                         convoy_tensor *grad_input, convoy_task **task)
 {
+    const epilogue_request none = {0, NULL, CONVOY_ACTIVATION_NONE};
     return submit_conv(rt, params, CONVOY_CONV_BACKWARD_DATA, grad_input, filters, grad_output,
-                       task);
+                       &none, task);
 }
 
 convoy_status convoy_conv_backward_filter(convoy_runtime *rt, const convoy_conv_params *params,
                                           convoy_tensor *input, convoy_tensor *grad_output,
                                           convoy_tensor *grad_filters, convoy_task **task)
 {
+    const epilogue_request none = {0, NULL, CONVOY_ACTIVATION_NONE};
     return submit_conv(rt, params, CONVOY_CONV_BACKWARD_FILTER, input, grad_filters, grad_output,
-                       task);
+                       &none, task);
 }
 
 convoy_status convoy_conv_explain(convoy_runtime *rt, const convoy_conv_params *params,

@@ -62,7 +62,8 @@ struct convoy__scheduler {
 };
 
 static const char *const kind_names[CONVOY__TASK_KIND_COUNT] = {
-    "upload", "download", "conv_fwd", "conv_bwd_data", "conv_bwd_filter", "custom", "release",
+    "upload",  "download",          "conv_fwd", "conv_bwd_data", "conv_bwd_filter", "custom",
+    "release", "conv_fwd_bias_act", "act_bwd",  "bias_bwd",      "softmax_xent",    "sgd",
 };
 
 const char *convoy__task_kind_name(convoy__task_kind kind)

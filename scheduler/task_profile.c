@@ -150,10 +150,17 @@ static convoy__trace_role role_of(convoy__task_kind kind)
     case CONVOY__TASK_CONV_BACKWARD_DATA:
     case CONVOY__TASK_CONV_BACKWARD_FILTER:
     case CONVOY__TASK_CUSTOM:
+    case CONVOY__TASK_CONV_FORWARD_BIAS_ACT:
+    case CONVOY__TASK_ACTIVATION_BACKWARD:
+    case CONVOY__TASK_BIAS_BACKWARD:
+    case CONVOY__TASK_SOFTMAX_CROSS_ENTROPY:
+    case CONVOY__TASK_SGD_STEP:
         return CONVOY__TRACE_COMPUTE;
-    default:
+    case CONVOY__TASK_RELEASE:
+    case CONVOY__TASK_KIND_COUNT:
         return CONVOY__TRACE_OTHER;
     }
+    return CONVOY__TRACE_OTHER;
 }
 
 void convoy__profile_report(convoy__trace *trace, const convoy_task *task, int enqueue_track)

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what convoy needs to build and test: cmake, a C toolchain that can
-# compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka
-# (and clang-format when CONVOY_NEED_CLANG_FORMAT=1, python3 when
-# CONVOY_NEED_PYTHON=1, matplotlib for a python3 when CONVOY_NEED_MATPLOTLIB=1
-# for scripts/trace_timeline.py and make trace-picture, Clang and its
-# libFuzzer runtime when CONVOY_NEED_FUZZER=1 for make fuzz: Debian ships
-# libFuzzer apart from clang, in libclang-rt-dev). As root it runs apt-get itself and shows its
+# compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka;
+# zlib and Fashion-MNIST (Debian's dataset-fashion-mnist) for the training
+# example (`make demo`); and clang-format when CONVOY_NEED_CLANG_FORMAT=1,
+# python3 when CONVOY_NEED_PYTHON=1, Debian's python3-torch when
+# CONVOY_NEED_TORCH=1 (`make demo-compare`, never the library), matplotlib
+# for a python3 when CONVOY_NEED_MATPLOTLIB=1 (scripts/trace_timeline.py,
+# make trace-picture), Clang and its libFuzzer runtime when
+# CONVOY_NEED_FUZZER=1 (make fuzz: Debian ships libFuzzer apart from clang,
+# in libclang-rt-dev). As root it runs apt-get itself and shows its
 # progress; otherwise it prints the one command to run and exits 1. oneDNN is
 # optional to the build (CONVOY_ENABLE_ONEDNN: without it the onednn
 # algorithm refuses every convolution) but installed here so the tests cover
@@ -65,6 +68,16 @@ find_missing() {
   # libdnnl-dev ships no .pc file: look for its header where CMake will.
   if [ ! -f /usr/include/oneapi/dnnl/dnnl.h ] && [ ! -f /usr/local/include/oneapi/dnnl/dnnl.h ]; then
     missing+=(libdnnl-dev)
+  fi
+  if [ ! -f /usr/include/zlib.h ] && ! have_module zlib; then
+    missing+=(zlib1g-dev)
+  fi
+  if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    missing+=(dataset-fashion-mnist)
+  fi
+  # Debian's python3-torch lives in Debian's python3, which another python3 on PATH may hide.
+  if [ "${CONVOY_NEED_TORCH:-0}" = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
+    missing+=(python3-torch)
   fi
   if [ "${CONVOY_NEED_CLANG_FORMAT:-0}" = 1 ] && ! command -v clang-format >/dev/null 2>&1; then
     missing+=(clang-format)

@@ -107,13 +107,13 @@ static convoy_status mock_time(convoy__backend *be, const convoy__conv_plan *pla
 }
 
 static const convoy__conv_algo mock_cudnn = {
-    "cudnn", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
+    "cudnn", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL, NULL};
 static const convoy__conv_algo mock_gemm = {
-    "gemm", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
+    "gemm", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL, NULL};
 static const convoy__conv_algo mock_1x1 = {
-    "1x1", pointwise_only, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
+    "1x1", pointwise_only, mock_candidates, mock_prepare, mock_release, mock_run, NULL, NULL};
 static const convoy__conv_algo mock_direct = {
-    "direct", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL};
+    "direct", NULL, mock_candidates, mock_prepare, mock_release, mock_run, NULL, NULL};
 static const convoy__conv_algo *const mock_algos[] = {&mock_cudnn, &mock_gemm, &mock_1x1,
                                                       &mock_direct};
 
@@ -142,7 +142,7 @@ static const convoy__backend_ops mock_ops = {
     .memory_capacity = mock_capacity,
 };
 
-static const convoy__conv_registry mock_registry = {mock_algos, 4, mock_run, mock_time};
+static const convoy__conv_registry mock_registry = {mock_algos, 4, mock_run, mock_time, NULL};
 
 static void geometry(convoy__conv_geom *g, int64_t batch, int64_t size, int64_t kernel)
 {
