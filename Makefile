@@ -115,22 +115,24 @@ fuzz:
 	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units)' $(BUILD)-fuzz/$$t.log; \
 	done
 
-# docs/timeline.png: a traced run of bench/pipeline_bench (upload -> forward ->
-# download batches) on two CPU streams, its first 330 ms drawn by
-# scripts/trace_timeline.py with the dependency arrows. Installs matplotlib
-# first (scripts/install-deps.sh); PYTHON=... picks the interpreter, else the
-# first of python3 and /usr/bin/python3 that has matplotlib.
-TRACE_JSON ?= $(BUILD)/pipeline_trace.json
+# docs/timeline.png: eight traced steps of the training program on two CPU
+# streams (its first steps run on a runtime of their own that writes the
+# trace), the last 40 ms of them drawn by scripts/trace_timeline.py
+# with the dependency arrows. Installs matplotlib first
+# (scripts/install-deps.sh); PYTHON=... picks the interpreter, else the first
+# of python3 and /usr/bin/python3 that has matplotlib.
+TRACE_JSON ?= $(BUILD)/train_trace.json
 TRACE_PICTURE ?= docs/timeline.png
 trace-picture: build
 	@CONVOY_NEED_PYTHON=1 CONVOY_NEED_MATPLOTLIB=1 scripts/install-deps.sh
-	CONVOY_DEVICE=cpu CONVOY_STREAMS=2 CONVOY_TRACE=$(TRACE_JSON) \
-	  $(BUILD)/bench/pipeline_bench bench/conv_suite.txt >/dev/null
+	CONVOY_TRACE=$(TRACE_JSON) $(BUILD)/examples/train_fashion_mnist --epochs 1 --limit 2048 \
+	  --test-limit 1000 --streams 2 --quiet >/dev/null
 	@py="$(PYTHON)"; \
 	if [ -z "$$py" ]; then for p in python3 /usr/bin/python3; do \
 	  if $$p -c 'import matplotlib' >/dev/null 2>&1; then py=$$p; break; fi; done; fi; \
 	set -x; "$${py:-python3}" scripts/trace_timeline.py $(TRACE_JSON) -o $(TRACE_PICTURE) \
-	  --arrows --end-ms 330 --title "pipeline_bench: upload -> forward -> download, 2 CPU streams"
+	  --arrows --last-ms 40 \
+	  --title "train_fashion_mnist: about two training steps (batch 128), 2 CPU streams"
 
 format:
 	clang-format -i $$($(SOURCES))

@@ -41,6 +41,8 @@ def parse_args(argv):
                         help="left edge, in ms from the trace's origin")
     parser.add_argument("--end-ms", type=float, default=None,
                         help="right edge, in ms from the trace's origin")
+    parser.add_argument("--last-ms", type=float,
+                        help="show only the last LAST_MS ms (the steady state of a run)")
     parser.add_argument("--title", default=None, help="title above the timeline")
     parser.add_argument("--width", type=float, default=12.0, help="width in inches")
     parser.add_argument("--dpi", type=int, default=100, help="pixels per inch")
@@ -100,6 +102,8 @@ def draw(args):
     row = {tid: i for i, (tid, _) in enumerate(lanes)}
     start = args.start_ms if args.start_ms is not None else min(s[1] for s in slices)
     end = args.end_ms if args.end_ms is not None else max(s[1] + s[2] for s in slices)
+    if args.last_ms is not None:
+        start = max(start, end - args.last_ms)
     margin = (end - start) * 0.01 or 0.01
     show_counters = bool(counters) and not args.no_counters
 
@@ -129,13 +133,15 @@ def draw(args):
         for (from_tid, from_ts), (to_tid, to_ts) in flows:
             if from_tid not in row or to_tid not in row:
                 continue
-            if max(from_ts, to_ts) < start or min(from_ts, to_ts) > end:
+            # Only arrows whose both ends are drawn: one from outside the
+            # window would cross the lane labels.
+            if min(from_ts, to_ts) < start or max(from_ts, to_ts) > end:
                 continue
             same = from_tid == to_tid
             ax.annotate("", xy=(to_ts, row[to_tid] - (0.3 if same else 0.0)),
                         xytext=(from_ts, row[from_tid] - (0.3 if same else 0.0)),
                         arrowprops=dict(arrowstyle="-|>", color="#333333", lw=0.5,
-                                        alpha=0.55, shrinkA=0, shrinkB=0,
+                                        alpha=0.55, shrinkA=0, shrinkB=0, clip_on=True,
                                         connectionstyle="arc3,rad=-0.25" if same else None))
 
     ax.set_yticks(range(len(lanes)))
