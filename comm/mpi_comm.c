@@ -15,6 +15,7 @@
  * waiting for other ranks to arrive, with short sleeps that leave the cores to the compute
  * streams. Once every rank agreed, the data phase only yields between polls. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +65,24 @@ struct convoy__mpi {
      * and then leaves out its data exchange, as a rank that dies right after agreeing would. */
     int skip_rank;
     int64_t skip_sequence;
+
+    convoy__mpi *next_abandoned;
 };
+
+/* Communicators given up with an operation maybe still pending inside MPI (a timeout broke
+ * them, or their MPI_Comm_idup never completed): MPI may still write into their buffers, so
+ * they are never freed. They stay here, reachable, until the process ends; like MPI's own
+ * state, this list is per process. */
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+static convoy__mpi *abandoned;
+
+static void abandon(convoy__mpi *m)
+{
+    pthread_mutex_lock(&abandoned_lock);
+    m->next_abandoned = abandoned;
+    abandoned = m;
+    pthread_mutex_unlock(&abandoned_lock);
+}
 
 /* ---- errors and waiting ------------------------------------------------------------------ */
 
@@ -277,6 +295,7 @@ convoy_status convoy__mpi_create(const convoy__mpi_config *config, convoy__mpi *
                              : POLL_ERROR;
     if (result == POLL_TIMEOUT) {
         /* The duplicate may still complete inside MPI, into m: m stays allocated. */
+        abandon(m);
         return convoy__error(CONVOY_ERR_BACKEND,
                              "%s: not every rank of the MPI communicator called comm_create "
                              "within %" PRId64 " ms (MPI_Comm_idup did not complete)",
@@ -306,8 +325,12 @@ convoy_status convoy__mpi_create(const convoy__mpi_config *config, convoy__mpi *
 
 void convoy__mpi_destroy(convoy__mpi *m)
 {
-    if (!m || m->broken)
-        return; /* a broken communicator's requests may still use its buffers */
+    if (!m)
+        return;
+    if (m->broken) {
+        abandon(m); /* its requests may still use its buffers */
+        return;
+    }
     int finalized = 1;
     if (MPI_Finalized(&finalized) == MPI_SUCCESS && !finalized)
         (void)MPI_Comm_free(&m->comm);
@@ -564,7 +587,8 @@ convoy_status convoy__mpi_allreduce(convoy__mpi *m, const convoy__comm_segment *
     for (size_t i = 0; i < count; ++i) {
         const convoy__comm_segment *s = &segments[i];
         memset(m->buffer + filled, 0, (size_t)(s->offset - filled) * sizeof(float));
-        memcpy(m->buffer + s->offset, s->data, (size_t)s->count * sizeof(float));
+        if (s->count > 0) /* an empty tensor has no storage */
+            memcpy(m->buffer + s->offset, s->data, (size_t)s->count * sizeof(float));
         filled = s->offset + s->count;
     }
     memset(m->buffer + filled, 0, (size_t)(total - filled) * sizeof(float));
@@ -585,6 +609,8 @@ convoy_status convoy__mpi_allreduce(convoy__mpi *m, const convoy__comm_segment *
     for (size_t i = 0; i < count; ++i) {
         const convoy__comm_segment *s = &segments[i];
         const float *reduced = m->buffer + s->offset;
+        if (s->count == 0)
+            continue;
         if (op == CONVOY_REDUCE_AVERAGE) {
             for (int64_t k = 0; k < s->count; ++k)
                 s->data[k] = reduced[k] / ranks;

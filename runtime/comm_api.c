@@ -99,22 +99,27 @@ static convoy_status agree_on_setup(convoy__mpi *mpi, convoy__collective_kind ki
     return convoy__mpi_agree(mpi, &h);
 }
 
-/* Both MPI and the device: every rank agrees on the device kind and version, then on CUDA
- * joins NCCL and agrees that every rank did. */
+/* Every rank agrees on the device kind and version, and that each has its communication
+ * stream; then on CUDA every rank joins NCCL and agrees that all did. A rank that failed
+ * returns its own error; the others fail with the verdict naming it. */
 static convoy_status open_parts(convoy_runtime *rt, convoy_comm *comm, int64_t timeout_ms)
 {
     convoy__backend *be = rt->backend;
+    convoy_status stream = convoy__scheduler_open_comm_stream(rt->scheduler);
+    char own[1024];
+    snprintf(own, sizeof own, "%s", convoy__error_text());
     convoy_status status = agree_on_setup(comm->mpi, CONVOY__COLLECTIVE_CREATE, be->ops->device,
-                                          CONVOY_VERSION_NUMBER, CONVOY_OK);
-    if (status != CONVOY_OK)
+                                          CONVOY_VERSION_NUMBER, stream);
+    if (stream != CONVOY_OK) {
+        convoy__error_set_text(own);
+        return stream;
+    }
+    if (status != CONVOY_OK || be->ops->device == CONVOY_DEVICE_CPU)
         return status;
     convoy__collective_config config = {comm->rank, comm->size, timeout_ms, convoy__mpi_bcast_bytes,
                                         comm->mpi};
     convoy_status joined = convoy__backend_collectives_open(be, &config, &comm->device);
-    char own[1024];
     snprintf(own, sizeof own, "%s", convoy__error_text());
-    if (be->ops->device == CONVOY_DEVICE_CPU)
-        return CONVOY_OK;
     status = agree_on_setup(comm->mpi, CONVOY__COLLECTIVE_JOIN_DEVICE, 0, 0, joined);
     if (joined != CONVOY_OK) {
         convoy__error_set_text(own);
@@ -168,8 +173,7 @@ CONVOY_EXTERN convoy_status convoy_comm_create_mpi(convoy_runtime *rt, const voi
     comm->deterministic = rt->options.deterministic;
     comm->agree_at_submit = !on_cpu;
     pthread_mutex_init(&comm->lock, NULL);
-    if ((status = open_parts(rt, comm, o.timeout_ms)) != CONVOY_OK ||
-        (status = convoy__scheduler_open_comm_stream(rt->scheduler)) != CONVOY_OK) {
+    if ((status = open_parts(rt, comm, o.timeout_ms)) != CONVOY_OK) {
         char message[1024];
         snprintf(message, sizeof message, "%s", convoy__error_text());
         if (comm->device)

@@ -1,14 +1,8 @@
 # Collectives across processes (convoy_mpi.h), built when MPI is. Each test starts its ranks
-# on this machine through CMake's MPIEXEC_EXECUTABLE; the environment keeps Open MPI on shared
-# memory and loopback (btl self,vader), lets it run as root in CI containers and run more
-# ranks than cores (MPICH ignores these variables). Each run takes seconds; TIMEOUT bounds it
-# and PROCESSORS tells `ctest -j` how many cores it takes.
+# on this machine through CMake's MPIEXEC_EXECUTABLE, in CONVOY_MPI_ENVIRONMENT (the top
+# CMakeLists.txt: shared memory and loopback only, as root, oversubscribed). Each run takes
+# seconds; TIMEOUT bounds it and PROCESSORS tells `ctest -j` how many cores it takes.
 if(CONVOY_HAVE_MPI)
-  set(CONVOY_MPI_ENVIRONMENT
-      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
-      OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-      CONVOY_COMM_TIMEOUT_MS= CONVOY_TEST_COMM_SKIP_DATA=)
-
   # convoy_add_mpi_test(NAME TARGET target RANKS n [TIMEOUT s] [ARGS a...] [ENV k=v...])
   function(convoy_add_mpi_test name)
     cmake_parse_arguments(T "" "TARGET;RANKS;TIMEOUT" "ARGS;ENV" ${ARGN})
