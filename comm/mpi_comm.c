@@ -388,8 +388,11 @@ static convoy_status agree_as_root(convoy__mpi *m)
             return mpi_failed(m, code, "MPI_Testsome over the headers");
         if (completed == MPI_UNDEFINED)
             break;
-        for (int i = 0; i < completed; ++i)
+        for (int i = 0; i < completed; ++i) {
+            convoy__comm_header *h = &m->headers[m->indices[i]];
+            h->note[sizeof h->note - 1] = '\0'; /* the text is quoted in the verdict */
             m->arrived[m->indices[i]] = 1;
+        }
         pending -= completed;
         if (pending > 0 && convoy__now_us() >= deadline)
             break;
@@ -397,8 +400,10 @@ static convoy_status agree_as_root(convoy__mpi *m)
             pause_between_polls(&polls, 1);
     }
     for (int r = 1; r < m->size && pending > 0; ++r) {
-        if (!m->arrived[r])
+        if (!m->arrived[r]) {
             withdraw_receive(&m->requests[r], &m->arrived[r]);
+            m->headers[r].note[sizeof m->headers[r].note - 1] = '\0';
+        }
     }
     convoy__comm_decide(m->headers, m->arrived, m->size, m->timeout_ms, &m->verdict);
     for (int r = 1; r < m->size; ++r) {
@@ -517,11 +522,13 @@ static convoy_status finish_data(convoy__mpi *m, int code, MPI_Request *request,
         if (result == POLL_DONE)
             return CONVOY_OK;
         if (result == POLL_TIMEOUT) {
+            char what[320];
+            convoy__comm_header_text(&m->own, what, sizeof what);
             convoy__error(CONVOY_ERR_BACKEND,
-                          "rank %d of %d: collective #%" PRId64 ": %s did not finish within "
+                          "rank %d of %d: %s, collective #%" PRId64 ": %s did not finish within "
                           "%" PRId64 " ms, after every rank had agreed to it (a rank failed "
                           "during the exchange); the communicator is unusable from now on",
-                          m->rank, m->size, m->own.sequence, call, m->timeout_ms);
+                          m->rank, m->size, what, m->own.sequence, call, m->timeout_ms);
             return break_with(m, CONVOY_ERR_BACKEND);
         }
     }
@@ -533,10 +540,12 @@ static convoy_status skipped_by_hook(convoy__mpi *m)
 {
     if (m->skip_rank != m->rank || m->skip_sequence != m->own.sequence)
         return CONVOY_OK;
+    char what[320];
+    convoy__comm_header_text(&m->own, what, sizeof what);
     convoy__error(CONVOY_ERR_BACKEND,
-                  "rank %d of %d: collective #%" PRId64
+                  "rank %d of %d: %s, collective #%" PRId64
                   ": left out by the test hook CONVOY_TEST_COMM_SKIP_DATA",
-                  m->rank, m->size, m->own.sequence);
+                  m->rank, m->size, what, m->own.sequence);
     return break_with(m, CONVOY_ERR_BACKEND);
 }
 
