@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "convoy.h"
+#include "core/collective.h"
 #include "core/device.h"
 #include "kernels/conv_algo.h"
 
@@ -25,6 +26,16 @@ convoy_status convoy__cuda_backend_create(const convoy__cuda_config *config, con
 
 /* 1 when cuDNN was initialised in this backend. */
 int convoy__cuda_backend_has_cudnn(convoy__backend *backend);
+
+/* Joins the NCCL communicator of a CUDA backend's runtime, bootstrapped through
+ * config->bcast (cuda/nccl_comm.c): rank 0 makes the unique id, every rank joins within
+ * config->timeout_ms. CONVOY_ERR_UNSUPPORTED when convoy was built without NCCL. */
+convoy_status convoy__cuda_collectives_open(convoy__backend *backend,
+                                            const convoy__collective_config *config,
+                                            convoy__collectives **out);
+
+/* "NCCL 2.28.9", or "NCCL: none (built without NCCL)". */
+void convoy__cuda_collectives_describe(char *text, size_t size);
 
 /* The CUDA backend's convolution algorithms (cudnn, 1x1, gemm, direct). */
 extern const convoy__conv_registry convoy__cuda_conv_registry;

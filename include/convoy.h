@@ -22,8 +22,9 @@
  *    tasks that depended on the faulted one fail with
  *    CONVOY_ERR_DEPENDENCY_FAILED. Destroy the runtime to recover.
  *
- * This header compiles as C99 and as C++ and needs no CUDA header. CUDA
- * interop (streams, device pointers) is in convoy_cuda.h.
+ * This header compiles as C99 and as C++ and needs no CUDA or MPI header.
+ * CUDA interop (streams, device pointers) is in convoy_cuda.h; making a
+ * communicator from an MPI communicator is in convoy_mpi.h.
  */
 #ifndef CONVOY_H
 #define CONVOY_H
@@ -63,7 +64,7 @@ extern "C" {
     X(CONVOY_ERR_UNSUPPORTED, 3, "no enabled implementation supports the request")                 \
     X(CONVOY_ERR_OUT_OF_MEMORY, 4, "an allocation failed")                                         \
     X(CONVOY_ERR_NO_DEVICE, 5, "the requested device is not usable")                               \
-    X(CONVOY_ERR_BACKEND, 6, "a CUDA, cuBLAS, cuDNN or BLAS call failed")                          \
+    X(CONVOY_ERR_BACKEND, 6, "a CUDA, cuBLAS, cuDNN, BLAS, MPI or NCCL call failed")               \
     X(CONVOY_ERR_DEPENDENCY_FAILED, 7, "a task this one depends on failed")                        \
     X(CONVOY_ERR_BUSY, 8, "the object is still in use")                                            \
     X(CONVOY_ERR_INTERNAL, 9, "an internal invariant failed")                                      \
@@ -531,6 +532,114 @@ CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_submit(convoy_runtime *runti
                                                            const convoy_access *accesses,
                                                            size_t count, const char *name,
                                                            convoy_task **task);
+
+/* ---- collectives across processes ------------------------------------- */
+
+/* Data-parallel training runs one process (rank) per device; after each
+ * backward pass the ranks sum their gradients. A communicator joins the
+ * runtimes of a group of processes; convoy_comm_create, in convoy_mpi.h,
+ * makes one from an MPI communicator the program owns (convoy never calls
+ * MPI_Init or MPI_Finalize). All-reduce and broadcast are tasks like any
+ * other: submitted at once, ordered by the tensor they read and write
+ * (CONVOY_READ_WRITE), and run on a communication stream of their own, so a
+ * layer's gradient is exchanged while the earlier layers' backward passes
+ * still compute. On the CPU the communication stream is a thread that calls
+ * MPI; on CUDA the collectives are NCCL's, on a CUDA stream of their own.
+ *
+ * Every rank must submit the same collectives in the same order, each with
+ * a tensor of the same dims. Before moving data, the ranks exchange a small
+ * header (what the collective is, its sequence number, the tensor's dims):
+ * when they disagree, every rank's task fails with CONVOY_ERR_SHAPE (dims or
+ * element counts differ) or CONVOY_ERR_INVALID_ARGUMENT (the kind, the
+ * operation or the root differ), naming each rank and what it submitted,
+ * and the communicator stays usable. When a rank does not take part within
+ * the timeout (it failed, exited, or is stuck), or the data exchange does
+ * not finish within it, every rank that did take part fails the task with
+ * CONVOY_ERR_BACKEND naming the missing rank(s) within at most twice the
+ * timeout, and the communicator is unusable from then on (every later
+ * collective on it fails at once, naming the first failure); destroy it.
+ * When a rank's own input failed (its task would fail with
+ * CONVOY_ERR_DEPENDENCY_FAILED), it still tells the others, which fail with
+ * CONVOY_ERR_BACKEND naming it. convoy never aborts the MPI job. */
+
+typedef struct convoy_comm convoy_comm;
+
+typedef enum convoy_reduce_op {
+    CONVOY_REDUCE_SUM = 0,    /* every rank gets the elementwise sum */
+    CONVOY_REDUCE_AVERAGE = 1 /* the sum divided by the number of ranks */
+} convoy_reduce_op;
+
+#define CONVOY_COMM_DEFAULT_TIMEOUT_MS 5000
+
+/* Communicator settings. Start from convoy_comm_options_init(). */
+typedef struct convoy_comm_options {
+    int64_t timeout_ms; /* CONVOY_COMM_TIMEOUT_MS=1..86400000 (default 5000): how long a rank
+                           waits for the others to reach a collective, and then for its data
+                           to move, before failing it */
+} convoy_comm_options;
+
+/* Fills *options with the defaults (timeout CONVOY_COMM_DEFAULT_TIMEOUT_MS).
+ * Reads no environment variable. CONVOY_ERR_INVALID_ARGUMENT for NULL. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_comm_options_init(convoy_comm_options *options);
+
+/* Applies CONVOY_COMM_TIMEOUT_MS (digits, 1..86400000) on top of *options;
+ * unset or empty leaves the field as it was. A malformed value is
+ * CONVOY_ERR_INVALID_ARGUMENT naming it, and the field is left unchanged.
+ * CONVOY_ERR_INVALID_ARGUMENT for NULL. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_comm_options_from_env(convoy_comm_options *options);
+
+/* Waits for the collectives already submitted on comm, then releases it and
+ * its MPI communicator (a duplicate convoy made of the program's; one left
+ * unusable by a timeout is not freed, since a peer may never answer). Call
+ * it before MPI_Finalize and before destroying the runtime; a communicator
+ * whose runtime was destroyed first was released then, and this only frees
+ * the handle. Blocking; NULL is a no-op. */
+CONVOY_EXTERN void convoy_comm_destroy(convoy_comm *comm);
+
+/* This process's rank in the communicator (0..size-1); -1 for NULL. */
+CONVOY_EXTERN int convoy_comm_rank(const convoy_comm *comm);
+
+/* The number of ranks; 0 for NULL. */
+CONVOY_EXTERN int convoy_comm_size(const convoy_comm *comm);
+
+/* Replaces tensor, on every rank, by the elementwise sum (or average) of the
+ * tensor over all ranks. A task reading and writing tensor (ordered after
+ * its producers, before its later readers), run on the communication
+ * stream. With the runtime's deterministic option (CONVOY_DETERMINISTIC=1)
+ * the CPU sums in rank order, ((r0 + r1) + r2) + ..., so results are
+ * bit-identical across runs and equal a single process adding the ranks'
+ * parts in that order; otherwise MPI's or NCCL's own order. Returns
+ * CONVOY_ERR_INVALID_ARGUMENT (NULL runtime, comm or tensor, a comm or
+ * tensor of another runtime or detached, an unknown op),
+ * CONVOY_ERR_OUT_OF_MEMORY. The task fails as described above when the
+ * ranks disagree or one does not take part. Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_allreduce(convoy_runtime *runtime,
+                                                              convoy_comm *comm,
+                                                              convoy_tensor *tensor,
+                                                              convoy_reduce_op op,
+                                                              convoy_task **task);
+
+/* All-reduces count tensors (1..4096, each listed once) as one collective:
+ * they are packed into one buffer, reduced, and unpacked, so many small
+ * gradients cost one exchange instead of count. The result equals count
+ * convoy_allreduce calls, up to the order of the floating-point sums. The
+ * ranks must list tensors of the same dims in the same order. Errors as
+ * convoy_allreduce, plus CONVOY_ERR_INVALID_ARGUMENT for count outside
+ * 1..4096, a NULL tensors or a tensor listed twice. Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status
+convoy_allreduce_many(convoy_runtime *runtime, convoy_comm *comm, convoy_tensor *const *tensors,
+                      size_t count, convoy_reduce_op op, convoy_task **task);
+
+/* Copies tensor from rank root into tensor on every other rank (initial
+ * weights, for example). A task reading and writing tensor, on the
+ * communication stream. Returns CONVOY_ERR_INVALID_ARGUMENT (NULL or foreign
+ * arguments, root outside 0..size-1), CONVOY_ERR_OUT_OF_MEMORY.
+ * Asynchronous. */
+CONVOY_EXTERN CONVOY_NODISCARD convoy_status convoy_broadcast(convoy_runtime *runtime,
+                                                              convoy_comm *comm,
+                                                              convoy_tensor *tensor, int root,
+                                                              convoy_task **task);
 
 /* ---- memory ------------------------------------------------------------ */
 

@@ -1,6 +1,8 @@
 /* The one place that knows which backends exist. A build without CUDA
  * compiles only the host backend; with CUDA, device AUTO tries the GPU and
- * falls back to the host with the reason kept for convoy_runtime_describe. */
+ * falls back to the host with the reason kept for convoy_runtime_describe.
+ * It also says which backend moves collective data itself: CUDA (NCCL);
+ * on the host MPI moves it (runtime/comm_api.c). */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -177,4 +179,32 @@ convoy_status convoy__backend_open(const convoy_options *o, convoy__backend **ou
     if ((status = open_host(o, note, out)) != CONVOY_OK)
         return status;
     return check_required(o, out, note);
+}
+
+convoy_status convoy__backend_collectives_open(convoy__backend *be,
+                                               const convoy__collective_config *config,
+                                               convoy__collectives **out)
+{
+    *out = NULL;
+    if (be->ops->device == CONVOY_DEVICE_CPU)
+        return CONVOY_OK;
+#ifdef CONVOY_HAVE_CUDA
+    return convoy__cuda_collectives_open(be, config, out);
+#else
+    (void)config;
+    return convoy__error(CONVOY_ERR_INTERNAL, "comm_create: no collectives for the %s backend",
+                         be->ops->name);
+#endif
+}
+
+void convoy__backend_collectives_describe(convoy__backend *be, char *text, size_t size)
+{
+    text[0] = '\0';
+#ifdef CONVOY_HAVE_CUDA
+    if (be->ops->device == CONVOY_DEVICE_CUDA)
+        convoy__cuda_collectives_describe(text, size);
+#else
+    (void)be;
+    (void)size;
+#endif
 }

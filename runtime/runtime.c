@@ -143,10 +143,12 @@ static convoy_status create_parts(convoy_runtime *rt)
                                    .log_user_data = o->log_user_data};
     if ((status = convoy__planner_create(&plan, &rt->planner)) != CONVOY_OK)
         return status;
+    char comm[256];
+    convoy__comm_describe(be, comm, sizeof comm);
     snprintf(rt->description, sizeof rt->description,
-             "%s; %d compute stream%s%s; algo %s; exclude %s; convoy %s", be->ops->describe(be),
+             "%s; %d compute stream%s%s; algo %s; exclude %s; %s; convoy %s", be->ops->describe(be),
              streams, streams == 1 ? "" : "s", streams == 0 ? " (inline)" : "",
-             policy_name(o->algo), o->exclude && *o->exclude ? o->exclude : "none",
+             policy_name(o->algo), o->exclude && *o->exclude ? o->exclude : "none", comm,
              CONVOY_VERSION_STRING);
     return CONVOY_OK;
 }
@@ -230,6 +232,18 @@ void convoy_runtime_destroy(convoy_runtime *rt)
         convoy_tensor *next = t->next;
         convoy__tensor_detach(t);
         t = next;
+    }
+    /* Communicators the program did not destroy: their collectives are done too, so their
+     * MPI and device parts go now (MPI is still initialised: the program finalizes it after
+     * destroying what uses it). */
+    pthread_mutex_lock(&rt->tensors_lock);
+    convoy_comm *comm = rt->comms;
+    rt->comms = NULL;
+    pthread_mutex_unlock(&rt->tensors_lock);
+    while (comm) {
+        convoy_comm *next = convoy__comm_next(comm);
+        convoy__comm_detach(comm);
+        comm = next;
     }
     convoy__scheduler_destroy(rt->scheduler);
     rt->scheduler = NULL;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "convoy.h"
+#include "core/collective.h"
 #include "memory/pool.h"
 #include "memory/staging.h"
 #include "runtime/planner.h"
@@ -31,11 +32,13 @@ struct convoy_runtime {
     convoy__prof_domain *domain;
     convoy__trace *trace;
     size_t workspace_limit;
-    char description[768];
+    char description[1024];
 
-    /* tensors_lock guards the list of live tensors, walked at destroy. */
+    /* tensors_lock guards the list of live tensors and the list of live
+     * communicators, both walked at destroy. */
     pthread_mutex_t tensors_lock;
     convoy_tensor *tensors;
+    convoy_comm *comms;
 };
 
 struct convoy_tensor {
@@ -69,5 +72,26 @@ void convoy__tensor_detach(convoy_tensor *t);
  * receives why CUDA was not used when the CPU was chosen, or "". */
 convoy_status convoy__backend_open(const convoy_options *options, convoy__backend **out, char *note,
                                    size_t note_size);
+
+/* The backend's own collectives for a communicator of the runtime: NULL on
+ * the host (MPI moves host memory), NCCL on CUDA (runtime/backend_registry.c). */
+convoy_status convoy__backend_collectives_open(convoy__backend *backend,
+                                               const convoy__collective_config *config,
+                                               convoy__collectives **out);
+
+/* What moves collective data on this backend besides MPI ("NCCL 2.28.9"), or "". */
+void convoy__backend_collectives_describe(convoy__backend *backend, char *text, size_t size);
+
+/* At runtime destroy, with every task done: releases the communicator's MPI
+ * and device parts and detaches the handle (runtime/comm_api.c). The caller
+ * has already unlinked it from the runtime's list. */
+void convoy__comm_detach(convoy_comm *comm);
+
+/* The next communicator of the runtime's list. */
+convoy_comm *convoy__comm_next(const convoy_comm *comm);
+
+/* The libraries the communicators of this build use, for the description
+ * line: "comm: MPI: Open MPI v4.1.4 (MPI 3.1), NCCL 2.28.9". */
+void convoy__comm_describe(convoy__backend *backend, char *text, size_t size);
 
 #endif /* CONVOY_RUNTIME_RUNTIME_INT_H */

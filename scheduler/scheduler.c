@@ -37,7 +37,10 @@ struct convoy__scheduler {
      * failure paths of enqueue, where a task's order can no longer be kept
      * on the device; no stream work ever takes it, so that cannot deadlock. */
     pthread_mutex_t lock;
-    stream_slot *slots; /* compute streams first, then upload, then download */
+    /* Compute streams first, then upload, then download, then (once opened)
+     * the communication stream: slot_count grows by one when it opens, and
+     * slots has room for it from the start. */
+    stream_slot *slots;
     int slot_count;
     int compute_count;
     int inline_mode;
@@ -62,8 +65,9 @@ struct convoy__scheduler {
 };
 
 static const char *const kind_names[CONVOY__TASK_KIND_COUNT] = {
-    "upload",  "download",          "conv_fwd", "conv_bwd_data", "conv_bwd_filter", "custom",
-    "release", "conv_fwd_bias_act", "act_bwd",  "bias_bwd",      "softmax_xent",    "sgd",
+    "upload",       "download", "conv_fwd",          "conv_bwd_data", "conv_bwd_filter",
+    "custom",       "release",  "conv_fwd_bias_act", "act_bwd",       "bias_bwd",
+    "softmax_xent", "sgd",      "allreduce",         "broadcast",
 };
 
 const char *convoy__task_kind_name(convoy__task_kind kind)
@@ -265,6 +269,10 @@ static void task_execute(void *arg, void *native_stream)
             snprintf(text, sizeof text, "%s: %s", task->label, convoy__error_text());
             (void)convoy__task_set_failure(task, status, text);
         }
+    } else if (task->skip && !task->off_stream) {
+        /* In the body's place and in stream order, so what the skip tells
+         * other processes comes where the body's messages would have. */
+        task->skip(task->payload, native_stream, convoy__task_message(task));
     }
     convoy__profile_end(task, native_stream);
     if (convoy__task_status(task) != CONVOY_OK)
@@ -418,6 +426,10 @@ static int choose_slot(convoy__scheduler *s, const convoy_task *task, convoy__qu
         return s->compute_count;
     if (queue == CONVOY__QUEUE_DOWNLOAD)
         return s->compute_count + 1;
+    /* Collectives are submitted only once their communicator opened the
+     * stream; a compute stream would still keep them in order. */
+    if (queue == CONVOY__QUEUE_COMM && s->slot_count > s->compute_count + 2)
+        return s->compute_count + 2;
     const convoy_task *producer = NULL;
     for (int i = 0; i < task->dependency_count; ++i) {
         const convoy_task *d = task->dependencies[i].task;
@@ -449,7 +461,8 @@ static int profile_track(convoy__scheduler *s, const convoy_task *task)
     return s->inline_track;
 }
 
-static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc)
+static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc,
+                             convoy__task_skip_fn skip)
 {
     convoy_task *task = malloc(sizeof *task + desc->payload_size);
     if (!task)
@@ -468,6 +481,7 @@ static convoy_task *task_new(convoy__scheduler *s, const convoy__task_desc *desc
     task->bytes = desc->bytes;
     if (s->trace)
         convoy__profile_attach(task);
+    task->skip = skip;
     convoy__text_join(task->label, sizeof task->label,
                       desc->label ? desc->label : convoy__task_kind_name(desc->kind), NULL);
     if (desc->payload_size)
@@ -514,6 +528,7 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
             wait_on_host(s, task->dependencies[i].task);
         task->stream = NULL;
         task->slot = -1;
+        task->off_stream = 1;
         task_execute(task, NULL);
         return;
     }
@@ -539,6 +554,7 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
         /* Only the body is lost: the bookkeeping runs here, and the
          * completion event below still follows the waits. */
         fail_early(task, status);
+        task->off_stream = 1;
         task_execute(task, NULL);
     }
     if (task->stream) {
@@ -560,10 +576,17 @@ static void enqueue(convoy__scheduler *s, convoy_task *task, const convoy__task_
 convoy_status convoy__scheduler_submit(convoy__scheduler *s, const convoy__task_desc *desc,
                                        convoy_task **task_out)
 {
+    return convoy__scheduler_submit_skippable(s, desc, NULL, task_out);
+}
+
+convoy_status convoy__scheduler_submit_skippable(convoy__scheduler *s,
+                                                 const convoy__task_desc *desc,
+                                                 convoy__task_skip_fn skip, convoy_task **task_out)
+{
     const char *label = desc->label ? desc->label : convoy__task_kind_name(desc->kind);
     if (atomic_load_explicit(&s->fault, memory_order_acquire) != CONVOY_OK)
         return refuse_after_fault(s, label);
-    convoy_task *task = task_new(s, desc);
+    convoy_task *task = task_new(s, desc, skip);
     if (!task)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for the task",
                              label);
@@ -701,21 +724,69 @@ convoy_status convoy__scheduler_synchronize(convoy__scheduler *s)
 
 static const char *slot_name(const convoy__scheduler *s, int i, char *buffer, size_t size)
 {
+    static const char *const others[3] = {"convoy upload", "convoy download", "convoy comm"};
     if (i < s->compute_count)
         snprintf(buffer, size, "convoy compute %d", i);
     else
-        snprintf(buffer, size, "%s", i == s->compute_count ? "convoy upload" : "convoy download");
+        snprintf(buffer, size, "%s", others[i - s->compute_count]);
     return buffer;
+}
+
+convoy_status convoy__scheduler_open_comm_stream(convoy__scheduler *s)
+{
+    if (s->inline_mode)
+        return CONVOY_OK;
+    pthread_mutex_lock(&s->lock);
+    convoy_status status = CONVOY_OK;
+    int index = s->compute_count + 2;
+    if (s->slot_count == index) {
+        char name[48];
+        slot_name(s, index, name, sizeof name);
+        stream_slot *slot = &s->slots[index];
+        memset(slot, 0, sizeof *slot);
+        slot->queue = CONVOY__QUEUE_COMM;
+        status = s->backend->ops->stream_create(s->backend, name, &slot->stream);
+        if (status == CONVOY_OK) {
+            if (s->trace)
+                slot->track = convoy__trace_track(s->trace, name);
+            s->slot_count = index + 1;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+int convoy__scheduler_has_comm_stream(convoy__scheduler *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int open = s->slot_count > s->compute_count + 2;
+    pthread_mutex_unlock(&s->lock);
+    return open;
+}
+
+int convoy__scheduler_input_failed(convoy__scheduler *s, convoy__hazards *h, char *why,
+                                   size_t why_size)
+{
+    pthread_mutex_lock(&s->lock);
+    const convoy_task *writer = h->last_writer;
+    convoy_status status = writer ? convoy__task_status(writer) : CONVOY_OK;
+    if (status != CONVOY_OK) {
+        const char *message = convoy__task_message(writer);
+        snprintf(why, why_size, "'%s' failed with %s: %s", writer->label,
+                 convoy_status_name(status), message ? message : "");
+    }
+    pthread_mutex_unlock(&s->lock);
+    return status != CONVOY_OK;
 }
 
 convoy_status convoy__scheduler_create(convoy__backend *backend,
                                        const convoy__scheduler_config *config,
                                        convoy__scheduler **out)
 {
-    if (config->compute_streams < 0 || config->compute_streams > CONVOY__MAX_SLOTS - 2)
+    if (config->compute_streams < 0 || config->compute_streams > CONVOY__MAX_SLOTS - 3)
         return convoy__error(CONVOY_ERR_INVALID_ARGUMENT,
                              "runtime_create: %d compute streams, expected 0..%d",
-                             config->compute_streams, CONVOY__MAX_SLOTS - 2);
+                             config->compute_streams, CONVOY__MAX_SLOTS - 3);
     convoy__scheduler *s = calloc(1, sizeof *s);
     if (!s)
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");
@@ -730,7 +801,8 @@ convoy_status convoy__scheduler_create(convoy__backend *backend,
     if (!s->inline_mode) {
         s->compute_count = config->compute_streams;
         s->slot_count = s->compute_count + 2;
-        s->slots = calloc((size_t)s->slot_count, sizeof *s->slots);
+        /* One more for the communication stream, opened on demand. */
+        s->slots = calloc((size_t)s->slot_count + 1, sizeof *s->slots);
         if (!s->slots) {
             convoy__scheduler_destroy(s);
             return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "runtime_create: out of host memory");

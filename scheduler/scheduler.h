@@ -48,14 +48,19 @@ typedef enum convoy__task_kind {
     CONVOY__TASK_BIAS_BACKWARD,
     CONVOY__TASK_SOFTMAX_CROSS_ENTROPY,
     CONVOY__TASK_SGD_STEP,
+    CONVOY__TASK_ALLREDUCE,
+    CONVOY__TASK_BROADCAST,
     CONVOY__TASK_KIND_COUNT
 } convoy__task_kind;
 
-/* Which stream class runs a task. */
+/* Which stream class runs a task. COMM is the communication stream, which
+ * exists once convoy__scheduler_open_comm_stream made it: collectives run
+ * there one after another, in submission order, beside the compute. */
 typedef enum convoy__queue {
     CONVOY__QUEUE_COMPUTE,
     CONVOY__QUEUE_UPLOAD,
-    CONVOY__QUEUE_DOWNLOAD
+    CONVOY__QUEUE_DOWNLOAD,
+    CONVOY__QUEUE_COMM
 } convoy__queue;
 
 /* Access modes: CONVOY_READ / CONVOY_WRITE / CONVOY_READ_WRITE, plus RELEASE
@@ -63,8 +68,8 @@ typedef enum convoy__queue {
  * write, then leaves the hazard record empty. */
 #define CONVOY__ACCESS_RELEASE 8
 
-/* Compute streams plus the upload and download streams. */
-#define CONVOY__MAX_SLOTS 66
+/* Compute streams plus the upload, download and communication streams. */
+#define CONVOY__MAX_SLOTS 67
 
 typedef struct convoy__hazard_access {
     convoy__hazards *hazards;
@@ -88,6 +93,14 @@ typedef convoy_status (*convoy__task_bind_fn)(void *payload, convoy__stream *str
 /* Called right after the work was enqueued, under the lock: returns
  * stream-ordered resources (workspace) to the pool on that stream. */
 typedef void (*convoy__task_unbind_fn)(void *payload, convoy__stream *stream);
+
+/* Called in the body's place, in stream order, when the body does not run
+ * because the task failed first (a dependency failed, or bind did); reason
+ * is the task's failure message. A collective uses it to tell the other
+ * processes that this one cannot take part, so they fail at once instead of
+ * waiting for it. It cannot change the task's status. Not called when the
+ * task completes off its stream (the paths where it could not be queued). */
+typedef void (*convoy__task_skip_fn)(void *payload, void *native_stream, const char *reason);
 
 typedef struct convoy__task_desc {
     convoy__task_kind kind;
@@ -125,6 +138,12 @@ void convoy__scheduler_destroy(convoy__scheduler *scheduler);
 convoy_status convoy__scheduler_submit(convoy__scheduler *scheduler, const convoy__task_desc *desc,
                                        convoy_task **task_out);
 
+/* convoy__scheduler_submit for a task whose skip (may be NULL) runs in its body's place
+ * when the body does not run. */
+convoy_status convoy__scheduler_submit_skippable(convoy__scheduler *scheduler,
+                                                 const convoy__task_desc *desc,
+                                                 convoy__task_skip_fn skip, convoy_task **task_out);
+
 /* Waits for every submitted task; returns the first failure since the last
  * call (with its message), or CONVOY_OK. */
 convoy_status convoy__scheduler_synchronize(convoy__scheduler *scheduler);
@@ -136,6 +155,22 @@ int convoy__scheduler_clear_if_idle(convoy__scheduler *scheduler, convoy__hazard
 
 /* Drops a hazard record's task references (tensor teardown at destroy). */
 void convoy__hazards_clear(convoy__scheduler *scheduler, convoy__hazards *hazards);
+
+/* Creates the communication stream ("convoy comm") unless it exists or the
+ * scheduler runs every task inline (then collectives run inline too). Safe
+ * from any thread; the first caller creates it. */
+convoy_status convoy__scheduler_open_comm_stream(convoy__scheduler *scheduler);
+
+/* 1 when the communication stream exists (always 0 inline). */
+int convoy__scheduler_has_comm_stream(convoy__scheduler *scheduler);
+
+/* When the task that last wrote the hazard record has already failed,
+ * writes "'label' failed with STATUS: message" into why and returns 1;
+ * returns 0 otherwise (no writer, still running, or succeeded). For work
+ * that must decide at submit whether its input is good (CUDA collectives,
+ * which agree with the other processes before they are enqueued). */
+int convoy__scheduler_input_failed(convoy__scheduler *scheduler, convoy__hazards *hazards,
+                                   char *why, size_t why_size);
 
 /* Streams and their count, for the description line. */
 int convoy__scheduler_stream_count(const convoy__scheduler *scheduler);

@@ -53,6 +53,8 @@ struct convoy_task {
     struct convoy__task_profile *profile;
 
     convoy__task_run_fn run;
+    convoy__task_skip_fn skip; /* may be NULL */
+    int off_stream;            /* completed on the submitting thread, not on its stream */
     /* Written at submit under the scheduler's lock, read by the executing
      * thread, and released when the task retires from its stream, not when
      * it runs: until its completion event is seen, the stream may still hold

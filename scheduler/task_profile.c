@@ -157,6 +157,8 @@ static convoy__trace_role role_of(convoy__task_kind kind)
     case CONVOY__TASK_SGD_STEP:
         return CONVOY__TRACE_COMPUTE;
     case CONVOY__TASK_RELEASE:
+    case CONVOY__TASK_ALLREDUCE:
+    case CONVOY__TASK_BROADCAST:
     case CONVOY__TASK_KIND_COUNT:
         return CONVOY__TRACE_OTHER;
     }

@@ -17,8 +17,9 @@ declare -A allowed=(
     [scheduler]="core memory profiling"
     [cpu]="core kernels"
     [cuda]="core kernels"
-    [runtime]="core profiling memory scheduler kernels cpu cuda"
-    [tests]="core profiling memory scheduler kernels cpu cuda runtime tests"
+    [comm]="core"
+    [runtime]="core profiling memory scheduler kernels cpu cuda comm"
+    [tests]="core profiling memory scheduler kernels cpu cuda comm runtime tests"
     [examples]=""
     [bench]="examples"
 )

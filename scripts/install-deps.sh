@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what convoy needs to build and test: cmake, a C toolchain that can
-# compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka;
+# compile and link a program, make, pkg-config, OpenBLAS, oneDNN, CMocka and
+# Open MPI (libopenmpi-dev for mpi.h and libmpi, openmpi-bin for mpirun);
 # zlib and Fashion-MNIST (Debian's dataset-fashion-mnist) for the training
 # example (`make demo`); and clang-format when CONVOY_NEED_CLANG_FORMAT=1,
 # python3 when CONVOY_NEED_PYTHON=1, Debian's python3-torch when
@@ -12,9 +13,10 @@
 # progress; otherwise it prints the one command to run and exits 1. oneDNN is
 # optional to the build (CONVOY_ENABLE_ONEDNN: without it the onednn
 # algorithm refuses every convolution) but installed here so the tests cover
-# it. The CUDA
-# toolkit is optional and never installed here: the build uses it when it
-# finds it.
+# it. MPI is optional the same way (CONVOY_ENABLE_MPI: without it the
+# collectives refuse) and installed so the multi-process tests run. The CUDA
+# toolkit (and NCCL beside it) is optional and never installed here: the
+# build uses it when it finds it.
 set -euo pipefail
 
 # A compiler is usable when it builds and runs a program: `command -v cc`
@@ -79,6 +81,11 @@ find_missing() {
   if [ "${CONVOY_NEED_TORCH:-0}" = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
     missing+=(python3-torch)
   fi
+  # CMake's FindMPI starts from the mpicc wrapper; mpirun starts the tests' ranks.
+  if ! command -v mpicc >/dev/null 2>&1 || ! have_module ompi-c; then
+    missing+=(libopenmpi-dev)
+  fi
+  command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
   if [ "${CONVOY_NEED_CLANG_FORMAT:-0}" = 1 ] && ! command -v clang-format >/dev/null 2>&1; then
     missing+=(clang-format)
   fi

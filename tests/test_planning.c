@@ -28,6 +28,7 @@ static convoy_runtime *cpu_runtime(convoy_algo_policy policy, int streams, size_
     assert_int_equal(convoy_options_init(&o), CONVOY_OK);
     o.device = CONVOY_DEVICE_CPU;
     o.exclude = "onednn";
+    o.blas_threads = 1; /* planning, not speed; and OpenBLAS threads escape ThreadSanitizer */
     o.algo = policy;
     o.streams = streams;
     o.memory_limit = memory_limit;
