@@ -17,7 +17,17 @@
  * The runtime reads the CONVOY_* variables (convoy_options_from_env); command-line flags win.
  * With CONVOY_TRACE set, the first few steps run on a runtime of their own that writes the
  * Chrome trace when it is destroyed, and training continues on an untraced one.
- * Run with --help for the flags. Uses only the public header. */
+ * Run with --help for the flags. Uses only the public header (and convoy_mpi.h with MPI).
+ *
+ * Built with TRAIN_WITH_MPI (train_fashion_mnist_mpi), it trains data-parallel under mpirun:
+ * every rank takes its contiguous shard of every global batch of --batch images (the same
+ * shuffled order everywhere), computes forward and backward on it, averages each layer's
+ * gradients across the ranks as soon as they are computed (one convoy_allreduce_many per
+ * layer, beside the earlier layers' backward), and applies the same SGD step. Rank 0's initial
+ * weights are broadcast; all ranks evaluate, rank 0 prints and writes the loss log. --shards N
+ * computes each global batch as N shards one after another in one process and averages their
+ * gradients in shard order, which is what N ranks do in deterministic mode: the losses are
+ * bit-identical to those of mpirun -np N with --deterministic. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
@@ -29,11 +39,14 @@
 
 #include "convoy.h"
 #include "fashion_mnist.h"
+#ifdef TRAIN_WITH_MPI
+#include "convoy_mpi.h"
+#endif
 #include "train_net.h"
 
 typedef struct args {
     const char *data;
-    int epochs, batch, streams, deterministic, quiet, trace_steps;
+    int epochs, batch, streams, deterministic, quiet, trace_steps, shards;
     long limit, test_limit;
     double lr, momentum, weight_decay;
     unsigned long long seed;
@@ -64,6 +77,8 @@ static void usage(FILE *out)
             "  --export-weights FILE write the initial weights (for the PyTorch reference)\n"
             "  --loss-log FILE       write every step's loss and each epoch's figures\n"
             "  --trace-steps N       steps traced when CONVOY_TRACE is set (default 8)\n"
+            "  --shards N            each batch as N shards whose gradients are averaged in\n"
+            "                        order, as N ranks under mpirun do (CPU; default 1)\n"
             "  --quiet               no progress lines\n");
 }
 
@@ -82,7 +97,7 @@ static int parse_number(const char *flag, const char *text, double lo, double hi
 
 static int parse_args(int argc, char **argv, args *a)
 {
-    *a = (args){FMNIST_DEFAULT_DIR, 3, 128, -1, 0, 0, 8, 0, 0, 0.05, 0.9, 5e-4, 1, NULL, NULL};
+    *a = (args){FMNIST_DEFAULT_DIR, 3, 128, -1, 0, 0, 8, 1, 0, 0, 0.05, 0.9, 5e-4, 1, NULL, NULL};
     for (int i = 1; i < argc; ++i) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x = 0.0;
@@ -117,6 +132,8 @@ static int parse_args(int argc, char **argv, args *a)
             a->limit = (long)x;
         } else if (!strcmp(f, "--test-limit") && (ok = parse_number(f, v, 1, 10000, &x))) {
             a->test_limit = (long)x;
+        } else if (!strcmp(f, "--shards") && (ok = parse_number(f, v, 1, 64, &x))) {
+            a->shards = (int)x;
         } else if (!strcmp(f, "--trace-steps") && (ok = parse_number(f, v, 1, 1000, &x))) {
             a->trace_steps = (int)x;
         } else if (!strcmp(f, "--lr") && (ok = parse_number(f, v, 0, 10, &x))) {
@@ -235,14 +252,41 @@ static void fail(const char *what, convoy_status status)
 {
     fprintf(stderr, "train_fashion_mnist: %s: %s: %s\n", what, convoy_status_name(status),
             convoy_last_error_message());
+#ifdef TRAIN_WITH_MPI
+    MPI_Abort(MPI_COMM_WORLD, 3);
+#endif
     exit(3);
 }
 
 int main(int argc, char **argv)
 {
+    int rank = 0, ranks = 1;
+#ifdef TRAIN_WITH_MPI
+    int provided = 0;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "train_fashion_mnist: MPI_Init_thread failed\n");
+        return 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+#endif
     args a;
     if (!parse_args(argc, argv, &a))
         return 2;
+    if (a.batch % (a.shards * ranks) != 0 || (a.shards > 1 && ranks > 1)) {
+        fprintf(stderr,
+                "train_fashion_mnist: --batch %d must split into equal shards over %d rank%s and "
+                "--shards %d (--shards is for one process)\n",
+                a.batch, ranks, ranks == 1 ? "" : "s", a.shards);
+        return 2;
+    }
+    /* Every rank trains and evaluates; rank 0 alone prints and writes the loss log. */
+    if (rank != 0) {
+        a.quiet = 1;
+        a.loss_log = a.export_weights = NULL;
+        if (!freopen("/dev/null", "w", stdout))
+            return 1;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     fmnist_split train, test;
     char error[4608];
@@ -263,10 +307,13 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *trace = getenv("CONVOY_TRACE");
-    const int traced = trace && *trace;
+    const int traced = trace && *trace && ranks == 1; /* a communicator stays on its runtime */
 
     train_net net;
-    net_init(&net, a.batch, batches, a.seed);
+    net_init(&net, a.batch / (a.shards * ranks), batches, a.seed);
+    net.global_batch = a.batch;
+    net.pieces = a.shards;
+    net.first_piece = rank;
     if (a.export_weights && net_export(&net, a.export_weights, error, sizeof error) != 0) {
         fprintf(stderr, "train_fashion_mnist: %s\n", error);
         return 1;
@@ -283,6 +330,20 @@ int main(int argc, char **argv)
         fail("runtime_create", status);
     if ((status = net_open(&net, rt)) != CONVOY_OK)
         fail("creating the network's tensors", status);
+#ifdef TRAIN_WITH_MPI
+    if (ranks > 1) {
+        convoy_comm_options comm_options;
+        if ((status = convoy_comm_options_init(&comm_options)) != CONVOY_OK ||
+            (status = convoy_comm_options_from_env(&comm_options)) != CONVOY_OK ||
+            (status = convoy_comm_create(rt, MPI_COMM_WORLD, &comm_options, &net.comm)) !=
+                CONVOY_OK)
+            fail("creating the communicator", status);
+        /* The same seed gives the same weights everywhere; rank 0's are broadcast all the same. */
+        for (int i = 0; i < NET_PARAMS; ++i)
+            if ((status = convoy_broadcast(rt, net.comm, net.param[i], 0, NULL)) != CONVOY_OK)
+                fail("broadcasting the initial weights", status);
+    }
+#endif
 
     printf("convoy: %s\n", convoy_runtime_describe(rt));
     printf("data: %s: %lld training images (%lld used), %lld test images\n", a.data,
@@ -294,6 +355,12 @@ int main(int argc, char **argv)
            "momentum %g, weight decay %g%s\n",
            a.epochs, a.epochs == 1 ? "" : "s", (long long)batches, a.batch, a.lr, a.momentum,
            a.weight_decay, a.deterministic ? ", deterministic mode" : "");
+    if (ranks > 1 || a.shards > 1)
+        printf("data parallel: each batch of %d in %d shards of %lld (%s), gradients averaged "
+               "%s\n",
+               a.batch, a.shards * ranks, (long long)net.batch,
+               ranks > 1 ? "one per rank" : "one after another in this process",
+               ranks > 1 ? "by all-reduce, one bucket per layer" : "in shard order");
     if (streams > 0)
         printf("streams: %d compute stream%s; the upload of batch k+1 overlaps the computation "
                "of batch k (two input tensors in turn)\n",
@@ -384,10 +451,15 @@ int main(int argc, char **argv)
            (double)(total_steps * a.batch) / train_seconds);
     if (log)
         fclose(log);
+    convoy_comm_destroy(net.comm);
+    net.comm = NULL;
     net_close(&net);
     convoy_runtime_destroy(rt);
     free(order);
     fmnist_free(&train);
     fmnist_free(&test);
+#ifdef TRAIN_WITH_MPI
+    MPI_Finalize();
+#endif
     return 0;
 }

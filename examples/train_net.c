@@ -104,6 +104,8 @@ void net_init(train_net *net, int64_t batch, int64_t batches, uint64_t seed)
     memset(net, 0, sizeof *net);
     net->batch = batch;
     net->batches = batches;
+    net->global_batch = batch;
+    net->pieces = 1;
     net_rng rng;
     net_rng_seed(&rng, seed);
     for (int i = 0; i < NET_PARAMS; ++i) {
@@ -200,14 +202,24 @@ convoy_status net_open(train_net *net, convoy_runtime *rt)
         (s = make(rt, 1, one, &net->loss)) != CONVOY_OK ||
         (s = make(rt, 1, one, &net->correct)) != CONVOY_OK)
         return s;
+    for (int i = 0; i <= NET_PARAMS && net->pieces > 1; ++i) {
+        int64_t pdims[4] = {1};
+        const int rank = i < NET_PARAMS ? param_dims(i, pdims) : 1;
+        if ((s = make(rt, rank, pdims, i < NET_PARAMS ? &net->grad_sum[i] : &net->loss_sum)) !=
+            CONVOY_OK)
+            return s;
+        for (int mode = 0; mode < 3; ++mode)
+            net->accumulate[i][mode] =
+                (net_accumulate){i < NET_PARAMS ? param_numel(i) : 1, mode, (float)net->pieces};
+    }
     /* The parameters' uploads read the host copies until they complete. */
     return convoy_runtime_synchronize(rt);
 }
 
 static void destroy_tensors(train_net *net)
 {
-    convoy_tensor **all[] = {net->param, net->grad, net->velocity};
-    for (int k = 0; k < 3; ++k)
+    convoy_tensor **all[] = {net->param, net->grad, net->velocity, net->grad_sum};
+    for (int k = 0; k < 4; ++k)
         for (int i = 0; i < NET_PARAMS; ++i) {
             convoy_tensor_destroy(all[k][i]);
             all[k][i] = NULL;
@@ -224,10 +236,10 @@ static void destroy_tensors(train_net *net)
         convoy_tensor_destroy(net->grad_act[l]);
         net->act[l] = net->grad_act[l] = NULL;
     }
-    convoy_tensor *rest[] = {net->logits, net->grad_logits, net->loss, net->correct};
+    convoy_tensor *rest[] = {net->logits, net->grad_logits, net->loss, net->correct, net->loss_sum};
     for (size_t i = 0; i < sizeof rest / sizeof rest[0]; ++i)
         convoy_tensor_destroy(rest[i]);
-    net->logits = net->grad_logits = net->loss = net->correct = NULL;
+    net->logits = net->grad_logits = net->loss = net->correct = net->loss_sum = NULL;
 }
 
 void net_close(train_net *net)
@@ -249,12 +261,15 @@ void net_close(train_net *net)
 
 /* ---- steps ------------------------------------------------------------------------------ */
 
-/* Gathers batch b of the epoch into host slot b % 2 and uploads it into input slot b % 2.
- * The host buffers are rewritten only once their previous upload has read them. */
+/* Gathers upload u of the epoch (this process's shard u % pieces of global batch u / pieces)
+ * into host slot u % 2 and uploads it into input slot u % 2. The host buffers are rewritten
+ * only once their previous upload has read them. */
 static convoy_status upload_batch(train_net *net, const fmnist_split *train, const int64_t *order,
-                                  int64_t b)
+                                  int64_t u)
 {
-    const int slot = (int)(b % 2);
+    const int slot = (int)(u % 2);
+    const int64_t first =
+        (u / net->pieces) * net->global_batch + (net->first_piece + u % net->pieces) * net->batch;
     const size_t image = FMNIST_SIDE * FMNIST_SIDE;
     convoy_status s = CONVOY_OK;
     if (net->uploads[slot]) {
@@ -265,7 +280,7 @@ static convoy_status upload_batch(train_net *net, const fmnist_split *train, con
             return s;
     }
     for (int64_t i = 0; i < net->batch; ++i) {
-        const int64_t k = order[b * net->batch + i];
+        const int64_t k = order[first + i];
         memcpy(net->host_x[slot] + i * image, train->images + k * image, image * sizeof(float));
         net->host_y[slot][i] = train->labels[k];
     }
@@ -300,20 +315,59 @@ static convoy_status forward(convoy_runtime *rt, convoy_tensor *const *param, co
     return s;
 }
 
-convoy_status net_step(train_net *net, const fmnist_split *train, const int64_t *order, int64_t b,
-                       const convoy_sgd_params *sgd)
+/* sum = part (mode 0), sum + part (1), or (sum + part) / pieces (2): one process's
+ * accumulation of its shards in the order, and with the division, of the average all-reduce
+ * in deterministic mode. Host code: the CPU only. */
+static convoy_status accumulate_task(const convoy_task_context *c, void *user_data)
+{
+    const net_accumulate *z = user_data;
+    if (c->device != CONVOY_DEVICE_CPU)
+        return CONVOY_ERR_UNSUPPORTED;
+    const float *part = c->data[0];
+    float *sum = c->data[1];
+    for (int64_t i = 0; i < z->n; ++i) {
+        if (z->mode == 0) {
+            sum[i] = part[i];
+        } else {
+            sum[i] += part[i];
+            if (z->mode == 2)
+                sum[i] = sum[i] / z->pieces;
+        }
+    }
+    return CONVOY_OK;
+}
+
+/* Adds part into sum for parameter i (NET_PARAMS: the loss) of shard piece. */
+static convoy_status accumulate(train_net *net, int i, int piece, convoy_tensor *part,
+                                convoy_tensor *sum)
+{
+    const int mode = piece == 0 ? 0 : piece == net->pieces - 1 ? 2 : 1;
+    const convoy_access access[2] = {{part, CONVOY_READ},
+                                     {sum, mode ? CONVOY_READ_WRITE : CONVOY_WRITE}};
+    return convoy_submit(net->rt, accumulate_task, &net->accumulate[i][mode], access, 2,
+                         "accumulate", NULL);
+}
+
+/* Forward, loss and backward of upload u into grad[] and loss; with a communicator each
+ * layer's gradients (and the loss, with the first) are averaged across the ranks as soon as
+ * they are computed; with pieces, added into grad_sum[] and loss_sum. */
+static convoy_status shard_step(train_net *net, const fmnist_split *train, const int64_t *order,
+                                int64_t u)
 {
     convoy_runtime *rt = net->rt;
-    const int slot = (int)(b % 2);
+    const int slot = (int)(u % 2);
+    const int piece = (int)(u % net->pieces);
     convoy_status s = CONVOY_OK;
-    /* The next batch first: its upload runs beside this step's compute. */
-    if (b + 1 < net->batches && (s = upload_batch(net, train, order, b + 1)) != CONVOY_OK)
+    /* The next shard first: its upload runs beside this one's compute. */
+    if (u + 1 < net->batches * net->pieces &&
+        (s = upload_batch(net, train, order, u + 1)) != CONVOY_OK)
         return s;
     if ((s = forward(rt, net->param, net->x[slot], net->act, net->logits)) != CONVOY_OK ||
         (s = convoy_softmax_cross_entropy(rt, net->logits, net->y[slot], net->loss,
-                                          net->grad_logits, NULL, NULL)) != CONVOY_OK ||
-        (s = convoy_download(rt, net->loss, &net->step_loss[b], 1, &net->loss_task[b])) !=
-            CONVOY_OK)
+                                          net->grad_logits, NULL, NULL)) != CONVOY_OK)
+        return s;
+    if (net->pieces > 1 &&
+        (s = accumulate(net, NET_PARAMS, piece, net->loss, net->loss_sum)) != CONVOY_OK)
         return s;
     /* Backward, from the classifier down: filter and bias gradients of each layer, then the
      * gradient of its input through the previous layer's ReLU (in place). */
@@ -325,7 +379,16 @@ convoy_status net_step(train_net *net, const fmnist_split *train, const int64_t 
                 CONVOY_OK ||
             (s = convoy_bias_backward(rt, grad_out, net->grad[2 * l + 1], NULL)) != CONVOY_OK)
             return s;
-        if (l == 0)
+        if (net->comm) {
+            /* One bucket per layer, on the communication stream beside the rest of backward. */
+            convoy_tensor *bucket[3] = {net->grad[2 * l], net->grad[2 * l + 1], net->loss};
+            if ((s = convoy_allreduce_many(rt, net->comm, bucket, l == NET_LAYERS - 1 ? 3 : 2,
+                                           CONVOY_REDUCE_AVERAGE, NULL)) != CONVOY_OK)
+                return s;
+        }
+        for (int i = 2 * l; i < 2 * l + 2 && net->pieces > 1 && s == CONVOY_OK; ++i)
+            s = accumulate(net, i, piece, net->grad[i], net->grad_sum[i]);
+        if (s != CONVOY_OK || l == 0)
             break;
         if ((s = convoy_conv_backward_data(rt, &p, net->param[2 * l], grad_out,
                                            net->grad_act[l - 1], NULL)) != CONVOY_OK)
@@ -333,8 +396,22 @@ convoy_status net_step(train_net *net, const fmnist_split *train, const int64_t 
         s = convoy_activation_backward(rt, layers[l - 1].act, net->act[l - 1], net->grad_act[l - 1],
                                        net->grad_act[l - 1], NULL);
     }
+    return s;
+}
+
+convoy_status net_step(train_net *net, const fmnist_split *train, const int64_t *order, int64_t b,
+                       const convoy_sgd_params *sgd)
+{
+    convoy_status s = CONVOY_OK;
+    for (int piece = 0; piece < net->pieces && s == CONVOY_OK; ++piece)
+        s = shard_step(net, train, order, b * net->pieces + piece);
+    const int summed = net->pieces > 1;
+    if (s == CONVOY_OK)
+        s = convoy_download(net->rt, summed ? net->loss_sum : net->loss, &net->step_loss[b], 1,
+                            &net->loss_task[b]);
     for (int i = 0; i < NET_PARAMS && s == CONVOY_OK; ++i)
-        s = convoy_sgd_step(rt, sgd, net->param[i], net->grad[i], net->velocity[i], NULL);
+        s = convoy_sgd_step(net->rt, sgd, net->param[i], summed ? net->grad_sum[i] : net->grad[i],
+                            net->velocity[i], NULL);
     return s;
 }
 
@@ -376,7 +453,7 @@ convoy_status net_move(train_net *net, convoy_runtime *next, const fmnist_split 
     destroy_tensors(net);
     if ((s = net_open(net, next)) != CONVOY_OK)
         return s;
-    return upload_batch(net, train, order, b);
+    return upload_batch(net, train, order, b * net->pieces);
 }
 
 /* ---- evaluation --------------------------------------------------------------------------- */

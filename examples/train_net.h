@@ -24,9 +24,27 @@ uint64_t net_rng_next(net_rng *rng);
 #define NET_LAYERS 4
 #define NET_PARAMS (2 * NET_LAYERS)
 
+/* What an accumulation task adds: n elements; mode 0 copies the first shard's part, 1 adds a
+ * later one, 2 adds the last and divides by pieces (as an average all-reduce does). */
+typedef struct net_accumulate {
+    int64_t n;
+    int mode;
+    float pieces;
+} net_accumulate;
+
 typedef struct train_net {
     convoy_runtime *rt;
-    int64_t batch, batches; /* images per step, steps per epoch */
+    int64_t batch, batches; /* images per shard (the tensors' batch), steps per epoch */
+    /* Data parallel: a step is a global batch of global_batch images, split into equal
+     * contiguous shards of batch images. This process computes pieces of them one after another
+     * (--shards), starting at shard first_piece (its rank), and with comm the ranks average
+     * their gradients and losses. net_init sets one piece, shard 0, no communicator. */
+    int64_t global_batch;
+    int pieces, first_piece;
+    convoy_comm *comm;
+    /* pieces > 1: the shards' gradients and losses averaged in shard order. */
+    convoy_tensor *grad_sum[NET_PARAMS], *loss_sum;
+    net_accumulate accumulate[NET_PARAMS + 1][3];
     /* Host copies of the parameters and velocities: the initial weights, and the state when
      * the network moves to another runtime. */
     float *host_param[NET_PARAMS], *host_velocity[NET_PARAMS];
@@ -58,11 +76,14 @@ convoy_status net_open(train_net *net, convoy_runtime *rt);
 /* Destroys the tensors (the runtime stays) and frees the host state. */
 void net_close(train_net *net);
 
-/* Uploads the first batch of an epoch (order[0 .. batch)) into input slot 0. */
+/* Uploads this process's first shard of an epoch's first batch into input slot 0. */
 convoy_status net_begin_epoch(train_net *net, const fmnist_split *train, const int64_t *order);
 
-/* Submits step b of the epoch: the upload of batch b + 1 into the other input slot (when there
- * is one), then forward, loss, backward and SGD on batch b, and the download of its loss into
+/* Submits step b of the epoch: for each of the process's shards of global batch b, the upload
+ * of the next shard into the other input slot (when there is one), then forward, loss and
+ * backward; with a communicator each layer's gradients are all-reduced (averaged) as soon as
+ * they are computed, while the earlier layers' backward runs; with several pieces they are
+ * averaged in shard order. Then SGD, and the download of the (averaged) loss into
  * step_loss[b]. Returns without waiting for any of it. */
 convoy_status net_step(train_net *net, const fmnist_split *train, const int64_t *order, int64_t b,
                        const convoy_sgd_params *sgd);
