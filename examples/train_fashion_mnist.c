@@ -258,23 +258,16 @@ static void fail(const char *what, convoy_status status)
     exit(3);
 }
 
-int main(int argc, char **argv)
+/* The program as rank rank of ranks (1 without MPI); returns the exit code. */
+static int train(int argc, char **argv, int rank, int ranks)
 {
-    int rank = 0, ranks = 1;
-#ifdef TRAIN_WITH_MPI
-    int provided = 0;
-    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
-        fprintf(stderr, "train_fashion_mnist: MPI_Init_thread failed\n");
-        return 1;
-    }
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
-#endif
     args a;
     if (!parse_args(argc, argv, &a))
         return 2;
     if (a.batch % (a.shards * ranks) != 0 || (a.shards > 1 && ranks > 1)) {
-        fprintf(stderr,
+        if (rank == 0)
+            fprintf(
+                stderr,
                 "train_fashion_mnist: --batch %d must split into equal shards over %d rank%s and "
                 "--shards %d (--shards is for one process)\n",
                 a.batch, ranks, ranks == 1 ? "" : "s", a.shards);
@@ -458,8 +451,23 @@ int main(int argc, char **argv)
     free(order);
     fmnist_free(&train);
     fmnist_free(&test);
-#ifdef TRAIN_WITH_MPI
-    MPI_Finalize();
-#endif
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+#ifdef TRAIN_WITH_MPI
+    int provided = 0, rank = 0, ranks = 1;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "train_fashion_mnist: MPI_Init_thread failed\n");
+        return 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    const int code = train(argc, argv, rank, ranks);
+    MPI_Finalize();
+    return code;
+#else
+    return train(argc, argv, 0, 1);
+#endif
 }
