@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/checked_math.h"
 #include "core/error_detail.h"
 #include "cpu/conv_cpu.h"
 #include "cpu/host_backend.h"
@@ -435,6 +436,29 @@ static void reverse_taps(const float *src, float *dst, int64_t blocks, int64_t k
 
 /* ---- the algorithm -------------------------------------------------------------------- */
 
+/* oneDNN's dims are 64-bit, but its kernels compute some offsets in 32 bits: a kernel 2^31 - 1
+ * wide with full padding made primitive creation divide by zero. So every operand's element
+ * count, and every axis's padded input and dilated kernel, must stay below 2^31. */
+static int within_onednn_range(const convoy__conv_geom *g)
+{
+    const int64_t limit = INT32_MAX;
+    int64_t counts[3] = {convoy__geom_input_numel(g), convoy__geom_filter_numel(g),
+                         convoy__geom_output_numel(g)};
+    for (int i = 0; i < 3; ++i) {
+        if (counts[i] < 0 || counts[i] > limit)
+            return 0;
+    }
+    for (int a = 0; a < 3; ++a) {
+        int64_t padded = g->in[a], dilated = 0;
+        if (!convoy__add_i64(padded, g->pad_before[a], &padded) ||
+            !convoy__add_i64(padded, g->pad_after[a], &padded) ||
+            !convoy__mul_i64(g->kernel[a] - 1, g->dilation[a], &dilated) || padded > limit ||
+            dilated >= limit)
+            return 0;
+    }
+    return 1;
+}
+
 static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
                                   convoy_conv_direction direction)
 {
@@ -445,6 +469,9 @@ static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *
     if (g->batch == 0 || g->in_channels == 0 || g->out_channels == 0)
         return "empty tensors have nothing for oneDNN to compute (the other algorithms "
                "zero-fill them)";
+    if (!within_onednn_range(g))
+        return "a tensor or a padded or dilated extent beyond 2^31 - 1, past what oneDNN's "
+               "kernels index safely";
     return NULL;
 }
 

@@ -231,6 +231,27 @@ static void test_empty_input_never_offsets_null(void **state)
     }
 }
 
+/* A kernel 2^31 - 1 wide with full padding: valid, and planned, but not by oneDNN, whose
+ * kernels index such extents in 32 bits (its primitive creation divided by zero on it). */
+static void test_extents_beyond_onednn_are_refused(void **state)
+{
+    (void)state;
+    convoy_runtime *rt = cpu_runtime(CONVOY_ALGO_HEURISTIC);
+    convoy_conv_params p;
+    assert_int_equal(convoy_conv_params_init(&p, 3), CONVOY_OK);
+    p.border = CONVOY_BORDER_FULL;
+    const int64_t x[5] = {8, 1, 1, 1, 1}, w[5] = {1, 1, 1, 1, INT32_MAX};
+    int64_t y[5];
+    assert_int_equal(convoy_conv_output_dims(&p, x, w, y), CONVOY_OK);
+    for (int dir = 0; dir < 3; ++dir) {
+        convoy_conv_plan_info info;
+        assert_int_equal(convoy_conv_explain(rt, &p, (convoy_conv_direction)dir, x, w, y, &info),
+                         CONVOY_OK);
+        assert_string_not_equal(info.implementation, "onednn");
+    }
+    convoy_runtime_destroy(rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_products_of_empty_tensors_are_checked),
         cmocka_unit_test(test_workspace_math_saturates),
         cmocka_unit_test(test_empty_input_never_offsets_null),
+        cmocka_unit_test(test_extents_beyond_onednn_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
