@@ -19,8 +19,8 @@ CUDA_FLAGS := $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC))
 
 SOURCES = git ls-files '*.c' '*.h' '*.cu' '*.cpp'
 
-.PHONY: all deps configure build test demo bench install test-sanitize test-tsan format \
-	format-check clean
+.PHONY: all deps configure build test demo bench bench-compare install test-sanitize test-tsan \
+	format format-check clean
 
 all: build
 
@@ -46,6 +46,14 @@ bench: build
 	$(BUILD)/bench/pipeline_bench bench/conv_suite.txt
 	@if [ -x $(BUILD)/bench/cudnn_compare ]; then \
 	  $(BUILD)/bench/cudnn_compare bench/conv_suite.txt || [ $$? -eq 77 ]; fi
+
+# convoy against PyTorch on the suite, interleaved in one run (bench/compare_pytorch.py);
+# installs Debian's python3-torch for it. COMPARE_FLAGS=--rounds=3 repeats the suite.
+PYTHON ?= /usr/bin/python3
+COMPARE_FLAGS ?=
+bench-compare: build
+	@CONVOY_NEED_TORCH=1 scripts/install-deps.sh
+	$(PYTHON) bench/compare_pytorch.py --build $(BUILD) $(COMPARE_FLAGS)
 
 # Headers, libconvoy.so, the CMake package and convoy.pc under PREFIX.
 install: build

@@ -2,7 +2,8 @@
 # Installs what convoy needs to build and test: cmake, a C toolchain that can
 # compile and link a program, make, pkg-config, OpenBLAS, oneDNN and CMocka
 # (and clang-format when CONVOY_NEED_CLANG_FORMAT=1, python3 when
-# CONVOY_NEED_PYTHON=1). As root it runs apt-get itself and shows its
+# CONVOY_NEED_PYTHON=1, Debian's PyTorch for bench/compare_pytorch.py when
+# CONVOY_NEED_TORCH=1). As root it runs apt-get itself and shows its
 # progress; otherwise it prints the one command to run and exits 1. oneDNN is
 # optional to the build (CONVOY_ENABLE_ONEDNN: without it the onednn
 # algorithm refuses every convolution) but installed here so the tests cover
@@ -44,6 +45,11 @@ find_missing() {
   fi
   if [ "${CONVOY_NEED_PYTHON:-0}" = 1 ] && ! command -v python3 >/dev/null 2>&1; then
     missing+=(python3)
+  fi
+  # The system interpreter, where Debian's python3-torch installs (a python3 earlier on PATH,
+  # from pyenv or a virtual environment, does not see it).
+  if [ "${CONVOY_NEED_TORCH:-0}" = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
+    missing+=(python3-torch)
   fi
 }
 
