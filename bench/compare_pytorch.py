@@ -7,9 +7,13 @@ convolutions (torch.nn.functional.conv2d / conv3d, torch.nn.grad.conv2d_input /
 conv2d_weight and their 3D forms) in this process, and convoy's through its
 public API in build/bench/conv_bench, which runs as a server (--serve) for the
 whole comparison: one convoy runtime, one PyTorch, the same thread count each.
-The two are interleaved layer by layer, and each round swaps which goes first.
-Every figure is the median of --runs calls after --warmup warm-up calls; with
-several rounds, the median over the rounds.
+The two alternate call by call (after the warm-ups of each, a PyTorch call, a
+convoy call, and so on, which one goes first alternating too), so a burst of
+other work on a shared machine hits both sides alike; a pause before each
+timed call (--gap, 10 ms) lets the OpenMP and OpenBLAS threads of the side
+that ran before stop spinning, so neither side runs beside the other's. Every figure is the
+median of --runs calls after --warmup warm-up calls; with several rounds, the
+median over the rounds.
 
 It prints a table of GFLOP/s (2 * N * K * C/groups * kernel volume * output
 positions per call, the same count for every direction, as conv_bench), the
@@ -18,7 +22,13 @@ minimum, and the drift of conv_bench's OpenBLAS sgemm baseline over the run
 (a busy machine shows as drift).
 
 convoy's options come from the environment as usual (CONVOY_ALGO=time_once,
-CONVOY_EXCLUDE=...); CONVOY_BLAS_THREADS is set to --threads.
+CONVOY_EXCLUDE=...); CONVOY_BLAS_THREADS is set to --threads. --side measures
+several convoy configurations in the same run (each its own conv_bench, all
+alternating with PyTorch), --no-torch leaves PyTorch out: then the first side is
+the reference the others are divided by, e.g. the heuristic policy against
+time_once:
+
+    compare_pytorch.py --no-torch --side heuristic: --side time_once:CONVOY_ALGO=time_once
 
 Needs python3 with PyTorch (Debian: python3-torch; `make bench-compare`
 installs it through scripts/install-deps.sh with CONVOY_NEED_TORCH=1). convoy
@@ -98,24 +108,21 @@ class Torch:
             "backward_filter": lambda: conv_weight(x, w.shape, dy, **args),
         }
 
-    def time(self, direction, runs, warmup):
+    def call(self, direction):
+        """Seconds one call takes."""
         call = self.calls[direction]
         with self.torch.no_grad():
-            for _ in range(warmup):
-                call()
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                call()
-                times.append(time.perf_counter() - start)
-        return statistics.median(times)
+            start = time.perf_counter()
+            call()
+            return time.perf_counter() - start
 
 
 class Convoy:
     """conv_bench --serve: one convoy runtime answering one layer at a time."""
 
-    def __init__(self, conv_bench, suite, runs, warmup, threads):
+    def __init__(self, conv_bench, suite, runs, warmup, threads, settings):
         env = dict(os.environ)
+        env.update(settings)
         env["CONV_BENCH_DIRECTIONS"] = "all"
         env["CONVOY_BLAS_THREADS"] = str(threads)
         self.process = subprocess.Popen(
@@ -150,14 +157,24 @@ class Convoy:
             if not row[0].startswith("#"):
                 rows.append(row)
 
-    def layer(self, name):
-        """{direction: (seconds, implementation, algorithm)}"""
-        result = {}
-        for row in self._request("layer " + name):
-            if row[0] == "conv":
-                _, _, direction, impl, algorithm, ms = row[:6]
-                result[direction] = (float(ms) * 1e-3, impl, algorithm)
-        return result
+    def open(self, name):
+        """Makes the layer's tensors and plans it: {direction: "implementation[:algorithm]"}"""
+        plans = {}
+        for row in self._request("open " + name):
+            if row[0] == "plan":
+                _, _, direction, impl, algorithm = row[:5]
+                plans[direction] = impl if algorithm == impl else impl + ":" + algorithm
+        return plans
+
+    def call(self, direction):
+        """Seconds one call of the open layer takes."""
+        for row in self._request("call " + direction):
+            if row[0] == "call":
+                return float(row[3]) * 1e-3
+        raise RuntimeError("conv_bench answered no call row")
+
+    def close_layer(self):
+        self._request("close")
 
     def sgemm(self):
         for row in self._request("sgemm"):
@@ -170,6 +187,22 @@ class Convoy:
         self.process.wait()
 
 
+def parse_side(text):
+    """--side LABEL[:VAR=VALUE,...] -> (label, {VAR: VALUE})"""
+    label, _, settings = text.partition(":")
+    env = {}
+    for item in filter(None, settings.split(",")):
+        var, eq, value = item.partition("=")
+        if not eq or not var.startswith("CONVOY_"):
+            raise argparse.ArgumentTypeError("expected LABEL:CONVOY_VAR=VALUE,..., got %r" % text)
+        env[var] = value
+    return label, env
+
+
+def geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", default="build", help="convoy build directory (build)")
@@ -177,19 +210,31 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="threads for each side (2)")
     parser.add_argument("--runs", type=int, default=7, help="timed calls per figure (7)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up calls per figure (2)")
+    parser.add_argument("--gap", type=float, default=0.01,
+                        help="seconds of pause before each timed call, so that the threads of "
+                        "the side that ran before have stopped spinning (0.01)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="passes over the suite; figures are medians over them (1)")
+    parser.add_argument("--side", action="append", type=parse_side, metavar="LABEL:VAR=VALUE,..",
+                        help="a convoy configuration to measure, its CONVOY_* settings on top of "
+                        "the environment's (repeatable; default: one, 'convoy', as the "
+                        "environment says); e.g. --side heuristic: --side "
+                        "time_once:CONVOY_ALGO=time_once")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave PyTorch out; the first convoy side is then the reference")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("layers", nargs="*", help="layer names (default: the whole suite)")
     args = parser.parse_args()
 
-    try:
-        import torch
-    except ImportError:
-        sys.exit("compare_pytorch: PyTorch is not installed for %s; run "
-                 "CONVOY_NEED_TORCH=1 scripts/install-deps.sh (Debian: python3-torch)"
-                 % sys.executable)
-    torch.set_num_threads(args.threads)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            sys.exit("compare_pytorch: PyTorch is not installed for %s; run "
+                     "CONVOY_NEED_TORCH=1 scripts/install-deps.sh (Debian: python3-torch)"
+                     % sys.executable)
+        torch.set_num_threads(args.threads)
     conv_bench = os.path.join(args.build, "bench", "conv_bench")
     if not os.access(conv_bench, os.X_OK):
         sys.exit("compare_pytorch: %s is missing; build convoy first (make build)" % conv_bench)
@@ -201,85 +246,130 @@ def main():
                                                             args.suite))
         layers = [l for l in layers if l["name"] in args.layers]
 
-    convoy = Convoy(conv_bench, args.suite, args.runs, args.warmup, args.threads)
-    mkldnn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-    print("PyTorch %s (%d threads, oneDNN/mkldnn %s)" % (torch.__version__,
-                                                         torch.get_num_threads(),
-                                                         "on" if mkldnn else "off"))
-    print("convoy: %s" % convoy.runtime)
-    policy = os.environ.get("CONVOY_ALGO") or "heuristic"
-    print("convoy policy %s; median of %d calls after %d warm-ups, %d round%s, interleaved"
-          % (policy, args.runs, args.warmup, args.rounds, "" if args.rounds == 1 else "s"))
+    convoys = {}  # label -> Convoy
+    for label, env in args.side or [("convoy", {})]:
+        convoys[label] = Convoy(conv_bench, args.suite, args.runs, args.warmup, args.threads, env)
+    labels = (["PyTorch"] if torch else []) + list(convoys)
+    if torch:
+        mkldnn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+        print("PyTorch %s (%d threads, oneDNN/mkldnn %s)" % (torch.__version__,
+                                                             torch.get_num_threads(),
+                                                             "on" if mkldnn else "off"))
+    for label, convoy in convoys.items():
+        print("%s: %s" % (label, convoy.runtime))
+    print("median of %d calls after %d warm-ups, the sides alternating call by call; %d round%s"
+          % (args.runs, args.warmup, args.rounds,
+             "" if args.rounds == 1 else "s (median of the rounds' medians)"))
     sys.stdout.flush()
 
-    seconds = {}  # (layer, direction, side) -> [seconds per round]
-    chosen = {}  # (layer, direction) -> convoy's algorithm
+    seconds = {}  # (layer, direction, label) -> [median seconds per round]
+    chosen = {}  # (layer, direction, label) -> a convoy side's algorithm
     for r in range(args.rounds):
-        for i, layer in enumerate(layers):
+        for layer in layers:
             name = layer["name"]
-            ours_first = (r + i) % 2 == 1
-            for side in (("convoy", "torch") if ours_first else ("torch", "convoy")):
-                if side == "torch":
-                    t = Torch(torch, layer)
-                    for d in DIRECTIONS:
-                        seconds.setdefault((name, d, "torch"), []).append(
-                            t.time(d, args.runs, args.warmup))
-                    del t
-                else:
-                    for d, (sec, impl, algorithm) in convoy.layer(name).items():
-                        seconds.setdefault((name, d, "convoy"), []).append(sec)
-                        chosen[(name, d)] = algorithm if algorithm == impl else \
-                            "%s:%s" % (impl, algorithm)
+            calls = {}
+            if torch:
+                theirs = Torch(torch, layer)
+                calls["PyTorch"] = theirs.call
+            for label, convoy in convoys.items():
+                for d, algorithm in convoy.open(name).items():
+                    chosen[(name, d, label)] = algorithm
+                calls[label] = convoy.call
+            for d in DIRECTIONS:
+                for _ in range(args.warmup):
+                    for label in labels:
+                        calls[label](d)
+                times = {label: [] for label in labels}
+                for k in range(args.runs):
+                    for j in range(len(labels)):
+                        label = labels[(r + k + j) % len(labels)]
+                        time.sleep(args.gap)
+                        times[label].append(calls[label](d))
+                for label in labels:
+                    seconds.setdefault((name, d, label), []).append(
+                        statistics.median(times[label]))
+            for convoy in convoys.values():
+                convoy.close_layer()
+            calls = theirs = None
             print("  round %d: %s" % (r + 1, name), file=sys.stderr)
-    sgemm_end = convoy.sgemm()
-    convoy.close()
+    sgemm_end = {label: convoy.sgemm() for label, convoy in convoys.items()}
+    for convoy in convoys.values():
+        convoy.close()
 
-    ratios = []
-    rows = []
+    reference, others = labels[0], labels[1:]
+    gflops = {}  # (layer, label) -> [per direction]
+    ratios = {label: [] for label in others}  # label -> [(ratio, layer, direction)]
     for layer in layers:
         name = layer["name"]
-        row = {"layer": name, "torch": [], "convoy": [], "ratio": [], "algo": []}
-        for d in DIRECTIONS:
-            ts = statistics.median(seconds[(name, d, "torch")])
-            cs = statistics.median(seconds[(name, d, "convoy")])
-            row["torch"].append(layer["flops"] / ts * 1e-9)
-            row["convoy"].append(layer["flops"] / cs * 1e-9)
-            row["ratio"].append(ts / cs)
-            row["algo"].append(chosen.get((name, d), "?"))
-            ratios.append((ts / cs, name, d))
-        rows.append(row)
+        for label in labels:
+            gflops[(name, label)] = [
+                layer["flops"] / statistics.median(seconds[(name, d, label)]) * 1e-9
+                for d in DIRECTIONS]
+        for label in others:
+            for d in DIRECTIONS:
+                ratio = (statistics.median(seconds[(name, d, reference)])
+                         / statistics.median(seconds[(name, d, label)]))
+                ratios[label].append((ratio, name, d))
 
-    geomean = math.exp(sum(math.log(r) for r, _, _ in ratios) / len(ratios))
-    worst = min(ratios)
-    if args.markdown:
-        print()
-        print("| layer | PyTorch fwd | bwd data | bwd filter | convoy fwd | bwd data | "
-              "bwd filter | ratio fwd | bwd data | bwd filter | convoy algorithms |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-        for row in rows:
-            print("| %s | %s | %s | %s | %s |" % (
-                row["layer"], " | ".join("%.1f" % v for v in row["torch"]),
-                " | ".join("%.1f" % v for v in row["convoy"]),
-                " | ".join("%.2f" % v for v in row["ratio"]), ", ".join(row["algo"])))
-    else:
-        print()
-        print("%-18s %27s   %27s   %20s   %s" % ("", "PyTorch GFLOP/s", "convoy GFLOP/s",
-                                                 "convoy / PyTorch", "convoy algorithms"))
-        print("%-18s %8s %9s %9s   %8s %9s %9s   %6s %6s %6s" % (
-            "layer", "fwd", "bwd_data", "bwd_filt", "fwd", "bwd_data", "bwd_filt",
-            "fwd", "data", "filt"))
-        for row in rows:
-            print("%-18s %8.1f %9.1f %9.1f   %8.1f %9.1f %9.1f   %6.2f %6.2f %6.2f   %s" % (
-                row["layer"], *row["torch"], *row["convoy"], *row["ratio"],
-                ", ".join(row["algo"])))
+    def algorithms(name, label):
+        return ", ".join(chosen.get((name, d, label), "?") for d in DIRECTIONS)
+
     print()
-    print("geometric mean of convoy / PyTorch over %d layer-directions: %.3f" % (len(ratios),
-                                                                               geomean))
-    print("minimum: %.3f (%s %s)" % (worst[0], worst[1], SHORT[worst[2]]))
-    drift = 100.0 * (sgemm_end - convoy.sgemm_start) / convoy.sgemm_start
-    print("sgemm 2048^3 (conv_bench): %.1f GFLOP/s at the start, %.1f at the end (%+.0f%%)%s" % (
-        convoy.sgemm_start, sgemm_end, drift,
-        ": the machine was busy, the ratios are unreliable" if abs(drift) > 10 else ""))
+    if args.markdown:
+        head = ["layer"]
+        for label in labels:
+            head += ["%s fwd" % label, "bwd data", "bwd filter"]
+        for label in others:
+            head += ["%s / %s fwd" % (label, reference), "bwd data", "bwd filter"]
+        head += ["%s algorithms" % label for label in convoys]
+        print("| " + " | ".join(head) + " |")
+        print("| --- " + "| ---: " * (3 * (len(labels) + len(others))) +
+              "| --- " * len(convoys) + "|")
+        for i, layer in enumerate(layers):
+            name = layer["name"]
+            cells = [name]
+            for label in labels:
+                cells += ["%.1f" % v for v in gflops[(name, label)]]
+            for label in others:
+                cells += ["%.2f" % v for v, _, _ in ratios[label][3 * i:3 * i + 3]]
+            cells += [algorithms(name, label) for label in convoys]
+            print("| " + " | ".join(cells) + " |")
+    else:
+        line = "%-18s" % ""
+        for label in labels:
+            line += " %30s" % (label + " GFLOP/s")
+        for label in others:
+            line += " %22s" % (label + " / " + reference)
+        print(line)
+        line = "%-18s" % "layer"
+        for label in labels:
+            line += " %9s %9s %10s" % ("fwd", "bwd_data", "bwd_filter")
+        for label in others:
+            line += "   %6s %6s %6s" % ("fwd", "data", "filter")
+        print(line)
+        for i, layer in enumerate(layers):
+            name = layer["name"]
+            line = "%-18s" % name
+            for label in labels:
+                line += " %9.1f %9.1f %10.1f" % tuple(gflops[(name, label)])
+            for label in others:
+                line += "   %6.2f %6.2f %6.2f" % tuple(v for v, _, _ in
+                                                    ratios[label][3 * i:3 * i + 3])
+            line += "   " + "; ".join(algorithms(name, label) for label in convoys)
+            print(line)
+    print()
+    for label in others:
+        values = ratios[label]
+        worst = min(values)
+        print("%s / %s over %d layer-directions: geometric mean %.3f, minimum %.3f (%s %s)" % (
+            label, reference, len(values), geomean([v for v, _, _ in values]), worst[0],
+            worst[1], SHORT[worst[2]]))
+    for label, convoy in convoys.items():
+        drift = 100.0 * (sgemm_end[label] - convoy.sgemm_start) / convoy.sgemm_start
+        print("sgemm 2048^3 (conv_bench of %s): %.1f GFLOP/s at the start, %.1f at the end "
+              "(%+.0f%%)%s" % (label, convoy.sgemm_start, sgemm_end[label], drift,
+                               ": the machine was busy, the ratios are unreliable"
+                               if abs(drift) > 10 else ""))
 
 
 if __name__ == "__main__":

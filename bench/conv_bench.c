@@ -15,11 +15,11 @@
  *              runtime,"description"
  *              conv,layer,direction,implementation,algorithm,ms,GFLOP/s,runs,workspace_bytes
  *              sgemm,end,GFLOP/s,drift_percent
- *   --serve  CSV, with the layers named on standard input instead: each line
- *            "layer NAME" measures one layer (every direction asked for),
- *            "sgemm" measures the baseline again, and each answer ends with a
- *            line "end". One runtime serves every request, so a comparison
- *            script can interleave its own measurements with convoy's.
+ *   --serve  CSV, with requests read from standard input instead ("layer NAME"
+ *            measures one layer; "open NAME", "call DIRECTION", "close" time
+ *            single calls; "sgemm" measures the baseline again; see serve()).
+ *            One runtime serves every request, so a comparison script can
+ *            interleave its own measurements with convoy's, call by call.
  *   --no-sgemm  skips the baseline. */
 #define _POSIX_C_SOURCE 200809L
 
@@ -98,9 +98,58 @@ static convoy_tensor *make_random(convoy_runtime *rt, int ndim, const int64_t *d
     return t;
 }
 
-/* Median seconds per call of one direction, submit to completion. */
-static double time_direction(convoy_runtime *rt, const convoy_conv_params *p, int d,
-                             convoy_tensor *const t[5], const bench_options *o, int *runs_out)
+/* One layer's parameters, dims and tensors: x (input), w (filters), y (output, also the
+ * output gradient), dx (input gradient), dw (filter gradient). */
+typedef struct layer_run {
+    const suite_layer *layer;
+    convoy_conv_params params;
+    int64_t in[5], fl[5], out[5];
+    convoy_tensor *t[5];
+} layer_run;
+
+static void layer_open(convoy_runtime *rt, const suite_layer *l, layer_run *run)
+{
+    int nd2 = l->nd + 2;
+    run->layer = l;
+    suite_dims(l, run->in, run->fl, run->out);
+    CHECK(suite_params(l, &run->params));
+    run->t[0] = make_random(rt, nd2, run->in, 1);
+    run->t[1] = make_random(rt, nd2, run->fl, 2);
+    run->t[2] = make_random(rt, nd2, run->out, 3);
+    run->t[3] = make_random(rt, nd2, run->in, 4);
+    run->t[4] = make_random(rt, nd2, run->fl, 5);
+}
+
+static void layer_close(convoy_runtime *rt, layer_run *run)
+{
+    CHECK(convoy_runtime_synchronize(rt));
+    for (int k = 0; k < 5; ++k)
+        convoy_tensor_destroy(run->t[k]);
+    run->layer = NULL;
+}
+
+/* Seconds one call of direction d takes, submit to completion. */
+static double time_call(convoy_runtime *rt, const layer_run *run, int d)
+{
+    convoy_tensor *const *t = run->t;
+    const convoy_conv_params *p = &run->params;
+    convoy_task *task = NULL;
+    double t0 = suite_now();
+    if (d == CONVOY_CONV_FORWARD)
+        CHECK(convoy_conv_forward(rt, p, t[0], t[1], t[2], &task));
+    else if (d == CONVOY_CONV_BACKWARD_DATA)
+        CHECK(convoy_conv_backward_data(rt, p, t[1], t[2], t[3], &task));
+    else
+        CHECK(convoy_conv_backward_filter(rt, p, t[0], t[2], t[4], &task));
+    CHECK(convoy_task_wait(task));
+    double elapsed = suite_now() - t0;
+    convoy_task_release(task);
+    return elapsed;
+}
+
+/* Median seconds per call of one direction. */
+static double time_direction(convoy_runtime *rt, const layer_run *run, int d,
+                             const bench_options *o, int *runs_out)
 {
     double times[MAX_RUNS];
     int runs = 0;
@@ -108,17 +157,7 @@ static double time_direction(convoy_runtime *rt, const convoy_conv_params *p, in
     const int fixed = o->runs > 0;
     const int max_runs = fixed ? o->runs : MAX_RUNS;
     for (int r = -o->warmup; r < max_runs && (fixed || r < MIN_RUNS || spent < MIN_TIME_S); ++r) {
-        convoy_task *task = NULL;
-        double t0 = suite_now();
-        if (d == CONVOY_CONV_FORWARD)
-            CHECK(convoy_conv_forward(rt, p, t[0], t[1], t[2], &task));
-        else if (d == CONVOY_CONV_BACKWARD_DATA)
-            CHECK(convoy_conv_backward_data(rt, p, t[1], t[2], t[3], &task));
-        else
-            CHECK(convoy_conv_backward_filter(rt, p, t[0], t[2], t[4], &task));
-        CHECK(convoy_task_wait(task));
-        double elapsed = suite_now() - t0;
-        convoy_task_release(task);
+        double elapsed = time_call(rt, run, d);
         if (r >= 0) {
             times[runs++] = elapsed;
             spent += elapsed;
@@ -133,24 +172,15 @@ static double time_direction(convoy_runtime *rt, const convoy_conv_params *p, in
 static int bench_layer(convoy_runtime *rt, const suite_layer *l, int directions, int on_cpu,
                        double sgemm, const bench_options *o, int *checked)
 {
-    int64_t in[5], fl[5], out[5];
-    int nd2 = l->nd + 2;
     int misses = 0;
-    suite_dims(l, in, fl, out);
-    convoy_conv_params p;
-    CHECK(suite_params(l, &p));
-    convoy_tensor *t[5];
-    t[0] = make_random(rt, nd2, in, 1);
-    t[1] = make_random(rt, nd2, fl, 2);
-    t[2] = make_random(rt, nd2, out, 3);
-    t[3] = make_random(rt, nd2, in, 4);
-    t[4] = make_random(rt, nd2, fl, 5);
-
+    layer_run run;
+    layer_open(rt, l, &run);
     for (int d = 0; d < directions; ++d) {
         convoy_conv_plan_info info;
-        CHECK(convoy_conv_explain(rt, &p, (convoy_conv_direction)d, in, fl, out, &info));
+        CHECK(convoy_conv_explain(rt, &run.params, (convoy_conv_direction)d, run.in, run.fl,
+                                  run.out, &info));
         int runs = 0;
-        double sec = time_direction(rt, &p, d, t, o, &runs);
+        double sec = time_direction(rt, &run, d, o, &runs);
         double gflops = suite_flops(l) / sec * 1e-9;
         if (o->csv) {
             printf("conv,%s,%s,%s,%s,%.4f,%.2f,%d,%zu\n", l->name, direction_names[d],
@@ -176,9 +206,7 @@ static int bench_layer(convoy_runtime *rt, const suite_layer *l, int directions,
         }
         fflush(stdout);
     }
-    CHECK(convoy_runtime_synchronize(rt));
-    for (int k = 0; k < 5; ++k)
-        convoy_tensor_destroy(t[k]);
+    layer_close(rt, &run);
     return misses;
 }
 
@@ -191,27 +219,66 @@ static void print_csv_text(const char *kind, const char *text)
     printf("\"\n");
 }
 
-/* --serve: answers "layer NAME" and "sgemm" lines from standard input until it ends. */
+static int direction_index(const char *name)
+{
+    for (int d = 0; d < 3; ++d) {
+        if (!strcmp(name, direction_names[d]))
+            return d;
+    }
+    return -1;
+}
+
+/* --serve: answers the requests on standard input until it ends, each with its rows and a
+ * line "end":
+ *   layer NAME       every asked direction of the layer, as --csv measures them
+ *   open NAME        makes the layer's tensors and plans its three directions (one row
+ *                    "plan,layer,direction,implementation,algorithm,workspace_bytes" each)
+ *   call DIRECTION   one call of the open layer: "call,layer,direction,ms"
+ *   close            destroys the open layer's tensors
+ *   sgemm            the baseline again: "sgemm,again,GFLOP/s,drift_percent"
+ * open / call / close let a comparison alternate single calls with its own. */
 static int serve(convoy_runtime *rt, const suite *s, int directions, int on_cpu, double sgemm,
                  const bench_options *o)
 {
     char line[256];
+    layer_run run = {.layer = NULL};
     while (fgets(line, sizeof line, stdin)) {
         line[strcspn(line, "\r\n")] = '\0';
-        char name[SUITE_NAME_MAX + 1] = "";
-        int checked = 0;
+        char word[SUITE_NAME_MAX + 1] = "";
+        int checked = 0, d;
         if (!strcmp(line, "sgemm")) {
             double again = sgemm_gflops(SGEMM_SIZE);
             printf("sgemm,again,%.1f,%+.1f\n", again,
                    sgemm > 0.0 ? 100.0 * (again - sgemm) / sgemm : 0.0);
-        } else if (sscanf(line, "layer %64s", name) == 1 && suite_find(s, name)) {
-            (void)bench_layer(rt, suite_find(s, name), directions, on_cpu, sgemm, o, &checked);
+        } else if (sscanf(line, "layer %64s", word) == 1 && suite_find(s, word)) {
+            (void)bench_layer(rt, suite_find(s, word), directions, on_cpu, sgemm, o, &checked);
+        } else if (sscanf(line, "open %64s", word) == 1 && suite_find(s, word)) {
+            if (run.layer)
+                layer_close(rt, &run);
+            layer_open(rt, suite_find(s, word), &run);
+            for (d = 0; d < 3; ++d) {
+                convoy_conv_plan_info info;
+                CHECK(convoy_conv_explain(rt, &run.params, (convoy_conv_direction)d, run.in, run.fl,
+                                          run.out, &info));
+                printf("plan,%s,%s,%s,%s,%zu\n", word, direction_names[d], info.implementation,
+                       info.algorithm, info.workspace_bytes);
+            }
+        } else if (sscanf(line, "call %64s", word) == 1 && run.layer &&
+                   (d = direction_index(word)) >= 0) {
+            printf("call,%s,%s,%.4f\n", run.layer->name, word, time_call(rt, &run, d) * 1e3);
+        } else if (!strcmp(line, "close")) {
+            if (run.layer)
+                layer_close(rt, &run);
         } else if (line[0] != '\0') {
-            printf("error,\"unknown request '%s': expected 'layer NAME' or 'sgemm'\"\n", line);
+            printf("error,\"cannot answer '%s': expected 'layer NAME', 'open NAME', "
+                   "'call DIRECTION' after open, 'close' or 'sgemm'\"\n",
+                   line);
         }
         printf("end\n");
         fflush(stdout);
     }
+    if (run.layer)
+        layer_close(rt, &run);
     return 0;
 }
 
