@@ -52,7 +52,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
-/* Buffers carved from the workspace start on a cache line. */
+/* Buffers carved from the workspace start on a cache line, and so must the workspace. */
 #define ALIGNMENT 64
 
 /* ---- errors and threads --------------------------------------------------------------- */
@@ -113,6 +113,7 @@ typedef struct operand {
 enum { OP_SRC, OP_WEIGHTS, OP_DST, OP_COUNT };
 
 typedef struct onednn_plan {
+    convoy__onednn_method method;
     dnnl_engine_t engine;
     dnnl_primitive_desc_t forward_hint; /* backward directions: the forward pd oneDNN needs */
     dnnl_primitive_desc_t conv_pd;
@@ -203,7 +204,8 @@ static void plan_free(onednn_plan *p)
  * lays out its workspace. Runs with the calling thread's OpenMP count set to threads, since
  * oneDNN sizes its blocking and scratchpad by it. */
 static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_direction direction,
-                                int threads, int primitives, onednn_plan **out)
+                                convoy__onednn_method method, int threads, int primitives,
+                                onednn_plan **out)
 {
     convoy_status status = CONVOY_OK;
     dnnl_primitive_attr_t attr = NULL;
@@ -214,6 +216,9 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
         goto cleanup;
     }
     p->threads = threads;
+    p->method = method;
+    const dnnl_alg_kind_t alg =
+        method == CONVOY__ONEDNN_WINOGRAD ? dnnl_convolution_winograd : dnnl_convolution_direct;
     shapes s;
     make_shapes(g, &s);
 
@@ -221,7 +226,8 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
     ONEDNN_TRY(dnnl_primitive_attr_create, (&attr));
     ONEDNN_TRY(dnnl_primitive_attr_set_scratchpad_mode, (attr, dnnl_scratchpad_mode_user));
 
-    /* The caller's layouts, and "any" for what the primitive may choose. */
+    /* The caller's layouts, and "any" for what the primitive may choose (the caller's own for
+     * the plain method). */
     dnnl_memory_desc_t user[OP_COUNT], any[OP_COUNT];
     const dnnl_dim_t *dims[OP_COUNT] = {s.src, s.weights, s.dst};
     const int ndims[OP_COUNT] = {s.data_ndims, s.weights_ndims, s.data_ndims};
@@ -229,26 +235,27 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
         ONEDNN_TRY(dnnl_memory_desc_init_by_tag,
                    (&user[i], ndims[i], dims[i], dnnl_f32, plain_tag(ndims[i])));
         ONEDNN_TRY(dnnl_memory_desc_init_by_tag,
-                   (&any[i], ndims[i], dims[i], dnnl_f32, dnnl_format_tag_any));
+                   (&any[i], ndims[i], dims[i], dnnl_f32,
+                    method == CONVOY__ONEDNN_PLAIN ? plain_tag(ndims[i]) : dnnl_format_tag_any));
     }
 
     /* The backward primitives are described against a forward one (never run). */
     dnnl_convolution_desc_t forward, desc;
     ONEDNN_TRY(dnnl_dilated_convolution_forward_desc_init,
-               (&forward, dnnl_forward_training, dnnl_convolution_direct, &any[OP_SRC],
-                &any[OP_WEIGHTS], NULL, &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+               (&forward, dnnl_forward_training, alg, &any[OP_SRC], &any[OP_WEIGHTS], NULL,
+                &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
     if (direction == CONVOY_CONV_FORWARD) {
         desc = forward;
     } else {
         ONEDNN_TRY(dnnl_primitive_desc_create, (&p->forward_hint, &forward, NULL, p->engine, NULL));
         if (direction == CONVOY_CONV_BACKWARD_DATA)
             ONEDNN_TRY(dnnl_dilated_convolution_backward_data_desc_init,
-                       (&desc, dnnl_convolution_direct, &any[OP_SRC], &any[OP_WEIGHTS],
-                        &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+                       (&desc, alg, &any[OP_SRC], &any[OP_WEIGHTS], &any[OP_DST], s.strides,
+                        s.dilates, s.pad_l, s.pad_r));
         else
             ONEDNN_TRY(dnnl_dilated_convolution_backward_weights_desc_init,
-                       (&desc, dnnl_convolution_direct, &any[OP_SRC], &any[OP_WEIGHTS], NULL,
-                        &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+                       (&desc, alg, &any[OP_SRC], &any[OP_WEIGHTS], NULL, &any[OP_DST], s.strides,
+                        s.dilates, s.pad_l, s.pad_r));
     }
     ONEDNN_TRY(dnnl_primitive_desc_create, (&p->conv_pd, &desc, attr, p->engine, p->forward_hint));
 
@@ -348,42 +355,16 @@ static void reverse_taps(const float *src, float *dst, int64_t blocks, int64_t k
     }
 }
 
-/* ---- the algorithm -------------------------------------------------------------------- */
+/* ---- the shared entry points ----------------------------------------------------------- */
 
-static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
-                                  convoy_conv_direction direction)
+const char *convoy__onednn_refusal(const convoy__conv_geom *g)
 {
-    (void)be;
-    (void)direction;
     if (g->unshared)
         return "unshared filters are not a oneDNN primitive";
     if (g->batch == 0 || g->in_channels == 0 || g->out_channels == 0)
         return "empty tensors have nothing for oneDNN to compute (the other algorithms "
                "zero-fill them)";
     return NULL;
-}
-
-/* Heuristic rank against 1x1 (1.0) and gemm (2.0), from the medians in bench/RESULTS.md
- * (2026-12-01, 2-vCPU AVX-512 machine, quiet runs): onednn ran every dense, strided, dilated,
- * grouped and depthwise 3x3 and 3x3x3 layer of the suite 2.0-9.5x faster than gemm in all three
- * directions, small ones 1.4-12x (but for one tiny 3D filter gradient, 0.92x), the 7x7
- * stride-2 stem 2.6x forward and 3.1x for the filters, and pointwise layers 1.5x faster than
- * 1x1. It lost backward data into few input channels (the 3-channel 7x7 stem 0.68x, 3-channel
- * 3x3 layers 0.72-0.79x), where oneDNN writes the plain 3-channel gradient through a slower
- * path, so gemm keeps those. */
-#define COST_AHEAD_OF_1X1 0.9
-#define COST_AHEAD_OF_GEMM 1.5
-#define COST_BEHIND_GEMM 2.5
-#define FEW_INPUT_CHANNELS 4
-
-static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction direction)
-{
-    if (direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
-        g->in_channels <= FEW_INPUT_CHANNELS)
-        return COST_BEHIND_GEMM;
-    if (convoy__geom_is_pointwise(g))
-        return COST_AHEAD_OF_1X1;
-    return COST_AHEAD_OF_GEMM;
 }
 
 /* Below this many multiply-adds a convolution runs on one thread: on the 2-vCPU machine of
@@ -401,26 +382,25 @@ static int plan_threads(convoy__backend *be, const convoy__conv_geom *g)
     return macs < ONE_THREAD_MACS ? 1 : convoy__host_backend_threads(be);
 }
 
-static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
-                              const convoy__conv_geom *geom, convoy_conv_direction direction,
-                              convoy__candidate_list *list)
+int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *g,
+                             convoy_conv_direction direction, convoy__onednn_method method,
+                             size_t *bytes)
 {
     onednn_plan *p = NULL;
     /* A oneDNN that cannot describe this convolution offers nothing; the planner says so. */
-    if (plan_build(geom, direction, plan_threads(be, geom), 0, &p) != CONVOY_OK)
-        return;
-    /* oneDNN's f32 direct convolutions are exact; with a fixed thread count (the runtime's per
-     * task) their reductions run in a fixed order, so results repeat bit for bit. */
-    (void)convoy__candidate_add(list, self, self->name, p->workspace_bytes, 0,
-                                onednn_cost(geom, direction));
+    if (plan_build(g, direction, method, plan_threads(be, g), 0, &p) != CONVOY_OK)
+        return 0;
+    *bytes = p->workspace_bytes;
     plan_free(p);
+    return 1;
 }
 
-static convoy_status onednn_prepare(convoy__backend *be, convoy__conv_plan *plan)
+convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *plan,
+                                     convoy__onednn_method method)
 {
     onednn_plan *p = NULL;
     convoy_status status =
-        plan_build(&plan->geom, plan->direction, plan_threads(be, &plan->geom), 1, &p);
+        plan_build(&plan->geom, plan->direction, method, plan_threads(be, &plan->geom), 1, &p);
     if (status != CONVOY_OK)
         return status;
     if (p->workspace_bytes > plan->workspace_bytes) {
@@ -435,7 +415,7 @@ static convoy_status onednn_prepare(convoy__backend *be, convoy__conv_plan *plan
     return CONVOY_OK;
 }
 
-static void onednn_release(convoy__backend *be, convoy__conv_plan *plan)
+void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan)
 {
     (void)be;
     plan_free(plan->algo_data);
@@ -462,9 +442,9 @@ cleanup:
     return status;
 }
 
-static convoy_status onednn_run(convoy__backend *be, void *native_stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                                void *workspace)
+convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
+                                 const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                 void *workspace)
 {
     (void)be;
     (void)native_stream;
@@ -475,6 +455,12 @@ static convoy_status onednn_run(convoy__backend *be, void *native_stream,
                              "onednn convolution: run without a prepared plan or its %zu bytes "
                              "of workspace",
                              p ? p->workspace_bytes : (size_t)0);
+    /* oneDNN's kernels may use aligned vector loads on the scratchpad and the blocked operands,
+     * which start at multiples of ALIGNMENT from here (the pool aligns blocks to 256 bytes). */
+    if ((uintptr_t)workspace % ALIGNMENT)
+        return convoy__error(CONVOY_ERR_INTERNAL,
+                             "onednn convolution: the workspace at %p is not %d-byte aligned",
+                             workspace, ALIGNMENT);
     char *ws = workspace;
     const int64_t blocks = g->out_channels * (g->in_channels / g->groups);
     const int64_t kvol = convoy__geom_kernel_spatial(g);
@@ -572,41 +558,46 @@ void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
              v->patch, isa_name(dnnl_get_effective_cpu_isa()), threads, threads == 1 ? "" : "s");
 }
 
-const convoy__conv_algo convoy__cpu_algo_onednn = {
-    .name = "onednn",
-    .refusal = onednn_refusal,
-    .candidates = onednn_candidates,
-    .prepare = onednn_prepare,
-    .release = onednn_release,
-    .run = onednn_run,
-};
-
 #else /* !CONVOY_HAVE_ONEDNN */
 
-static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
-                                  convoy_conv_direction direction)
+const char *convoy__onednn_refusal(const convoy__conv_geom *g)
 {
-    (void)be;
     (void)g;
-    (void)direction;
     return "convoy was built without oneDNN";
 }
 
 /* Never called: the refusal turns every convolution away. */
-static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
-                              const convoy__conv_geom *geom, convoy_conv_direction direction,
-                              convoy__candidate_list *list)
+int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *g,
+                             convoy_conv_direction direction, convoy__onednn_method method,
+                             size_t *bytes)
 {
     (void)be;
-    (void)self;
-    (void)geom;
+    (void)g;
     (void)direction;
-    (void)list;
+    (void)method;
+    *bytes = 0;
+    return 0;
 }
 
-static convoy_status onednn_run(convoy__backend *be, void *native_stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                                void *workspace)
+convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *plan,
+                                     convoy__onednn_method method)
+{
+    (void)be;
+    (void)plan;
+    (void)method;
+    return convoy__error(CONVOY_ERR_UNSUPPORTED, "onednn convolution: convoy was built without "
+                                                 "oneDNN");
+}
+
+void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan)
+{
+    (void)be;
+    plan->algo_data = NULL;
+}
+
+convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
+                                 const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                 void *workspace)
 {
     (void)be;
     (void)native_stream;
@@ -623,11 +614,75 @@ void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
     snprintf(buffer, size, "built without oneDNN");
 }
 
+#endif /* CONVOY_HAVE_ONEDNN */
+
+/* ---- the onednn algorithm -------------------------------------------------------------- */
+
+static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
+                                  convoy_conv_direction direction)
+{
+    (void)be;
+    (void)direction;
+    return convoy__onednn_refusal(g);
+}
+
+/* Heuristic rank against 1x1 (1.0) and gemm (2.0), from the medians in bench/RESULTS.md
+ * (2026-12-01, 2-vCPU AVX-512 machine, quiet runs): onednn ran every dense, strided, dilated,
+ * grouped and depthwise 3x3 and 3x3x3 layer of the suite 2.0-9.5x faster than gemm in all three
+ * directions, small ones 1.4-12x (but for one tiny 3D filter gradient, 0.92x), the 7x7
+ * stride-2 stem 2.6x forward and 3.1x for the filters, and pointwise layers 1.5x faster than
+ * 1x1. It lost backward data into few input channels (the 3-channel 7x7 stem 0.68x, 3-channel
+ * 3x3 layers 0.72-0.79x), where oneDNN writes the plain 3-channel gradient through a slower
+ * path, so gemm keeps those. */
+#define COST_AHEAD_OF_1X1 0.9
+#define COST_AHEAD_OF_GEMM 1.5
+#define COST_BEHIND_GEMM 2.5
+#define FEW_INPUT_CHANNELS 4
+
+static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction direction,
+                          convoy__onednn_method method)
+{
+    if (method == CONVOY__ONEDNN_PLAIN)
+        return 3.0;
+    if (direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
+        g->in_channels <= FEW_INPUT_CHANNELS)
+        return COST_BEHIND_GEMM;
+    if (convoy__geom_is_pointwise(g))
+        return COST_AHEAD_OF_1X1;
+    return COST_AHEAD_OF_GEMM;
+}
+
+/* Two candidates: "onednn", channel-blocked with reorders, and "onednn:plain", on the caller's
+ * tensors as they are. oneDNN's f32 direct convolutions are exact in both; with a fixed thread
+ * count (the runtime's per task) their reductions run in a fixed order, so results repeat bit
+ * for bit. */
+static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                              const convoy__conv_geom *geom, convoy_conv_direction direction,
+                              convoy__candidate_list *list)
+{
+    static const convoy__onednn_method methods[2] = {CONVOY__ONEDNN_DIRECT, CONVOY__ONEDNN_PLAIN};
+    static const char *const names[2] = {"onednn", "onednn:plain"};
+    for (int i = 0; i < 2; ++i) {
+        size_t bytes = 0;
+        if (!convoy__onednn_workspace(be, geom, direction, methods[i], &bytes))
+            continue;
+        convoy__conv_candidate *c = convoy__candidate_add(list, self, names[i], bytes, 0,
+                                                          onednn_cost(geom, direction, methods[i]));
+        if (c)
+            c->variant = (int)methods[i];
+    }
+}
+
+static convoy_status onednn_prepare(convoy__backend *be, convoy__conv_plan *plan)
+{
+    return convoy__onednn_prepare(be, plan, (convoy__onednn_method)plan->candidate.variant);
+}
+
 const convoy__conv_algo convoy__cpu_algo_onednn = {
     .name = "onednn",
     .refusal = onednn_refusal,
     .candidates = onednn_candidates,
-    .run = onednn_run,
+    .prepare = onednn_prepare,
+    .release = convoy__onednn_release,
+    .run = convoy__onednn_run,
 };
-
-#endif /* CONVOY_HAVE_ONEDNN */

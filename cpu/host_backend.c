@@ -1,7 +1,7 @@
 /* The host backend: the backend interface (core/device.h) on the CPU.
  * Streams are worker threads (cpu/host_stream.c), memory is aligned host
- * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS), 1x1 and
- * oneDNN code of cpu/conv_*.c. */
+ * memory, and convolutions run the direct, GEMM (im2col + OpenBLAS), 1x1,
+ * oneDNN and Winograd (oneDNN) code of cpu/conv_*.c. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -155,10 +155,8 @@ static int host_is_pinned(convoy__backend *be, const void *ptr, size_t bytes)
 
 /* Adding a CPU algorithm: its descriptor in a file of cpu/, and a row here. */
 static const convoy__conv_algo *const host_algos[] = {
-    &convoy__cpu_algo_1x1,
-    &convoy__cpu_algo_onednn,
-    &convoy__cpu_algo_gemm,
-    &convoy__cpu_algo_direct,
+    &convoy__cpu_algo_1x1,  &convoy__cpu_algo_winograd, &convoy__cpu_algo_onednn,
+    &convoy__cpu_algo_gemm, &convoy__cpu_algo_direct,
 };
 
 /* Host work already runs on the stream's worker thread (or inline), so a

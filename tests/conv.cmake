@@ -60,6 +60,11 @@ if(CONVOY_HAVE_ONEDNN)
   convoy_add_test(test_conv_onednn_cpu TARGET test_conv_onednn
     SOURCES test_conv_onednn.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
     ARGS device=cpu exclude=gemm,1x1)
+  # winograd, inexact: allowed (exact_only=0) and held to its own looser bound, with every
+  # other fast algorithm excluded so the planner picks it where it applies.
+  convoy_add_test(test_conv_winograd_cpu TARGET test_conv_winograd
+    SOURCES test_conv_winograd.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
+    ARGS device=cpu exact_only=0 exclude=onednn,gemm,1x1)
 endif()
 
 # test_conv_errors: every error path of the public API, status and message.
