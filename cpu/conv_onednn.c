@@ -652,16 +652,16 @@ static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction dire
     return COST_AHEAD_OF_GEMM;
 }
 
-/* Two candidates: "onednn", channel-blocked with reorders, and "onednn:plain", on the caller's
- * tensors as they are. oneDNN's f32 direct convolutions are exact in both; with a fixed thread
- * count (the runtime's per task) their reductions run in a fixed order, so results repeat bit
- * for bit. */
+/* Two candidates: "onednn:blocked", channel-blocked with reorders, and "onednn:plain", on the
+ * caller's tensors as they are. oneDNN's f32 direct convolutions are exact in both; with a fixed
+ * thread count (the runtime's per task) their reductions run in a fixed order, so results repeat
+ * bit for bit. */
 static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
                               const convoy__conv_geom *geom, convoy_conv_direction direction,
                               convoy__candidate_list *list)
 {
     static const convoy__onednn_method methods[2] = {CONVOY__ONEDNN_DIRECT, CONVOY__ONEDNN_PLAIN};
-    static const char *const names[2] = {"onednn", "onednn:plain"};
+    static const char *const names[2] = {"onednn:blocked", "onednn:plain"};
     for (int i = 0; i < 2; ++i) {
         size_t bytes = 0;
         if (!convoy__onednn_workspace(be, geom, direction, methods[i], &bytes))

@@ -49,9 +49,9 @@ static const char *onednn_off; /* its refusal of a plain convolution: non-NULL w
 static int winograd_runs;      /* convolutions the winograd descriptor ran */
 static double winograd_worst;  /* its largest error, in units of max(1, ||ref||_inf) */
 
-/* The candidate named name of an algorithm on oneDNN (onednn, onednn:plain, winograd) through
- * its descriptor, as the planner and the host backend drive it; CONVOY_ERR_UNSUPPORTED when it
- * does not offer that candidate. */
+/* The candidate named name of an algorithm on oneDNN (onednn:blocked, onednn:plain, winograd)
+ * through its descriptor, as the planner and the host backend drive it; CONVOY_ERR_UNSUPPORTED when
+ * it does not offer that candidate. */
 static convoy_status run_algo(const convoy__conv_algo *algo, const char *name,
                               const convoy__conv_geom *g, convoy_conv_direction dir,
                               const convoy__conv_buffers *b)
@@ -284,7 +284,7 @@ static int run_case(const geom_case *cc)
         if (convoy__geom_is_pointwise(&g))
             check_one(&g, dir, "1x1", 0, x, w, dy, ref);
         if (!convoy__cpu_algo_onednn.refusal(host, &g, dir)) {
-            check_one(&g, dir, "onednn", 0, x, w, dy, ref);
+            check_one(&g, dir, "onednn:blocked", 0, x, w, dy, ref);
             check_one(&g, dir, "onednn:plain", 0, x, w, dy, ref);
         } else {
             onednn_refusals += 2;
@@ -489,7 +489,7 @@ static void test_onednn_coverage(void **state)
         case_rng_seed(&rng, 7);
         float *x = case_random_floats(&rng, convoy__geom_input_numel(&g));
         float *dy = case_random_floats(&rng, convoy__geom_output_numel(&g));
-        static const char *const names[3] = {"onednn", "onednn:plain", "winograd"};
+        static const char *const names[3] = {"onednn:blocked", "onednn:plain", "winograd"};
         for (int n = 0; n < 3; ++n) {
             const convoy__conv_algo *algo =
                 n < 2 ? &convoy__cpu_algo_onednn : &convoy__cpu_algo_winograd;

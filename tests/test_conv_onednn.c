@@ -175,7 +175,7 @@ static void test_workspace_is_fixed(void **state)
     assert_true(case_init(&c, &p, l.in, l.filt));
     convoy_conv_plan_info info;
     assert_string_equal(planned(*state, &c, CONVOY_CONV_FORWARD, &info), "onednn");
-    assert_string_equal(info.algorithm, "onednn");
+    assert_string_equal(info.algorithm, "onednn:blocked");
     assert_int_equal(info.images_per_chunk, 0);
     /* At least the flipped copy of the filters. */
     assert_true(info.workspace_bytes >= (size_t)16 * 16 * 9 * sizeof(float));
