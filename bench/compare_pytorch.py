@@ -191,11 +191,16 @@ def parse_side(text):
     """--side LABEL[:VAR=VALUE,...] -> (label, {VAR: VALUE})"""
     label, _, settings = text.partition(":")
     env = {}
+    var = None
     for item in filter(None, settings.split(",")):
-        var, eq, value = item.partition("=")
-        if not eq or not var.startswith("CONVOY_"):
+        name, eq, value = item.partition("=")
+        if eq and name.startswith("CONVOY_"):
+            var = name
+            env[var] = value
+        elif var:  # a comma inside a value: CONVOY_EXCLUDE=gemm,1x1
+            env[var] += "," + item
+        else:
             raise argparse.ArgumentTypeError("expected LABEL:CONVOY_VAR=VALUE,..., got %r" % text)
-        env[var] = value
     return label, env
 
 

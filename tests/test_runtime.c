@@ -205,6 +205,7 @@ static void test_malformed_environment(void **state)
         {"CONVOY_BLAS_THREADS", "0x4", "0..1024"},
         {"CONVOY_ALGO", "fastest", "heuristic|time_once|time_on_shape_change"},
         {"CONVOY_EXCLUDE", "gemm,fft", "names from 1x1,"},
+        {"CONVOY_EXCLUDE", "gemm,fft:plain", "names from 1x1,"},
         {"CONVOY_REQUIRE", "bogus", "names from 1x1,"},
         {"CONVOY_DETERMINISTIC", "maybe", "0|1"},
         {"CONVOY_DETERMINISTIC", "yes", "0|1"},
@@ -297,8 +298,9 @@ static void test_bad_options_fields(void **state)
     EXPECT_ERROR(convoy_runtime_create(&o, &rt), CONVOY_ERR_INVALID_ARGUMENT, "runtime_create",
                  "options.test_fail_alloc", "-3");
     assert_null(rt);
-    /* Empty lists, blanks, repeats and any case are fine. */
-    static const char *const fine[] = {"", ",", " gemm , direct ", "GEMM,gemm", "1x1,,cudnn"};
+    /* Empty lists, blanks, repeats, any case and candidates of known algorithms are fine. */
+    static const char *const fine[] = {"",          ",",          " gemm , direct ",
+                                       "GEMM,gemm", "1x1,,cudnn", "onednn:plain,gemm"};
     for (size_t i = 0; i < sizeof fine / sizeof fine[0]; ++i) {
         assert_int_equal(convoy_options_init(&o), CONVOY_OK);
         o.device = CONVOY_DEVICE_CPU;
