@@ -163,7 +163,8 @@ class Convoy:
         for row in self._request("open " + name):
             if row[0] == "plan":
                 _, _, direction, impl, algorithm = row[:5]
-                plans[direction] = impl if algorithm == impl else impl + ":" + algorithm
+                plans[direction] = algorithm if algorithm.startswith(impl) else \
+                    impl + ":" + algorithm
         return plans
 
     def call(self, direction):
@@ -204,6 +205,27 @@ def parse_side(text):
     return label, env
 
 
+def idle_fraction(seconds=0.5):
+    """The share of the machine's CPU time spent idle over the next `seconds` (/proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_idle(limit):
+    """Waits up to `limit` seconds for the CPUs to be 90% idle; returns the idle share seen."""
+    deadline = time.monotonic() + limit
+    idle = idle_fraction()
+    while idle < 0.9 and time.monotonic() < deadline:
+        idle = idle_fraction()
+    return idle
+
+
 def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -218,6 +240,12 @@ def main():
     parser.add_argument("--gap", type=float, default=0.01,
                         help="seconds of pause before each timed call, so that the threads of "
                         "the side that ran before have stopped spinning (0.01)")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="what each figure takes of its --runs calls: the median (default) "
+                        "or, to estimate what a call costs without other work, the fastest")
+    parser.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                        help="before each layer, wait up to this long for the CPUs to be 90%% "
+                        "idle (other work on a shared machine); 0 (default) does not wait")
     parser.add_argument("--rounds", type=int, default=1,
                         help="passes over the suite; figures are medians over them (1)")
     parser.add_argument("--side", action="append", type=parse_side, metavar="LABEL:VAR=VALUE,..",
@@ -262,9 +290,9 @@ def main():
                                                              "on" if mkldnn else "off"))
     for label, convoy in convoys.items():
         print("%s: %s" % (label, convoy.runtime))
-    print("median of %d calls after %d warm-ups, the sides alternating call by call; %d round%s"
-          % (args.runs, args.warmup, args.rounds,
-             "" if args.rounds == 1 else "s (median of the rounds' medians)"))
+    print("%s of %d calls after %d warm-ups, the sides alternating call by call; %d round%s"
+          % (args.stat, args.runs, args.warmup, args.rounds,
+             "" if args.rounds == 1 else "s (median over the rounds)"))
     sys.stdout.flush()
 
     seconds = {}  # (layer, direction, label) -> [median seconds per round]
@@ -272,6 +300,7 @@ def main():
     for r in range(args.rounds):
         for layer in layers:
             name = layer["name"]
+            idle = wait_until_idle(args.wait_idle) if args.wait_idle > 0 else None
             calls = {}
             if torch:
                 theirs = Torch(torch, layer)
@@ -291,12 +320,14 @@ def main():
                         time.sleep(args.gap)
                         times[label].append(calls[label](d))
                 for label in labels:
-                    seconds.setdefault((name, d, label), []).append(
-                        statistics.median(times[label]))
+                    stat = min if args.stat == "min" else statistics.median
+                    seconds.setdefault((name, d, label), []).append(stat(times[label]))
             for convoy in convoys.values():
                 convoy.close_layer()
             calls = theirs = None
-            print("  round %d: %s" % (r + 1, name), file=sys.stderr)
+            print("  round %d: %s%s" % (r + 1, name, "" if idle is None else
+                                        " (%.0f%% idle before)" % (100 * idle)),
+                  file=sys.stderr)
     sgemm_end = {label: convoy.sgemm() for label, convoy in convoys.items()}
     for convoy in convoys.values():
         convoy.close()

@@ -367,19 +367,28 @@ const char *convoy__onednn_refusal(const convoy__conv_geom *g)
     return NULL;
 }
 
-/* Below this many multiply-adds a convolution runs on one thread: on the 2-vCPU machine of
+/* Below this much work a convolution runs on one thread: on the 2-vCPU machine of
  * bench/RESULTS.md one thread was as fast as two up to a few tens of microseconds of work
- * (small_3x3_c32, 14 M: 0.12 against 0.10-0.14 ms), while waking an OpenMP team on a busy
- * machine cost up to a millisecond per call. OpenBLAS keeps small GEMMs on one thread too. */
-#define ONE_THREAD_MACS ((int64_t)16 << 20)
+ * (small_3x3_c32, 14 M multiply-adds: 0.12 against 0.10-0.14 ms), while waking an OpenMP team
+ * on a busy machine cost up to a millisecond per call. OpenBLAS keeps small GEMMs on one thread
+ * too. Work counts the multiply-adds and, for the memory-bound reorders, FLOAT_MOVED_MACS per
+ * float of the tensors read and written: the 8x256x28x28 depthwise layer does only 14 M
+ * multiply-adds but reorders 6.4 M floats, and ran at 21 GFLOP/s on one thread where PyTorch,
+ * on two, reached 32 (2026-12-01). */
+#define ONE_THREAD_WORK ((int64_t)16 << 20)
+#define FLOAT_MOVED_MACS 16
 
 /* The OpenMP threads of one run: the backend's threads per task, one for small convolutions. */
 static int plan_threads(convoy__backend *be, const convoy__conv_geom *g)
 {
+    const int64_t limit = ONE_THREAD_WORK;
     int64_t macs = convoy__geom_output_numel(g);
     const int64_t per_output = convoy__geom_col_rows(g);
-    macs = per_output > 0 && macs > INT64_MAX / per_output ? INT64_MAX : macs * per_output;
-    return macs < ONE_THREAD_MACS ? 1 : convoy__host_backend_threads(be);
+    macs = per_output > 0 && macs > limit / per_output ? limit : macs * per_output;
+    int64_t floats =
+        convoy__geom_input_numel(g) + convoy__geom_output_numel(g) + convoy__geom_filter_numel(g);
+    floats = floats > limit / FLOAT_MOVED_MACS ? limit : floats * FLOAT_MOVED_MACS;
+    return macs + floats < limit ? 1 : convoy__host_backend_threads(be);
 }
 
 int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *g,
@@ -626,28 +635,52 @@ static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *
     return convoy__onednn_refusal(g);
 }
 
-/* Heuristic rank against 1x1 (1.0) and gemm (2.0), from the medians in bench/RESULTS.md
- * (2026-12-01, 2-vCPU AVX-512 machine, quiet runs): onednn ran every dense, strided, dilated,
- * grouped and depthwise 3x3 and 3x3x3 layer of the suite 2.0-9.5x faster than gemm in all three
- * directions, small ones 1.4-12x (but for one tiny 3D filter gradient, 0.92x), the 7x7
+/* Heuristic ranks against 1x1 (1.0), gemm (2.0) and winograd (1.2 where it leads), from the
+ * measurements in bench/RESULTS.md (2026-12-01, 2-vCPU AVX-512 machine, the fastest of 7 calls
+ * at quiet moments).
+ *
+ * onednn:blocked ran every dense, strided, dilated, grouped and depthwise 3x3 and 3x3x3 layer
+ * of the suite 2.0-9.5x faster than gemm in all three directions, small ones 1.4-12x, the 7x7
  * stride-2 stem 2.6x forward and 3.1x for the filters, and pointwise layers 1.5x faster than
- * 1x1. It lost backward data into few input channels (the 3-channel 7x7 stem 0.68x, 3-channel
- * 3x3 layers 0.72-0.79x), where oneDNN writes the plain 3-channel gradient through a slower
- * path, so gemm keeps those. */
+ * 1x1. It loses backward data into few input channels (the 3-channel 7x7 stem 0.34x of
+ * onednn:plain and 0.77x of gemm; 3-channel 3x3 layers 0.44-0.83x of plain), where oneDNN
+ * writes the plain 3-channel gradient through a slower path.
+ *
+ * onednn:plain (oneDNN's im2col and AVX-512 sgemm on the caller's tensors, no reorders) leads
+ * there: 2.9x blocked on the stem, 3.0x on stem_c3_3x3s2, 1.2x on small_3x3_c3. It also leads
+ * on pointwise layers, where it is one sgemm per image and the blocked kernels' reorders cost
+ * more than they save: the 8x256x56x56 -> 64 layer 1.67x blocked forward, 1.57x for the data
+ * gradient and 1.12x for the filters, small_1x1_c32 2.0x and 1.3x, but only 0.44x for the filters
+ * of a 14x14 image (a short reduction per image), so the filter gradient of a pointwise layer
+ * goes plain only from POINTWISE_WIDE_IMAGE output positions per image. Elsewhere it ran 0.4-0.9x
+ * blocked on dense layers (still ahead of gemm) and 0.1-0.4x on grouped ones (behind gemm). */
+#define COST_PLAIN_FIRST 0.8
 #define COST_AHEAD_OF_1X1 0.9
 #define COST_AHEAD_OF_GEMM 1.5
+#define COST_PLAIN_FEW_CHANNELS 1.8
+#define COST_PLAIN_DENSE 1.9
 #define COST_BEHIND_GEMM 2.5
+#define COST_PLAIN_GROUPED 3.0
 #define FEW_INPUT_CHANNELS 4
+#define POINTWISE_WIDE_IMAGE 1024
 
 static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction direction,
                           convoy__onednn_method method)
 {
-    if (method == CONVOY__ONEDNN_PLAIN)
-        return 3.0;
-    if (direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
-        g->in_channels <= FEW_INPUT_CHANNELS)
+    const int few_channels_gradient = direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
+                                      g->in_channels <= FEW_INPUT_CHANNELS;
+    const int pointwise = convoy__geom_is_pointwise(g);
+    if (method == CONVOY__ONEDNN_PLAIN) {
+        if (few_channels_gradient)
+            return COST_PLAIN_FEW_CHANNELS;
+        if (pointwise && (direction != CONVOY_CONV_BACKWARD_FILTER ||
+                          convoy__geom_out_spatial(g) >= POINTWISE_WIDE_IMAGE))
+            return COST_PLAIN_FIRST;
+        return g->groups == 1 ? COST_PLAIN_DENSE : COST_PLAIN_GROUPED;
+    }
+    if (few_channels_gradient)
         return COST_BEHIND_GEMM;
-    if (convoy__geom_is_pointwise(g))
+    if (pointwise)
         return COST_AHEAD_OF_1X1;
     return COST_AHEAD_OF_GEMM;
 }

@@ -41,14 +41,35 @@ static const char *winograd_refusal(convoy__backend *be, const convoy__conv_geom
     return NULL;
 }
 
-/* Heuristic rank, against onednn (1.5) and gemm (2.0): behind onednn until measured; the
- * time_* policies time it. */
-#define COST_BEHIND_ONEDNN 1.6
+/* Heuristic rank, against onednn:blocked (1.5) and gemm (2.0). F(4x4, 3x3) does 2.25x fewer
+ * multiplications than the direct method but transforms every 6x6 input tile (work per tile in
+ * proportion to the input channels), every output tile (the output channels) and, per call,
+ * the filters (input x output channels, shared by all the tiles): it wins when both channel
+ * counts and the number of tiles are large. Measured against onednn:blocked (bench/RESULTS.md,
+ * 2026-12-01, the fastest of 7 calls at quiet moments), with batch x output positions (the
+ * tiles, times 16) and the smaller channel count:
+ *   r50_res2  25088 x 64:  1.5-2.4x    mid_3x3_c32  6272 x 32: 1.2-1.3x
+ *   r50_res3   6272 x 128: 1.6-1.7x    mid_3x3_c64  1568 x 64: 1.0-1.07x
+ *   r50_res4   1568 x 256: 1.4-1.5x    small_3x3_c32 1568 x 32: 0.84-0.88x
+ *   r50_res5    392 x 512: 0.7-1.0x    small_3x3_c16 2048 x 16: 0.65-0.71x
+ *   small_3x3_c3 8192 x 3:  0.3-0.7x   tiny_3x3_c8    400 x 8:  0.45-0.62x
+ * So it leads from MANY_TILES positions with WIDE channels, or from SOME_TILES with VERY_WIDE
+ * ones, in all three directions, and ranks behind onednn elsewhere. */
+#define COST_AHEAD_OF_ONEDNN 1.2
+#define COST_BEHIND_ONEDNN 1.7
+#define MANY_TILES 4096
+#define SOME_TILES 1024
+#define WIDE 32
+#define VERY_WIDE 128
 
 static double winograd_cost(const convoy__conv_geom *g, convoy_conv_direction direction)
 {
-    (void)g;
     (void)direction;
+    const int64_t positions = g->batch * convoy__geom_out_spatial(g);
+    const int64_t channels = g->in_channels < g->out_channels ? g->in_channels : g->out_channels;
+    if ((positions >= MANY_TILES && channels >= WIDE) ||
+        (positions >= SOME_TILES && channels >= VERY_WIDE))
+        return COST_AHEAD_OF_ONEDNN;
     return COST_BEHIND_ONEDNN;
 }
 

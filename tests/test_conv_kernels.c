@@ -566,6 +566,85 @@ static void test_winograd(void **state)
     assert_non_null(strstr(why, onednn_off ? "oneDNN" : "3x3 convolution with stride 1"));
 }
 
+/* The candidate the heuristic policy ranks first (the lowest cost over every algorithm of the
+ * host registry that accepts the convolution), as the planner picks it. */
+static const char *heuristic_choice(const convoy__conv_geom *g, convoy_conv_direction dir)
+{
+    static char name[64];
+    convoy__candidate_list list = {.count = 0};
+    const convoy__conv_registry *r = &convoy__host_conv_registry;
+    for (int a = 0; a < r->count; ++a) {
+        const convoy__conv_algo *algo = r->algos[a];
+        if (!algo->refusal || !algo->refusal(host, g, dir))
+            algo->candidates(host, algo, g, dir, &list);
+    }
+    int best = 0;
+    for (int i = 1; i < list.count; ++i) {
+        if (list.items[i].cost < list.items[best].cost)
+            best = i;
+    }
+    snprintf(name, sizeof name, "%s", list.count ? list.items[best].name : "(none)");
+    return name;
+}
+
+/* The heuristic costs pick, on the suite's layers, what bench/RESULTS.md measured fastest:
+ * winograd for the wide 3x3 stride-1 layers with many positions, onednn:plain for pointwise
+ * layers and for the data gradient into three channels, onednn:blocked for the rest. Without
+ * oneDNN, or without its AVX-512 kernels, gemm and 1x1 as before. */
+static void test_heuristic_choices(void **state)
+{
+    (void)state;
+    typedef struct choice {
+        geom_case shape;
+        const char *expected[3]; /* forward, backward data, backward filter */
+    } choice;
+    static const choice suite[] = {
+        {{2, 8, 3, 64, 1, {224, 224}, {7, 7}, {2, 2}, {1, 1}, PADS, {3, 3}, {3, 3}, 0, 0},
+         {"onednn:blocked", "onednn:plain", "onednn:blocked"}},
+        {{2, 8, 64, 64, 1, {56, 56}, {3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 0, 0},
+         {"winograd", "winograd", "winograd"}},
+        {{2, 8, 256, 256, 1, {14, 14}, {3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 0, 0},
+         {"winograd", "winograd", "winograd"}},
+        {{2, 8, 512, 512, 1, {7, 7}, {3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 0, 0},
+         {"onednn:blocked", "onednn:blocked", "onednn:blocked"}},
+        {{2, 8, 256, 64, 1, {56, 56}, {1, 1}, {1, 1}, {1, 1}, VALID, {0}, {0}, 0, 0},
+         {"onednn:plain", "onednn:plain", "onednn:plain"}},
+        {{2, 8, 32, 32, 1, {14, 14}, {1, 1}, {1, 1}, {1, 1}, VALID, {0}, {0}, 0, 0},
+         {"onednn:plain", "onednn:plain", "onednn:blocked"}},
+        {{2, 8, 128, 128, 1, {56, 56}, {3, 3}, {2, 2}, {1, 1}, HALF, {0}, {0}, 0, 0},
+         {"onednn:blocked", "onednn:blocked", "onednn:blocked"}},
+        {{2, 8, 256, 256, 256, {28, 28}, {3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 0, 0},
+         {"onednn:blocked", "onednn:blocked", "onednn:blocked"}},
+        {{2, 8, 32, 32, 1, {14, 14}, {3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 0, 0},
+         {"onednn:blocked", "onednn:blocked", "onednn:blocked"}},
+        {{3, 2, 64, 128, 1, {8, 56, 56}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, HALF, {0}, {0}, 0, 0},
+         {"onednn:blocked", "onednn:blocked", "onednn:blocked"}},
+    };
+    char describe[128];
+    convoy__cpu_onednn_describe(describe, sizeof describe, 2);
+    const int avx512 = !onednn_off && strstr(describe, "avx512") != NULL;
+    for (size_t i = 0; i < sizeof suite / sizeof suite[0]; ++i) {
+        convoy__conv_geom g;
+        assert_true(geom_case_geom(&suite[i].shape, &g));
+        for (int d = 0; d < 3; ++d) {
+            const char *want = suite[i].expected[d];
+            if (onednn_off)
+                want = convoy__geom_is_pointwise(&g) ? "1x1" : "gemm";
+            else if (!avx512 && !strcmp(want, "winograd"))
+                want = "onednn:blocked";
+            const char *got = heuristic_choice(&g, (convoy_conv_direction)d);
+            if (strcmp(got, want)) {
+                char text[512];
+                geom_describe(&g, text, sizeof text);
+                print_message("heuristic picks %s for %s on %s, expected %s\n", got,
+                              case_direction_names[d], text, want);
+                ++failures;
+            }
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
 static int make_host(void **state)
 {
     (void)state;
@@ -592,7 +671,7 @@ int main(void)
         cmocka_unit_test(test_grid_2d),       cmocka_unit_test(test_grid_3d),
         cmocka_unit_test(test_options),       cmocka_unit_test(test_empty),
         cmocka_unit_test(test_bad_arguments), cmocka_unit_test(test_onednn_coverage),
-        cmocka_unit_test(test_winograd),
+        cmocka_unit_test(test_winograd),      cmocka_unit_test(test_heuristic_choices),
     };
     return cmocka_run_group_tests(tests, make_host, destroy_host);
 }
