@@ -49,6 +49,7 @@
 #ifdef CONVOY_HAVE_ONEDNN
 
 #include <omp.h>
+#include <pthread.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
@@ -125,7 +126,27 @@ typedef struct onednn_plan {
     int flip_result;       /* 1: reverse the computed filter gradient in place */
     size_t workspace_bytes;
     int threads;
+    /* The filters in the primitive's layout, kept from one run to the next while the caller's
+     * filters keep their content (convoy__conv_buffers.filters_content), so that a chain of
+     * convolutions with the same filters (inference, or the same shape used again) reorders
+     * them once. Forward and backward data, when the filters are reordered and their copy
+     * takes at least CACHED_FILTER_BYTES. The copy counts as memory in use (memory statistics)
+     * until the runtime, which owns the plan, is destroyed. A run takes the
+     * cache with a trylock: one that finds it busy (the same plan running on another stream)
+     * reorders into its workspace as before. The buffer comes from the backend's scratch
+     * allocator (the pool, under memory_limit) at the first run that can use it; when it
+     * cannot be had, the plan stops asking. */
+    int cache_filters;
+    pthread_mutex_t cache_lock;
+    uint64_t cached_content; /* 0: the cache holds nothing valid */
+    int cache_refused;
+    convoy__scratch cache;
 } onednn_plan;
+
+/* Filters whose reordered copy is at least this big stay reordered between runs (the plan's
+ * cache); smaller ones reorder in tens of microseconds, less than the cache would be worth in
+ * memory held past the tasks that use it. */
+#define CACHED_FILTER_BYTES ((size_t)512 << 10)
 
 static size_t round_up(size_t bytes)
 {
@@ -183,6 +204,8 @@ static void plan_free(onednn_plan *p)
 {
     if (!p)
         return;
+    if (p->cache_filters)
+        pthread_mutex_destroy(&p->cache_lock);
     for (int i = 0; i < OP_COUNT; ++i) {
         if (p->ops[i].reorder)
             dnnl_primitive_destroy(p->ops[i].reorder);
@@ -315,6 +338,11 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
     }
     p->flip_result = g->flip && direction == CONVOY_CONV_BACKWARD_FILTER;
     p->workspace_bytes = offset;
+    if (primitives && !p->ops[OP_WEIGHTS].written && p->ops[OP_WEIGHTS].reordered &&
+        inner_bytes[OP_WEIGHTS] >= CACHED_FILTER_BYTES) {
+        pthread_mutex_init(&p->cache_lock, NULL);
+        p->cache_filters = 1;
+    }
 
     if (primitives) {
         ONEDNN_TRY(dnnl_primitive_create, (&p->conv, p->conv_pd));
@@ -426,9 +454,44 @@ convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *pla
 
 void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan)
 {
-    (void)be;
-    plan_free(plan->algo_data);
+    onednn_plan *p = plan->algo_data;
+    if (p)
+        convoy__scratch_free(be, &p->cache);
+    plan_free(p);
     plan->algo_data = NULL;
+}
+
+/* Takes the plan's filter cache for one run with these filters: returns the buffer to reorder
+ * them into (NULL when the cache is not to be used: unknown content, busy, or no memory for
+ * it), with *hit set when it already holds them. The caller gives the lock back with
+ * cache_leave. */
+static float *cache_enter(convoy__backend *be, onednn_plan *p, uint64_t content, int *hit)
+{
+    *hit = 0;
+    if (!p->cache_filters || !content || p->cache_refused ||
+        pthread_mutex_trylock(&p->cache_lock) != 0)
+        return NULL;
+    if (!p->cache.ptr) {
+        size_t bytes = dnnl_memory_desc_get_size(&p->ops[OP_WEIGHTS].inner);
+        if (convoy__scratch_alloc(be, bytes, "the reordered filters of a onednn plan", &p->cache) !=
+            CONVOY_OK) {
+            /* Not an error of the convolution: it reorders into its workspace instead. */
+            convoy__error_set_text(NULL);
+            p->cache_refused = 1;
+            pthread_mutex_unlock(&p->cache_lock);
+            return NULL;
+        }
+    }
+    *hit = p->cached_content == content;
+    if (!*hit)
+        p->cached_content = 0; /* until the reorder into it has succeeded */
+    return p->cache.ptr;
+}
+
+static void cache_leave(onednn_plan *p, float *cache)
+{
+    if (cache)
+        pthread_mutex_unlock(&p->cache_lock);
 }
 
 /* Executes one primitive of pd with its arguments, and its scratchpad (if it has one) at the
@@ -455,9 +518,8 @@ convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
                                  const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
                                  void *workspace)
 {
-    (void)be;
     (void)native_stream;
-    const onednn_plan *p = plan->algo_data;
+    onednn_plan *p = plan->algo_data;
     const convoy__conv_geom *g = &plan->geom;
     if (!p || (p->workspace_bytes && (!workspace || plan->workspace_bytes < p->workspace_bytes)))
         return convoy__error(CONVOY_ERR_INTERNAL,
@@ -473,13 +535,18 @@ convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
     char *ws = workspace;
     const int64_t blocks = g->out_channels * (g->in_channels / g->groups);
     const int64_t kvol = convoy__geom_kernel_spatial(g);
+    int cache_hit = 0;
+    float *cache = cache_enter(be, p, buffers->filters_content, &cache_hit);
     float *filters = buffers->filters;
-    if (p->flip_filters) {
+    if (p->flip_filters && !cache_hit) {
         float *flipped = (float *)(ws + p->flipped_offset);
         reverse_taps(filters, flipped, blocks, kvol);
         filters = flipped;
     }
     float *user_data[OP_COUNT] = {buffers->input, filters, buffers->output};
+    char *inner_data[OP_COUNT];
+    for (int i = 0; i < OP_COUNT; ++i)
+        inner_data[i] = i == OP_WEIGHTS && cache ? (char *)cache : ws + p->ops[i].offset;
 
     convoy_status status = CONVOY_OK;
     omp_scope scope = omp_enter(p->threads);
@@ -490,17 +557,20 @@ convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
         const operand *o = &p->ops[i];
         ONEDNN_TRY(dnnl_memory_create, (&user[i], &o->user, p->engine, user_data[i]));
         if (o->reordered)
-            ONEDNN_TRY(dnnl_memory_create, (&inner[i], &o->inner, p->engine, ws + o->offset));
+            ONEDNN_TRY(dnnl_memory_create, (&inner[i], &o->inner, p->engine, inner_data[i]));
     }
-    /* Reorders in, the convolution, the reorder out. */
+    /* Reorders in (not the filters when the cache holds them), the convolution, the reorder
+     * out. */
     for (int i = 0; i < OP_COUNT; ++i) {
         const operand *o = &p->ops[i];
-        if (!o->reordered || o->written)
+        if (!o->reordered || o->written || (i == OP_WEIGHTS && cache_hit))
             continue;
         dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
         status = execute(o->reorder, o->reorder_pd, p->engine, stream, args, 2, ws);
         if (status != CONVOY_OK)
             goto cleanup;
+        if (i == OP_WEIGHTS && cache)
+            p->cached_content = buffers->filters_content;
     }
     dnnl_exec_arg_t args[OP_COUNT + 1];
     for (int i = 0; i < OP_COUNT; ++i)
@@ -522,6 +592,7 @@ convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
         reverse_taps(buffers->filters, buffers->filters, blocks, kvol);
 
 cleanup:
+    cache_leave(p, cache);
     for (int i = 0; i < OP_COUNT; ++i) {
         if (user[i])
             dnnl_memory_destroy(user[i]);

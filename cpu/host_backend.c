@@ -220,7 +220,8 @@ static convoy_status host_conv_time(convoy__backend *be, const convoy__conv_plan
         (status = timing_workspace(be, plan->workspace_bytes, name, &workspace)) != CONVOY_OK)
         goto done;
     for (int run = 0; run < 3 && status == CONVOY_OK; ++run) {
-        convoy__conv_buffers b = {input.ptr, filters.ptr, output.ptr};
+        /* No content: the timing buffers change between candidates. */
+        convoy__conv_buffers b = {input.ptr, filters.ptr, output.ptr, 0};
         double start = convoy__now_us();
         status = host_conv_run(be, NULL, plan, &b, workspace.ptr);
         double elapsed = (convoy__now_us() - start) * 1e-3;

@@ -12,13 +12,18 @@ typedef struct conv_payload {
     convoy__pool *pool;
     const convoy__conv_plan *plan;
     convoy__conv_buffers buffers;
+    const convoy__hazards *filters; /* read for the filters' content when the task is queued */
     convoy__block *workspace;
     char label[96];
 } conv_payload;
 
+/* Runs as the task is queued, under the scheduler's lock and after its hazards were recorded:
+ * the filters' content is then what this task will read (a write of the filters submitted
+ * earlier gave it; one submitted later changes it only after this task has run). */
 static convoy_status conv_bind(void *payload, convoy__stream *stream)
 {
     conv_payload *p = payload;
+    p->buffers.filters_content = p->filters->content;
     p->workspace = NULL;
     if (p->plan->workspace_bytes == 0)
         return CONVOY_OK;
@@ -86,8 +91,9 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
         return status;
     conv_payload payload = {
         rt->backend, rt->pool,
-        plan,        {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)},
-        NULL,        ""};
+        plan,        {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y), 0},
+        &w->hazards, NULL,
+        ""};
     snprintf(payload.label, sizeof payload.label, "%s %s * %s %s", kind_labels[direction], x->text,
              w->text, plan->candidate.name);
     convoy__hazard_access accesses[3] = {

@@ -121,7 +121,7 @@ static void check_winograd(const convoy__conv_geom *g, convoy_conv_direction dir
     float *bx = dir == CONVOY_CONV_BACKWARD_DATA ? case_nan_floats(n_in) : (float *)x;
     float *bw = dir == CONVOY_CONV_BACKWARD_FILTER ? case_nan_floats(n_w) : (float *)w;
     float *by = dir == CONVOY_CONV_FORWARD ? case_nan_floats(n_out) : (float *)dy;
-    convoy__conv_buffers b = {bx, bw, by};
+    convoy__conv_buffers b = {bx, bw, by, 0};
     convoy_status st = run_algo(&convoy__cpu_algo_winograd, "winograd", g, dir, &b);
     if (st == CONVOY_OK) {
         const float *got = dir == CONVOY_CONV_FORWARD         ? by
@@ -162,7 +162,7 @@ static void check_one(const convoy__conv_geom *g, convoy_conv_direction dir, con
     float *bx = dir == CONVOY_CONV_BACKWARD_DATA ? case_nan_floats(n_in) : (float *)x;
     float *bw = dir == CONVOY_CONV_BACKWARD_FILTER ? case_nan_floats(n_w) : (float *)w;
     float *by = dir == CONVOY_CONV_FORWARD ? case_nan_floats(n_out) : (float *)dy;
-    convoy__conv_buffers b = {bx, bw, by};
+    convoy__conv_buffers b = {bx, bw, by, 0};
     convoy_status st = CONVOY_OK;
     if (strcmp(impl, "direct") == 0) {
         convoy__cpu_conv_direct(g, dir, &b);
@@ -440,7 +440,7 @@ static void test_bad_arguments(void **state)
     float *w = case_random_floats(&rng, convoy__geom_filter_numel(&g));
     float *y = case_nan_floats(convoy__geom_output_numel(&g));
     float ws[1];
-    convoy__conv_buffers b = {x, w, y};
+    convoy__conv_buffers b = {x, w, y, 0};
     const convoy__gemm_ops *ops = &convoy__cpu_gemm_ops;
     assert_int_equal(convoy__gemm_conv(ops, &g, CONVOY_CONV_FORWARD, &b, 0, ws, sizeof ws),
                      CONVOY_ERR_INTERNAL);
@@ -497,7 +497,7 @@ static void test_onednn_coverage(void **state)
             convoy_status st[2];
             for (int i = 0; i < 2; ++i) {
                 dw[i] = case_nan_floats(convoy__geom_filter_numel(&g));
-                convoy__conv_buffers b = {x, dw[i], dy};
+                convoy__conv_buffers b = {x, dw[i], dy, 0};
                 st[i] = run_algo(algo, names[n], &g, CONVOY_CONV_BACKWARD_FILTER, &b);
             }
             assert_int_equal(st[0], st[1]);
