@@ -7,11 +7,15 @@ convolutions (torch.nn.functional.conv2d / conv3d, torch.nn.grad.conv2d_input /
 conv2d_weight and their 3D forms) in this process, and convoy's through its
 public API in build/bench/conv_bench, which runs as a server (--serve) for the
 whole comparison: one convoy runtime, one PyTorch, the same thread count each.
-The two alternate call by call (after the warm-ups of each, a PyTorch call, a
-convoy call, and so on, which one goes first alternating too), so a burst of
-other work on a shared machine hits both sides alike; a pause before each
-timed call (--gap, 10 ms) lets the OpenMP and OpenBLAS threads of the side
-that ran before stop spinning, so neither side runs beside the other's. Every figure is the
+The two take turns direction by direction: for each layer and direction,
+PyTorch's warm-ups and timed calls back to back, then convoy's (the order
+alternating between directions and rounds), so the two measurements of a
+figure lie a fraction of a second apart and a burst of other work on a shared
+machine hits both alike. Each side's calls run back to back as a program's
+would: alternating single calls instead puts a thread wake-up into every call,
+which on this 2-vCPU VM costs up to milliseconds and swamps the small layers.
+A pause before each side's calls (--gap, 10 ms) lets the OpenMP and OpenBLAS
+threads of the side that ran before stop spinning. Every figure is the
 median of --runs calls after --warmup warm-up calls; with several rounds, the
 median over the rounds.
 
@@ -108,13 +112,18 @@ class Torch:
             "backward_filter": lambda: conv_weight(x, w.shape, dy, **args),
         }
 
-    def call(self, direction):
-        """Seconds one call takes."""
+    def time(self, direction, runs, warmup):
+        """Seconds each of `runs` calls took, after `warmup` calls, back to back."""
         call = self.calls[direction]
+        times = []
         with self.torch.no_grad():
-            start = time.perf_counter()
-            call()
-            return time.perf_counter() - start
+            for _ in range(warmup):
+                call()
+            for _ in range(runs):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
+        return times
 
 
 class Convoy:
@@ -167,12 +176,12 @@ class Convoy:
                     impl + ":" + algorithm
         return plans
 
-    def call(self, direction):
-        """Seconds one call of the open layer takes."""
-        for row in self._request("call " + direction):
-            if row[0] == "call":
-                return float(row[3]) * 1e-3
-        raise RuntimeError("conv_bench answered no call row")
+    def time(self, direction, runs, warmup):
+        """Seconds each of `runs` calls of the open layer took, after `warmup`, back to back."""
+        for row in self._request("time %s %d %d" % (direction, runs, warmup)):
+            if row[0] == "times":
+                return [float(ms) * 1e-3 for ms in row[3:]]
+        raise RuntimeError("conv_bench answered no times row")
 
     def close_layer(self):
         self._request("close")
@@ -238,7 +247,7 @@ def main():
     parser.add_argument("--runs", type=int, default=7, help="timed calls per figure (7)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up calls per figure (2)")
     parser.add_argument("--gap", type=float, default=0.01,
-                        help="seconds of pause before each timed call, so that the threads of "
+                        help="seconds of pause before each side's calls, so that the threads of "
                         "the side that ran before have stopped spinning (0.01)")
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="what each figure takes of its --runs calls: the median (default) "
@@ -290,7 +299,8 @@ def main():
                                                              "on" if mkldnn else "off"))
     for label, convoy in convoys.items():
         print("%s: %s" % (label, convoy.runtime))
-    print("%s of %d calls after %d warm-ups, the sides alternating call by call; %d round%s"
+    print("%s of %d calls after %d warm-ups, the sides taking turns direction by direction; "
+          "%d round%s"
           % (args.stat, args.runs, args.warmup, args.rounds,
              "" if args.rounds == 1 else "s (median over the rounds)"))
     sys.stdout.flush()
@@ -304,24 +314,18 @@ def main():
             calls = {}
             if torch:
                 theirs = Torch(torch, layer)
-                calls["PyTorch"] = theirs.call
+                calls["PyTorch"] = theirs.time
             for label, convoy in convoys.items():
                 for d, algorithm in convoy.open(name).items():
                     chosen[(name, d, label)] = algorithm
-                calls[label] = convoy.call
-            for d in DIRECTIONS:
-                for _ in range(args.warmup):
-                    for label in labels:
-                        calls[label](d)
-                times = {label: [] for label in labels}
-                for k in range(args.runs):
-                    for j in range(len(labels)):
-                        label = labels[(r + k + j) % len(labels)]
-                        time.sleep(args.gap)
-                        times[label].append(calls[label](d))
-                for label in labels:
+                calls[label] = convoy.time
+            for i, d in enumerate(DIRECTIONS):
+                for j in range(len(labels)):
+                    label = labels[(r + i + j) % len(labels)]
+                    time.sleep(args.gap)
+                    times = calls[label](d, args.runs, args.warmup)
                     stat = min if args.stat == "min" else statistics.median
-                    seconds.setdefault((name, d, label), []).append(stat(times[label]))
+                    seconds.setdefault((name, d, label), []).append(stat(times))
             for convoy in convoys.values():
                 convoy.close_layer()
             calls = theirs = None

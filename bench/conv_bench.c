@@ -16,8 +16,9 @@
  *              conv,layer,direction,implementation,algorithm,ms,GFLOP/s,runs,workspace_bytes
  *              sgemm,end,GFLOP/s,drift_percent
  *   --serve  CSV, with requests read from standard input instead ("layer NAME"
- *            measures one layer; "open NAME", "call DIRECTION", "close" time
- *            single calls; "sgemm" measures the baseline again; see serve()).
+ *            measures one layer; "open NAME", "time DIRECTION RUNS WARMUP",
+ *            "call DIRECTION", "close" time calls of one layer; "sgemm" measures
+ *            the baseline again; see serve()).
  *            One runtime serves every request, so a comparison script can
  *            interleave its own measurements with convoy's, call by call.
  *   --no-sgemm  skips the baseline. */
@@ -233,10 +234,13 @@ static int direction_index(const char *name)
  *   layer NAME       every asked direction of the layer, as --csv measures them
  *   open NAME        makes the layer's tensors and plans its three directions (one row
  *                    "plan,layer,direction,implementation,algorithm,workspace_bytes" each)
+ *   time DIRECTION RUNS WARMUP
+ *                    WARMUP calls of the open layer, then RUNS timed ones, back to back:
+ *                    "times,layer,direction,ms,ms,..."
  *   call DIRECTION   one call of the open layer: "call,layer,direction,ms"
  *   close            destroys the open layer's tensors
  *   sgemm            the baseline again: "sgemm,again,GFLOP/s,drift_percent"
- * open / call / close let a comparison alternate single calls with its own. */
+ * open / time / close let a comparison interleave its own measurements with convoy's. */
 static int serve(convoy_runtime *rt, const suite *s, int directions, int on_cpu, double sgemm,
                  const bench_options *o)
 {
@@ -245,7 +249,7 @@ static int serve(convoy_runtime *rt, const suite *s, int directions, int on_cpu,
     while (fgets(line, sizeof line, stdin)) {
         line[strcspn(line, "\r\n")] = '\0';
         char word[SUITE_NAME_MAX + 1] = "";
-        int checked = 0, d;
+        int checked = 0, d, runs = 0, warmup = 0;
         if (!strcmp(line, "sgemm")) {
             double again = sgemm_gflops(SGEMM_SIZE);
             printf("sgemm,again,%.1f,%+.1f\n", again,
@@ -263,6 +267,19 @@ static int serve(convoy_runtime *rt, const suite *s, int directions, int on_cpu,
                 printf("plan,%s,%s,%s,%s,%zu\n", word, direction_names[d], info.implementation,
                        info.algorithm, info.workspace_bytes);
             }
+        } else if (sscanf(line, "time %64s %d %d", word, &runs, &warmup) == 3 && run.layer &&
+                   (d = direction_index(word)) >= 0 && runs >= 1 && runs <= MAX_RUNS &&
+                   warmup >= 0) {
+            double times[MAX_RUNS];
+            for (int r = -warmup; r < runs; ++r) {
+                double elapsed = time_call(rt, &run, d);
+                if (r >= 0)
+                    times[r] = elapsed;
+            }
+            printf("times,%s,%s", run.layer->name, word);
+            for (int r = 0; r < runs; ++r)
+                printf(",%.4f", times[r] * 1e3);
+            printf("\n");
         } else if (sscanf(line, "call %64s", word) == 1 && run.layer &&
                    (d = direction_index(word)) >= 0) {
             printf("call,%s,%s,%.4f\n", run.layer->name, word, time_call(rt, &run, d) * 1e3);
@@ -271,7 +288,8 @@ static int serve(convoy_runtime *rt, const suite *s, int directions, int on_cpu,
                 layer_close(rt, &run);
         } else if (line[0] != '\0') {
             printf("error,\"cannot answer '%s': expected 'layer NAME', 'open NAME', "
-                   "'call DIRECTION' after open, 'close' or 'sgemm'\"\n",
+                   "'time DIRECTION RUNS WARMUP' or 'call DIRECTION' after open, 'close' or "
+                   "'sgemm'\"\n",
                    line);
         }
         printf("end\n");
