@@ -404,6 +404,10 @@ def main():
         print("%s / %s over %d layer-directions: geometric mean %.3f, minimum %.3f (%s %s)" % (
             label, reference, len(values), geomean([v for v, _, _ in values]), worst[0],
             worst[1], SHORT[worst[2]]))
+    totals = {label: sum(statistics.median(seconds[(l["name"], d, label)])
+                         for l in layers for d in DIRECTIONS) for label in labels}
+    print("time of one call of every layer-direction: " + ", ".join(
+        "%s %.1f ms" % (label, 1e3 * totals[label]) for label in labels))
     for label, convoy in convoys.items():
         drift = 100.0 * (sgemm_end[label] - convoy.sgemm_start) / convoy.sgemm_start
         print("sgemm 2048^3 (conv_bench of %s): %.1f GFLOP/s at the start, %.1f at the end "
