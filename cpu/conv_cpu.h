@@ -59,6 +59,11 @@ int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *geom,
 convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *plan,
                                      convoy__onednn_method method);
 void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan);
+
+/* Every GEMM of g on oneDNN's sgemm (AVX-512 where the machine has it), on threads OpenMP
+ * threads of the calling thread (0: its current count), which oneDNN's convolutions use too;
+ * CONVOY_ERR_UNSUPPORTED, with no message, in a build without oneDNN. */
+convoy_status convoy__onednn_sgemm(const convoy__gemm *column_major, int threads);
 convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
                                  const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
                                  void *workspace);

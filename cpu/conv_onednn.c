@@ -605,6 +605,28 @@ cleanup:
     return status;
 }
 
+/* ---- sgemm ------------------------------------------------------------------------------ */
+
+convoy_status convoy__onednn_sgemm(const convoy__gemm *g, int threads)
+{
+    convoy_status status = CONVOY_OK;
+    omp_scope scope = omp_enter(threads);
+    /* dnnl_sgemm is row-major: the column-major C = op(A) op(B) is the row-major
+     * C^T = op(B)^T op(A)^T, the same memory with the operands swapped. */
+    for (int64_t i = 0; i < g->batch; ++i) {
+        dnnl_status_t s =
+            dnnl_sgemm(g->trans_b ? 'T' : 'N', g->trans_a ? 'T' : 'N', g->n, g->m, g->k, g->alpha,
+                       g->b + i * g->stride_b, g->ldb, g->a + i * g->stride_a, g->lda, g->beta,
+                       g->c + i * g->stride_c, g->ldc);
+        if (s != dnnl_success) {
+            status = dnnl_failure("dnnl_sgemm", s);
+            break;
+        }
+    }
+    omp_leave(scope);
+    return status;
+}
+
 /* ---- the description ------------------------------------------------------------------- */
 
 static const char *isa_name(dnnl_cpu_isa_t isa)
@@ -686,6 +708,14 @@ convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
     (void)workspace;
     return convoy__error(CONVOY_ERR_UNSUPPORTED, "onednn convolution: convoy was built without "
                                                  "oneDNN");
+}
+
+/* No oneDNN: the caller runs its GEMMs on OpenBLAS. */
+convoy_status convoy__onednn_sgemm(const convoy__gemm *g, int threads)
+{
+    (void)g;
+    (void)threads;
+    return CONVOY_ERR_UNSUPPORTED;
 }
 
 void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
