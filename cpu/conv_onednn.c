@@ -137,8 +137,8 @@ typedef struct onednn_plan {
      * allocator (the pool, under memory_limit) at the first run that can use it; when it
      * cannot be had, the plan stops asking. */
     int cache_filters;
-    pthread_mutex_t cache_lock;
-    uint64_t cached_content; /* 0: the cache holds nothing valid */
+    pthread_mutex_t cache_lock; /* guards the three below */
+    uint64_t cached_content;    /* 0: the cache holds nothing valid */
     int cache_refused;
     convoy__scratch cache;
 } onednn_plan;
@@ -468,15 +468,21 @@ void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan)
 static float *cache_enter(convoy__backend *be, onednn_plan *p, uint64_t content, int *hit)
 {
     *hit = 0;
-    if (!p->cache_filters || !content || p->cache_refused ||
-        pthread_mutex_trylock(&p->cache_lock) != 0)
+    if (!p->cache_filters || !content || pthread_mutex_trylock(&p->cache_lock) != 0)
         return NULL;
+    if (p->cache_refused) {
+        pthread_mutex_unlock(&p->cache_lock);
+        return NULL;
+    }
     if (!p->cache.ptr) {
+        /* A refusal is not an error of the convolution, which reorders into its workspace
+         * instead: the thread's last error message stays what it was. */
+        char message[512];
+        snprintf(message, sizeof message, "%s", convoy__error_text());
         size_t bytes = dnnl_memory_desc_get_size(&p->ops[OP_WEIGHTS].inner);
         if (convoy__scratch_alloc(be, bytes, "the reordered filters of a onednn plan", &p->cache) !=
             CONVOY_OK) {
-            /* Not an error of the convolution: it reorders into its workspace instead. */
-            convoy__error_set_text(NULL);
+            convoy__error_set_text(message);
             p->cache_refused = 1;
             pthread_mutex_unlock(&p->cache_lock);
             return NULL;
@@ -754,7 +760,11 @@ static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *
  * gradient and 1.12x for the filters, small_1x1_c32 2.0x and 1.3x, but only 0.44x for the filters
  * of a 14x14 image (a short reduction per image), so the filter gradient of a pointwise layer
  * goes plain only from POINTWISE_WIDE_IMAGE output positions per image. Elsewhere it ran 0.4-0.9x
- * blocked on dense layers (still ahead of gemm) and 0.1-0.4x on grouped ones (behind gemm). */
+ * blocked on dense layers (still ahead of gemm) and 0.1-0.4x on grouped ones (behind gemm).
+ *
+ * With its GEMMs on oneDNN's sgemm, gemm leads one shape: the filter gradient of a 3D
+ * convolution with at most TINY_CHANNELS input and output channels, where the blocked kernels
+ * pad the channels to 16 (small_3x3x3_c8: gemm 2.6x blocked, plain 1.0x). */
 #define COST_PLAIN_FIRST 0.8
 #define COST_AHEAD_OF_1X1 0.9
 #define COST_AHEAD_OF_GEMM 1.5
@@ -764,12 +774,16 @@ static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *
 #define COST_PLAIN_GROUPED 3.0
 #define FEW_INPUT_CHANNELS 4
 #define POINTWISE_WIDE_IMAGE 1024
+#define TINY_CHANNELS 8
 
 static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction direction,
                           convoy__onednn_method method)
 {
     const int few_channels_gradient = direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
                                       g->in_channels <= FEW_INPUT_CHANNELS;
+    const int tiny_3d_filter_gradient =
+        direction == CONVOY_CONV_BACKWARD_FILTER && (g->in[0] > 1 || g->kernel[0] > 1) &&
+        g->in_channels <= TINY_CHANNELS && g->out_channels <= TINY_CHANNELS;
     const int pointwise = convoy__geom_is_pointwise(g);
     if (method == CONVOY__ONEDNN_PLAIN) {
         if (few_channels_gradient)
@@ -777,9 +791,9 @@ static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction dire
         if (pointwise && (direction != CONVOY_CONV_BACKWARD_FILTER ||
                           convoy__geom_out_spatial(g) >= POINTWISE_WIDE_IMAGE))
             return COST_PLAIN_FIRST;
-        return g->groups == 1 ? COST_PLAIN_DENSE : COST_PLAIN_GROUPED;
+        return g->groups == 1 && !tiny_3d_filter_gradient ? COST_PLAIN_DENSE : COST_PLAIN_GROUPED;
     }
-    if (few_channels_gradient)
+    if (few_channels_gradient || tiny_3d_filter_gradient)
         return COST_BEHIND_GEMM;
     if (pointwise)
         return COST_AHEAD_OF_1X1;

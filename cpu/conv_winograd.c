@@ -46,13 +46,13 @@ static const char *winograd_refusal(convoy__backend *be, const convoy__conv_geom
  * proportion to the input channels), every output tile (the output channels) and, per call,
  * the filters (input x output channels, shared by all the tiles): it wins when both channel
  * counts and the number of tiles are large. Measured against onednn:blocked (bench/RESULTS.md,
- * 2026-12-01, the fastest of 7 calls at quiet moments), with batch x output positions (the
- * tiles, times 16) and the smaller channel count:
- *   r50_res2  25088 x 64:  1.5-2.4x    mid_3x3_c32  6272 x 32: 1.2-1.3x
- *   r50_res3   6272 x 128: 1.6-1.7x    mid_3x3_c64  1568 x 64: 1.0-1.07x
- *   r50_res4   1568 x 256: 1.4-1.5x    small_3x3_c32 1568 x 32: 0.84-0.88x
- *   r50_res5    392 x 512: 0.7-1.0x    small_3x3_c16 2048 x 16: 0.65-0.71x
- *   small_3x3_c3 8192 x 3:  0.3-0.7x   tiny_3x3_c8    400 x 8:  0.45-0.62x
+ * 2026-12-01, medians of 7 calls back to back at quiet moments, forward / data / filters),
+ * with batch x output positions (the tiles, times 16) and the smaller channel count:
+ *   r50_res2  25088 x 64:  1.95 2.0 2.05    mid_3x3_c32   6272 x 32: 1.48 1.52 1.69
+ *   r50_res3   6272 x 128: 1.71 1.71 2.06   mid_3x3_c64   1568 x 64: 1.20 1.28 1.04
+ *   r50_res4   1568 x 256: 1.47 1.40 1.46   small_3x3_c32 1568 x 32: 0.91 0.89 0.86
+ *   r50_res5    392 x 512: 0.77 0.70 0.88   small_3x3_c16 2048 x 16: 0.70 0.70 0.67
+ *   small_3x3_c3 8192 x 3: 0.29 0.82 0.27   tiny_3x3_c8    400 x 8:  0.38 0.51 0.59
  * So it leads from MANY_TILES positions with WIDE channels, or from SOME_TILES with VERY_WIDE
  * ones, in all three directions, and ranks behind onednn elsewhere. */
 #define COST_AHEAD_OF_ONEDNN 1.2
@@ -60,7 +60,7 @@ static const char *winograd_refusal(convoy__backend *be, const convoy__conv_geom
 #define MANY_TILES 4096
 #define SOME_TILES 1024
 #define WIDE 32
-#define VERY_WIDE 128
+#define VERY_WIDE 64
 
 static double winograd_cost(const convoy__conv_geom *g, convoy_conv_direction direction)
 {

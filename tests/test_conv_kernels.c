@@ -619,6 +619,11 @@ static void test_heuristic_choices(void **state)
          {"onednn:blocked", "onednn:blocked", "onednn:blocked"}},
         {{3, 2, 64, 128, 1, {8, 56, 56}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, HALF, {0}, {0}, 0, 0},
          {"onednn:blocked", "onednn:blocked", "onednn:blocked"}},
+        /* crossover layers: mid_3x3_c64 (Winograd), small_3x3x3_c8 (gemm for the filters) */
+        {{2, 8, 64, 64, 1, {14, 14}, {3, 3}, {1, 1}, {1, 1}, HALF, {0}, {0}, 0, 0},
+         {"winograd", "winograd", "winograd"}},
+        {{3, 2, 8, 8, 1, {8, 14, 14}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, HALF, {0}, {0}, 0, 0},
+         {"onednn:blocked", "onednn:blocked", "gemm"}},
     };
     char describe[128];
     convoy__cpu_onednn_describe(describe, sizeof describe, 2);
