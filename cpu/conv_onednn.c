@@ -1,10 +1,13 @@
-/* The oneDNN convolutions on the CPU: the "onednn" algorithm, the CPU counterpart of cuDNN.
+/* The oneDNN convolutions on the CPU: the "onednn" algorithm, the CPU counterpart of cuDNN, and
+ * the machinery the "winograd" algorithm (cpu/conv_winograd.c) shares.
  *
- * prepare builds, for one geometry and direction, a oneDNN convolution primitive whose operands
- * are in the layouts oneDNN prefers (format_tag any: usually channel-blocked, nChw16c on
- * AVX-512), the reorders between those and the caller's plain row-major tensors (nchw / ncdhw,
- * oihw / goihw / oidhw / goidhw), and keeps them with their CPU engine in plan->algo_data. run
- * wraps the given buffers in oneDNN memory objects, reorders the operands it reads, executes the
+ * prepare builds, for one geometry, direction and method, a oneDNN convolution primitive and
+ * keeps it with its CPU engine in plan->algo_data. Methods (convoy__onednn_method): direct with
+ * the operands in the layouts oneDNN prefers (format_tag any: usually channel-blocked, nChw16c
+ * on AVX-512) and the reorders between those and the caller's plain row-major tensors (nchw /
+ * ncdhw, oihw / goihw / oidhw / goidhw), the onednn:blocked candidate; direct on the caller's
+ * plain tensors, no reorders (onednn:plain); Winograd, blocked like the first. run wraps the
+ * given buffers in oneDNN memory objects, reorders the operands it reads, executes the
  * convolution and reorders the operand it writes back, on a oneDNN stream of that engine.
  *
  * Workspace: oneDNN runs with a user scratchpad, so everything a run needs beyond the caller's
@@ -12,7 +15,8 @@
  * scratchpad (the largest of the convolution's and the reorders'; they run one after another),
  * one buffer per operand whose preferred layout is not the plain one, and for flipped forward
  * and backward-data convolutions a flipped copy of the filters. The candidate reports the sum
- * as its fixed workspace (nothing per image); run carves the pointer into those buffers.
+ * as its fixed workspace (nothing per image); run carves the pointer into those buffers. Large
+ * reordered filters also stay in a buffer of the plan between runs (see onednn_plan).
  *
  * Flip: oneDNN only correlates. Reversing every spatial axis of a row-major (k0, k1, k2) block
  * is reversing the block's flat order, so a flip is a reversal of each run of k0*k1*k2 floats.
@@ -25,17 +29,18 @@
  * Threads: oneDNN in Debian runs its parallel regions on OpenMP, whose thread count is a
  * per-thread setting (the nthreads ICV) that worker threads and the program's threads do not
  * share, and which oneDNN also reads when it builds a primitive (its blocking and the
- * scratchpad size depend on it). So every entry below that builds or runs a primitive sets the
- * calling thread's OpenMP count to the plan's threads, and restores the caller's setting
- * afterwards: the host backend's threads per task (the same as OpenBLAS's: all cores inline,
- * the cores divided between streams otherwise), or one for a small convolution. OpenBLAS
- * (pthreads) and OpenMP keep separate pools; only one of them computes within a task, but
- * OpenMP's threads spin briefly after a region (OMP_WAIT_POLICY, GOMP_SPINCOUNT), which can
- * slow a GEMM that starts right after, and on an oversubscribed machine a team that went to
- * sleep can take milliseconds to wake (bench/RESULTS.md).
+ * scratchpad size depend on it). So every entry below that builds or runs a primitive, and the
+ * sgemm the GEMM driver runs on (convoy__onednn_sgemm), sets the calling thread's OpenMP count
+ * to the plan's threads and restores the caller's setting afterwards: the host backend's
+ * threads per task (all cores inline, the cores divided between streams otherwise), or one for
+ * a small convolution. With the GEMMs on oneDNN too, one pool of threads does all of a task's
+ * compute: OpenBLAS's threads spin for about 0.1 s after a GEMM and slowed a oneDNN
+ * convolution started meanwhile fifteenfold (bench/RESULTS.md). On an oversubscribed machine a
+ * team that went to sleep can take milliseconds to wake.
  *
- * Built without oneDNN (CONVOY_ENABLE_ONEDNN=OFF, or the library not found) the descriptor is
- * still registered and refuses every convolution. */
+ * Built without oneDNN (CONVOY_ENABLE_ONEDNN=OFF, or the library not found) the entry points
+ * are stubs: the descriptors stay registered and refuse every convolution, and the GEMM driver
+ * runs on OpenBLAS. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
