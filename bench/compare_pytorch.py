@@ -204,7 +204,7 @@ def parse_side(text):
     var = None
     for item in filter(None, settings.split(",")):
         name, eq, value = item.partition("=")
-        if eq and name.startswith("CONVOY_"):
+        if eq and (name.startswith("CONVOY_") or name == "BUILD"):
             var = name
             env[var] = value
         elif var:  # a comma inside a value: CONVOY_EXCLUDE=gemm,1x1
@@ -259,9 +259,9 @@ def main():
                         help="passes over the suite; figures are medians over them (1)")
     parser.add_argument("--side", action="append", type=parse_side, metavar="LABEL:VAR=VALUE,..",
                         help="a convoy configuration to measure, its CONVOY_* settings on top of "
-                        "the environment's (repeatable; default: one, 'convoy', as the "
-                        "environment says); e.g. --side heuristic: --side "
-                        "time_once:CONVOY_ALGO=time_once")
+                        "the environment's, and BUILD=dir for another build of convoy "
+                        "(repeatable; default: one, 'convoy', as the environment says); e.g. "
+                        "--side heuristic: --side time_once:CONVOY_ALGO=time_once")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave PyTorch out; the first convoy side is then the reference")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -290,7 +290,12 @@ def main():
 
     convoys = {}  # label -> Convoy
     for label, env in args.side or [("convoy", {})]:
-        convoys[label] = Convoy(conv_bench, args.suite, args.runs, args.warmup, args.threads, env)
+        bench = conv_bench
+        build = env.pop("BUILD", None)
+        if build:  # another build of convoy: its conv_bench, on its own library
+            bench = os.path.join(build, "bench", "conv_bench")
+            env["LD_LIBRARY_PATH"] = os.path.abspath(build)
+        convoys[label] = Convoy(bench, args.suite, args.runs, args.warmup, args.threads, env)
     labels = (["PyTorch"] if torch else []) + list(convoys)
     if torch:
         mkldnn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
