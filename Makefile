@@ -48,9 +48,12 @@ bench: build
 	  $(BUILD)/bench/cudnn_compare bench/conv_suite.txt || [ $$? -eq 77 ]; fi
 
 # convoy against PyTorch on the suite, interleaved in one run (bench/compare_pytorch.py);
-# installs Debian's python3-torch for it. COMPARE_FLAGS=--rounds=3 repeats the suite.
+# installs Debian's python3-torch for it. Three passes over the suite, each figure the median
+# of the three, each layer measured once the CPUs are idle (up to 30 s of waiting): on a shared
+# machine one pass lets a single burst of other work decide a figure.
+# COMPARE_FLAGS=--rounds=1 is one quick pass.
 PYTHON ?= /usr/bin/python3
-COMPARE_FLAGS ?=
+COMPARE_FLAGS ?= --rounds=3 --wait-idle=30
 bench-compare: build
 	@CONVOY_NEED_TORCH=1 scripts/install-deps.sh
 	$(PYTHON) bench/compare_pytorch.py --build $(BUILD) $(COMPARE_FLAGS)
