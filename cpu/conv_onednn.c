@@ -786,31 +786,6 @@ static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *
     return "convoy was built without oneDNN";
 }
 
-/* Never called: the refusal turns every convolution away. */
-static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
-                              const convoy__conv_geom *geom, convoy_conv_direction direction,
-                              convoy__candidate_list *list)
-{
-    (void)be;
-    (void)self;
-    (void)geom;
-    (void)direction;
-    (void)list;
-}
-
-static convoy_status onednn_run(convoy__backend *be, void *native_stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                                void *workspace)
-{
-    (void)be;
-    (void)native_stream;
-    (void)plan;
-    (void)buffers;
-    (void)workspace;
-    return convoy__error(CONVOY_ERR_UNSUPPORTED, "onednn convolution: convoy was built without "
-                                                 "oneDNN");
-}
-
 void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
 {
     (void)threads;
@@ -820,8 +795,8 @@ void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
 const convoy__conv_algo convoy__cpu_algo_onednn = {
     .name = "onednn",
     .refusal = onednn_refusal,
-    .candidates = onednn_candidates,
-    .run = onednn_run,
+    .candidates = convoy__candidates_none,
+    .run = convoy__run_refused,
 };
 
 #endif /* CONVOY_HAVE_ONEDNN */

@@ -426,34 +426,11 @@ static const char *cudnn_refusal(convoy__backend *be, const convoy__conv_geom *g
     return cudnn_unavailable(be);
 }
 
-static void cudnn_candidates(convoy__backend *be, const convoy__conv_algo *self,
-                             const convoy__conv_geom *geom, convoy_conv_direction direction,
-                             convoy__candidate_list *list)
-{
-    (void)be;
-    (void)self;
-    (void)geom;
-    (void)direction;
-    (void)list;
-}
-
-static convoy_status cudnn_run(convoy__backend *be, void *native_stream,
-                               const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                               void *workspace)
-{
-    (void)be;
-    (void)native_stream;
-    (void)plan;
-    (void)buffers;
-    (void)workspace;
-    return convoy__error(CONVOY_ERR_UNSUPPORTED, "convoy was built without cuDNN");
-}
-
 const convoy__conv_algo convoy__cuda_algo_cudnn = {
     .name = "cudnn",
     .refusal = cudnn_refusal,
-    .candidates = cudnn_candidates,
-    .run = cudnn_run,
+    .candidates = convoy__candidates_none,
+    .run = convoy__run_refused,
     .unavailable = cudnn_unavailable,
 };
 

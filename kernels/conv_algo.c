@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/error_detail.h"
 #include "kernels/conv_algo.h"
 
 convoy__conv_candidate *convoy__candidate_add(convoy__candidate_list *list,
@@ -72,4 +73,27 @@ void convoy__candidates_last_resort(convoy__backend *be, const convoy__conv_algo
     (void)geom;
     (void)direction;
     (void)convoy__candidate_add(list, self, self->name, 0, 0, COST_LAST_RESORT);
+}
+
+void convoy__candidates_none(convoy__backend *be, const convoy__conv_algo *self,
+                             const convoy__conv_geom *geom, convoy_conv_direction direction,
+                             convoy__candidate_list *list)
+{
+    (void)be;
+    (void)self;
+    (void)geom;
+    (void)direction;
+    (void)list;
+}
+
+convoy_status convoy__run_refused(convoy__backend *be, void *native_stream,
+                                  const convoy__conv_plan *plan,
+                                  const convoy__conv_buffers *buffers, void *workspace)
+{
+    (void)be;
+    (void)native_stream;
+    (void)buffers;
+    (void)workspace;
+    return convoy__error(CONVOY_ERR_UNSUPPORTED, "%s convolution: not available in this build",
+                         plan && plan->candidate.algo ? plan->candidate.algo->name : "an");
 }

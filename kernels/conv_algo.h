@@ -158,6 +158,16 @@ void convoy__candidates_last_resort(convoy__backend *be, const convoy__conv_algo
                                     const convoy__conv_geom *geom, convoy_conv_direction direction,
                                     convoy__candidate_list *list);
 
+/* The candidates and run of an algorithm compiled without its library, whose refusal turns
+ * every convolution away: the planner never calls them, so they offer nothing and fail with
+ * CONVOY_ERR_UNSUPPORTED naming the algorithm. */
+void convoy__candidates_none(convoy__backend *be, const convoy__conv_algo *self,
+                             const convoy__conv_geom *geom, convoy_conv_direction direction,
+                             convoy__candidate_list *list);
+convoy_status convoy__run_refused(convoy__backend *be, void *native_stream,
+                                  const convoy__conv_plan *plan,
+                                  const convoy__conv_buffers *buffers, void *workspace);
+
 /* The operand a direction writes (forward: output, backward_data: input,
  * backward_filter: filters), and its element count. */
 float *convoy__conv_written_operand(const convoy__conv_geom *geom, convoy_conv_direction direction,
