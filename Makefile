@@ -19,8 +19,8 @@ CUDA_FLAGS := $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC))
 
 SOURCES = git ls-files '*.c' '*.h' '*.cu' '*.cpp'
 
-.PHONY: all deps configure build test demo demo-compare bench install test-sanitize test-tsan \
-	format format-check fuzz trace-picture clean
+.PHONY: all deps configure build test demo demo-compare bench bench-compare install \
+	test-sanitize test-tsan format format-check fuzz trace-picture clean
 
 all: build
 
@@ -65,6 +65,17 @@ bench: build
 	$(BUILD)/bench/pipeline_bench bench/conv_suite.txt
 	@if [ -x $(BUILD)/bench/cudnn_compare ]; then \
 	  $(BUILD)/bench/cudnn_compare bench/conv_suite.txt || [ $$? -eq 77 ]; fi
+
+# convoy against PyTorch on the suite, interleaved in one run (bench/compare_pytorch.py);
+# installs Debian's python3-torch for it. Three passes over the suite, each figure the median
+# of the three, each layer measured once the CPUs are idle (up to 30 s of waiting): on a shared
+# machine one pass lets a single burst of other work decide a figure.
+# BENCH_COMPARE_FLAGS=--rounds=1 is one quick pass.
+PYTHON ?= /usr/bin/python3
+BENCH_COMPARE_FLAGS ?= --rounds=3 --wait-idle=30
+bench-compare: build
+	@CONVOY_NEED_TORCH=1 scripts/install-deps.sh
+	$(PYTHON) bench/compare_pytorch.py --build $(BUILD) $(BENCH_COMPARE_FLAGS)
 
 # Headers, libconvoy.so, the CMake package and convoy.pc under PREFIX.
 install: build

@@ -46,6 +46,11 @@ typedef struct convoy__conv_buffers {
     float *input;
     float *filters;
     float *output;
+    /* What the filters hold when the convolution reads them: a number that changes whenever
+     * they may change (the scheduler's content of the tensor), 0 when unknown (timing
+     * buffers, tests). An algorithm may keep something derived from the filters, such as
+     * their reordered copy, for as long as this stays the same nonzero number. */
+    uint64_t filters_content;
 } convoy__conv_buffers;
 
 /* Sizes derived from a geometry; all products are known to fit in int64

@@ -5,6 +5,8 @@
  *   1x1     pointwise convolutions as GEMMs on the tensors (cpu/conv_gemm.c)
  *   direct  plain loops accumulating in double; the reference (cpu/conv_direct.c)
  *   onednn  oneDNN's convolution primitives, when convoy is built with oneDNN (cpu/conv_onednn.c)
+ *   winograd oneDNN's Winograd F(4x4, 3x3) convolutions for 2D 3x3 stride-1 layers; inexact
+ *           (cpu/conv_winograd.c, on the machinery of cpu/conv_onednn.c)
  *
  * Each computes one direction on raw host buffers described by a geometry
  * (core/conv_geometry.h) and overwrites the written operand. Shapes were
@@ -25,10 +27,53 @@ extern const convoy__conv_algo convoy__cpu_algo_gemm;
 extern const convoy__conv_algo convoy__cpu_algo_1x1;
 extern const convoy__conv_algo convoy__cpu_algo_direct;
 extern const convoy__conv_algo convoy__cpu_algo_onednn;
+extern const convoy__conv_algo convoy__cpu_algo_winograd;
 
 /* "oneDNN 2.6.3 (avx512_core, 2 OpenMP threads per task)", or "built without oneDNN": the
  * oneDNN part of the host backend's description. */
 void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads);
+
+/* ---- oneDNN's convolutions, shared by onednn and winograd (cpu/conv_onednn.c) ---- */
+
+/* Which oneDNN convolution algorithm a plan asks for. */
+typedef enum convoy__onednn_method {
+    CONVOY__ONEDNN_DIRECT,   /* dnnl_convolution_direct, operands in the layouts oneDNN prefers
+                                (channel-blocked), reordered from and to the caller's: exact */
+    CONVOY__ONEDNN_PLAIN,    /* dnnl_convolution_direct on the caller's plain tensors, no
+                                reorders (oneDNN then runs im2col + its own sgemm): exact */
+    CONVOY__ONEDNN_WINOGRAD, /* dnnl_convolution_winograd: F(4x4, 3x3), inexact */
+} convoy__onednn_method;
+
+/* NULL when oneDNN may be asked for this convolution, else why not (unshared filters, empty
+ * tensors, a build without oneDNN). Static storage. */
+const char *convoy__onednn_refusal(const convoy__conv_geom *geom);
+
+/* 1, with the plan's fixed workspace in *bytes, when oneDNN has a primitive of this method for
+ * the convolution on this machine; 0 when it has none. */
+int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *geom,
+                             convoy_conv_direction direction, convoy__onednn_method method,
+                             size_t *bytes);
+
+/* The prepare, release and run of an algorithm descriptor on oneDNN: prepare builds the
+ * primitive of the method and its reorders into plan->algo_data. */
+convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *plan,
+                                     convoy__onednn_method method);
+void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan);
+
+/* Every GEMM of g on oneDNN's sgemm (AVX-512 where the machine has it), on threads OpenMP
+ * threads of the calling thread (0: its current count), which oneDNN's convolutions use too;
+ * CONVOY_ERR_UNSUPPORTED, with no message, in a build without oneDNN. */
+convoy_status convoy__onednn_sgemm(const convoy__gemm *column_major, int threads);
+convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
+                                 const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                 void *workspace);
+/* The descriptor's run_fused on oneDNN: a forward plan's bias and/or ReLU fused into its
+ * primitive (a variant built on first use); CONVOY_ERR_UNSUPPORTED, with no message, where
+ * oneDNN cannot fuse it on the plan's layouts or workspace. */
+convoy_status convoy__onednn_run_fused(convoy__backend *be, void *native_stream,
+                                       const convoy__conv_plan *plan,
+                                       const convoy__conv_buffers *buffers, void *workspace,
+                                       const convoy__conv_epilogue *epilogue);
 
 /* The driver's primitives on the host: OpenBLAS and plain loops. */
 extern const convoy__gemm_ops convoy__cpu_gemm_ops;

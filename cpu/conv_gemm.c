@@ -1,7 +1,8 @@
 /* The CPU GEMM convolutions (Aesara's CorrMM / Corr3dMM, and the 1x1 path): the one GEMM
- * driver of kernels/gemm_driver.c with its primitives bound to OpenBLAS and host loops.
+ * driver of kernels/gemm_driver.c with its primitives bound to oneDNN's sgemm (OpenBLAS in a
+ * build without oneDNN) and host loops.
  *
- * OpenBLAS has no strided-batched SGEMM, so a batched call is a loop of cblas_sgemm calls and
+ * Neither sgemm has a strided-batched form, so a batched call is a loop of GEMM calls and
  * the driver is told so (batch_is_loop): it then runs a chunk of narrow images as one wide GEMM
  * through its pack buffer. How many images a chunk holds is the planner's choice, bounded by
  * the workspace limit and by this file's cache hint (chunk_hint below). */
@@ -13,6 +14,7 @@
 #include "core/checked_math.h"
 #include "core/error_detail.h"
 #include "cpu/conv_cpu.h"
+#include "cpu/host_backend.h"
 #include "kernels/gemm_driver.h"
 
 /* The column matrix of a chunk is written by im2col and read straight back by the GEMM, which
@@ -35,10 +37,25 @@ static int fits_int(int64_t v)
     return v >= 0 && v <= INT_MAX;
 }
 
-/* One cblas_sgemm per batch entry, in column-major terms exactly as the driver hands them. */
+/* The GEMMs of one run: the threads it computes with (the host backend's per task; NULL
+ * context: OpenMP's current count). */
+typedef struct host_gemm_context {
+    int threads;
+} host_gemm_context;
+
+/* With oneDNN, oneDNN's sgemm on the OpenMP threads its convolutions use: OpenBLAS's own
+ * threads spin for about 0.1 s after a GEMM (its THREAD_TIMEOUT), and a oneDNN convolution
+ * started meanwhile waited for the core they held: on the 2-vCPU machine of bench/RESULTS.md a
+ * 2.5 ms Winograd layer took 39 ms right after a gemm convolution on OpenBLAS, and as long
+ * 30 ms later. One pool of threads for all the compute keeps the cores shared once, and
+ * oneDNN's sgemm has AVX-512 kernels. Without oneDNN: one cblas_sgemm per batch entry, in
+ * column-major terms exactly as the driver hands them. */
 static convoy_status host_gemm(void *context, const convoy__gemm *g)
 {
-    (void)context;
+    const host_gemm_context *run = context;
+    convoy_status status = convoy__onednn_sgemm(g, run ? run->threads : 0);
+    if (status != CONVOY_ERR_UNSUPPORTED)
+        return status;
     if (!fits_int(g->m) || !fits_int(g->n) || !fits_int(g->k) || !fits_int(g->lda) ||
         !fits_int(g->ldb) || !fits_int(g->ldc))
         return convoy__error(CONVOY_ERR_UNSUPPORTED,
@@ -142,10 +159,12 @@ static convoy_status gemm_run(convoy__backend *be, void *native_stream,
                               const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
                               void *workspace)
 {
-    (void)be;
     (void)native_stream;
-    return convoy__gemm_conv(&convoy__cpu_gemm_ops, &plan->geom, plan->direction, buffers,
-                             plan->images_per_chunk, workspace, plan->workspace_bytes);
+    host_gemm_context run = {convoy__host_backend_threads(be)};
+    convoy__gemm_ops ops = convoy__cpu_gemm_ops;
+    ops.context = &run;
+    return convoy__gemm_conv(&ops, &plan->geom, plan->direction, buffers, plan->images_per_chunk,
+                             workspace, plan->workspace_bytes);
 }
 
 const convoy__conv_algo convoy__cpu_algo_gemm = {
@@ -172,10 +191,12 @@ static convoy_status pointwise_run(convoy__backend *be, void *native_stream,
                                    const convoy__conv_plan *plan,
                                    const convoy__conv_buffers *buffers, void *workspace)
 {
-    (void)be;
     (void)native_stream;
     (void)workspace;
-    return convoy__gemm_conv_1x1(&convoy__cpu_gemm_ops, &plan->geom, plan->direction, buffers);
+    host_gemm_context run = {convoy__host_backend_threads(be)};
+    convoy__gemm_ops ops = convoy__cpu_gemm_ops;
+    ops.context = &run;
+    return convoy__gemm_conv_1x1(&ops, &plan->geom, plan->direction, buffers);
 }
 
 const convoy__conv_algo convoy__cpu_algo_1x1 = {

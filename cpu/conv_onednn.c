@@ -1,10 +1,13 @@
-/* The oneDNN convolutions on the CPU: the "onednn" algorithm, the CPU counterpart of cuDNN.
+/* The oneDNN convolutions on the CPU: the "onednn" algorithm, the CPU counterpart of cuDNN, and
+ * the machinery the "winograd" algorithm (cpu/conv_winograd.c) shares.
  *
- * prepare builds, for one geometry and direction, a oneDNN convolution primitive whose operands
- * are in the layouts oneDNN prefers (format_tag any: usually channel-blocked, nChw16c on
- * AVX-512), the reorders between those and the caller's plain row-major tensors (nchw / ncdhw,
- * oihw / goihw / oidhw / goidhw), and keeps them with their CPU engine in plan->algo_data. run
- * wraps the given buffers in oneDNN memory objects, reorders the operands it reads, executes the
+ * prepare builds, for one geometry, direction and method, a oneDNN convolution primitive and
+ * keeps it with its CPU engine in plan->algo_data. Methods (convoy__onednn_method): direct with
+ * the operands in the layouts oneDNN prefers (format_tag any: usually channel-blocked, nChw16c
+ * on AVX-512) and the reorders between those and the caller's plain row-major tensors (nchw /
+ * ncdhw, oihw / goihw / oidhw / goidhw), the onednn:blocked candidate; direct on the caller's
+ * plain tensors, no reorders (onednn:plain); Winograd, blocked like the first. run wraps the
+ * given buffers in oneDNN memory objects, reorders the operands it reads, executes the
  * convolution and reorders the operand it writes back, on a oneDNN stream of that engine.
  *
  * Workspace: oneDNN runs with a user scratchpad, so everything a run needs beyond the caller's
@@ -12,7 +15,8 @@
  * scratchpad (the largest of the convolution's and the reorders'; they run one after another),
  * one buffer per operand whose preferred layout is not the plain one, and for flipped forward
  * and backward-data convolutions a flipped copy of the filters. The candidate reports the sum
- * as its fixed workspace (nothing per image); run carves the pointer into those buffers.
+ * as its fixed workspace (nothing per image); run carves the pointer into those buffers. Large
+ * reordered filters also stay in a buffer of the plan between runs (see onednn_plan).
  *
  * Flip: oneDNN only correlates. Reversing every spatial axis of a row-major (k0, k1, k2) block
  * is reversing the block's flat order, so a flip is a reversal of each run of k0*k1*k2 floats.
@@ -25,27 +29,28 @@
  * Threads: oneDNN in Debian runs its parallel regions on OpenMP, whose thread count is a
  * per-thread setting (the nthreads ICV) that worker threads and the program's threads do not
  * share, and which oneDNN also reads when it builds a primitive (its blocking and the
- * scratchpad size depend on it). So every entry below that builds or runs a primitive sets the
- * calling thread's OpenMP count to the plan's threads, and restores the caller's setting
- * afterwards: the host backend's threads per task (the same as OpenBLAS's: all cores inline,
- * the cores divided between streams otherwise), or one for a small convolution. OpenBLAS
- * (pthreads) and OpenMP keep separate pools; only one of them computes within a task, but
- * OpenMP's threads spin briefly after a region (OMP_WAIT_POLICY, GOMP_SPINCOUNT), which can
- * slow a GEMM that starts right after, and on an oversubscribed machine a team that went to
- * sleep can take milliseconds to wake (bench/RESULTS.md).
+ * scratchpad size depend on it). So every entry below that builds or runs a primitive, and the
+ * sgemm the GEMM driver runs on (convoy__onednn_sgemm), sets the calling thread's OpenMP count
+ * to the plan's threads and restores the caller's setting afterwards: the host backend's
+ * threads per task (all cores inline, the cores divided between streams otherwise), or one for
+ * a small convolution. With the GEMMs on oneDNN too, one pool of threads does all of a task's
+ * compute: OpenBLAS's threads spin for about 0.1 s after a GEMM and slowed a oneDNN
+ * convolution started meanwhile fifteenfold (bench/RESULTS.md). On an oversubscribed machine a
+ * team that went to sleep can take milliseconds to wake.
  *
  * Epilogue: a forward convolution with a bias and/or a ReLU (convoy_conv_forward_bias_act) runs
  * as one primitive with oneDNN's bias operand and an eltwise ReLU post-op, applied to each
  * output block while it is in registers. That primitive differs from the plain one, so it is a
  * variant kept in the plan beside it, one per epilogue, built on the epilogue's first use (under
  * the plan's own lock: two streams may run one plan). It is described on the plan's own operand
- * layouts, so the plan's reorders and workspace serve it unchanged; when oneDNN cannot build it
- * that way, or its scratchpad would not fit the plan's, the variant is marked unavailable and
- * run_fused declines (the runtime then runs the plain plan and a separate epilogue pass).
+ * layouts, so the plan's reorders, filter cache and workspace serve it unchanged; when oneDNN
+ * cannot build it that way, or its scratchpad would not fit the plan's, the variant is marked
+ * unavailable and run_fused declines (the runtime then runs the plain plan and a separate
+ * epilogue pass).
  *
- * Built without oneDNN (CONVOY_ENABLE_ONEDNN=OFF, or the library not found) the descriptor is
- * still registered and refuses every convolution. */
-#include <pthread.h>
+ * Built without oneDNN (CONVOY_ENABLE_ONEDNN=OFF, or the library not found) the entry points
+ * are stubs: the descriptors stay registered and refuse every convolution, and the GEMM driver
+ * runs on OpenBLAS. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -60,10 +65,11 @@
 #ifdef CONVOY_HAVE_ONEDNN
 
 #include <omp.h>
+#include <pthread.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
-/* Buffers carved from the workspace start on a cache line. */
+/* Buffers carved from the workspace start on a cache line, and so must the workspace. */
 #define ALIGNMENT 64
 
 /* ---- errors and threads --------------------------------------------------------------- */
@@ -131,6 +137,7 @@ typedef struct fused_variant {
 } fused_variant;
 
 typedef struct onednn_plan {
+    convoy__onednn_method method;
     dnnl_engine_t engine;
     dnnl_primitive_desc_t forward_hint; /* backward directions: the forward pd oneDNN needs */
     dnnl_primitive_desc_t conv_pd;
@@ -142,11 +149,32 @@ typedef struct onednn_plan {
     int flip_result;       /* 1: reverse the computed filter gradient in place */
     size_t workspace_bytes;
     int threads;
-    /* Forward plans: the epilogue variants, [has bias][ReLU] ([0][0] is the plain primitive
-     * above and stays unused), built on first use under fused_lock. */
+    /* The filters in the primitive's layout, kept from one run to the next while the caller's
+     * filters keep their content (convoy__conv_buffers.filters_content), so that a chain of
+     * convolutions with the same filters (inference, or the same shape used again) reorders
+     * them once. Forward and backward data, when the filters are reordered and their copy
+     * takes at least CACHED_FILTER_BYTES. The copy counts as memory in use (memory statistics)
+     * until the runtime, which owns the plan, is destroyed. A run takes the
+     * cache with a trylock: one that finds it busy (the same plan running on another stream)
+     * reorders into its workspace as before. The buffer comes from the backend's scratch
+     * allocator (the pool, under memory_limit) at the first run that can use it; when it
+     * cannot be had, the plan stops asking. */
+    int cache_filters;
+    pthread_mutex_t cache_lock; /* guards the three below */
+    uint64_t cached_content;    /* 0: the cache holds nothing valid */
+    int cache_refused;
+    convoy__scratch cache;
+    /* Forward plans with primitives: the epilogue variants, [has bias][ReLU] ([0][0] is the
+     * plain primitive above and stays unused), built on first use under fused_lock. */
+    int has_fused_lock;
     pthread_mutex_t fused_lock;
     fused_variant fused[2][2];
 } onednn_plan;
+
+/* Filters whose reordered copy is at least this big stay reordered between runs (the plan's
+ * cache); smaller ones reorder in tens of microseconds, less than the cache would be worth in
+ * memory held past the tasks that use it. */
+#define CACHED_FILTER_BYTES ((size_t)512 << 10)
 
 static size_t round_up(size_t bytes)
 {
@@ -204,6 +232,8 @@ static void plan_free(onednn_plan *p)
 {
     if (!p)
         return;
+    if (p->cache_filters)
+        pthread_mutex_destroy(&p->cache_lock);
     for (int b = 0; b < 2; ++b) {
         for (int r = 0; r < 2; ++r) {
             if (p->fused[b][r].primitive)
@@ -212,7 +242,8 @@ static void plan_free(onednn_plan *p)
                 dnnl_primitive_desc_destroy(p->fused[b][r].pd);
         }
     }
-    pthread_mutex_destroy(&p->fused_lock);
+    if (p->has_fused_lock)
+        pthread_mutex_destroy(&p->fused_lock);
     for (int i = 0; i < OP_COUNT; ++i) {
         if (p->ops[i].reorder)
             dnnl_primitive_destroy(p->ops[i].reorder);
@@ -228,6 +259,11 @@ static void plan_free(onednn_plan *p)
     if (p->engine)
         dnnl_engine_destroy(p->engine);
     free(p);
+}
+
+static dnnl_alg_kind_t method_alg(convoy__onednn_method method)
+{
+    return method == CONVOY__ONEDNN_WINOGRAD ? dnnl_convolution_winograd : dnnl_convolution_direct;
 }
 
 /* The primitive descriptor of a forward plan's epilogue variant: the plan's convolution with
@@ -256,7 +292,7 @@ static convoy_status fused_pd_create(const onednn_plan *p, const convoy__conv_ge
         ONEDNN_TRY(dnnl_memory_desc_init_by_tag, (&bias_md, 1, bias_dims, dnnl_f32, dnnl_a));
     dnnl_convolution_desc_t desc;
     ONEDNN_TRY(dnnl_dilated_convolution_forward_desc_init,
-               (&desc, dnnl_forward_training, dnnl_convolution_direct, &p->ops[OP_SRC].inner,
+               (&desc, dnnl_forward_training, method_alg(p->method), &p->ops[OP_SRC].inner,
                 &p->ops[OP_WEIGHTS].inner, has_bias ? &bias_md : NULL, &p->ops[OP_DST].inner,
                 s.strides, s.dilates, s.pad_l, s.pad_r));
     ONEDNN_TRY(dnnl_primitive_desc_create, (out, &desc, attr, p->engine, NULL));
@@ -273,7 +309,8 @@ cleanup:
  * lays out its workspace. Runs with the calling thread's OpenMP count set to threads, since
  * oneDNN sizes its blocking and scratchpad by it. */
 static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_direction direction,
-                                int threads, int primitives, onednn_plan **out)
+                                convoy__onednn_method method, int threads, int primitives,
+                                onednn_plan **out)
 {
     convoy_status status = CONVOY_OK;
     dnnl_primitive_attr_t attr = NULL;
@@ -283,8 +320,9 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
         status = convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "onednn convolution: out of host memory");
         goto cleanup;
     }
-    pthread_mutex_init(&p->fused_lock, NULL);
     p->threads = threads;
+    p->method = method;
+    const dnnl_alg_kind_t alg = method_alg(method);
     shapes s;
     make_shapes(g, &s);
 
@@ -292,7 +330,8 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
     ONEDNN_TRY(dnnl_primitive_attr_create, (&attr));
     ONEDNN_TRY(dnnl_primitive_attr_set_scratchpad_mode, (attr, dnnl_scratchpad_mode_user));
 
-    /* The caller's layouts, and "any" for what the primitive may choose. */
+    /* The caller's layouts, and "any" for what the primitive may choose (the caller's own for
+     * the plain method). */
     dnnl_memory_desc_t user[OP_COUNT], any[OP_COUNT];
     const dnnl_dim_t *dims[OP_COUNT] = {s.src, s.weights, s.dst};
     const int ndims[OP_COUNT] = {s.data_ndims, s.weights_ndims, s.data_ndims};
@@ -300,26 +339,27 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
         ONEDNN_TRY(dnnl_memory_desc_init_by_tag,
                    (&user[i], ndims[i], dims[i], dnnl_f32, plain_tag(ndims[i])));
         ONEDNN_TRY(dnnl_memory_desc_init_by_tag,
-                   (&any[i], ndims[i], dims[i], dnnl_f32, dnnl_format_tag_any));
+                   (&any[i], ndims[i], dims[i], dnnl_f32,
+                    method == CONVOY__ONEDNN_PLAIN ? plain_tag(ndims[i]) : dnnl_format_tag_any));
     }
 
     /* The backward primitives are described against a forward one (never run). */
     dnnl_convolution_desc_t forward, desc;
     ONEDNN_TRY(dnnl_dilated_convolution_forward_desc_init,
-               (&forward, dnnl_forward_training, dnnl_convolution_direct, &any[OP_SRC],
-                &any[OP_WEIGHTS], NULL, &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+               (&forward, dnnl_forward_training, alg, &any[OP_SRC], &any[OP_WEIGHTS], NULL,
+                &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
     if (direction == CONVOY_CONV_FORWARD) {
         desc = forward;
     } else {
         ONEDNN_TRY(dnnl_primitive_desc_create, (&p->forward_hint, &forward, NULL, p->engine, NULL));
         if (direction == CONVOY_CONV_BACKWARD_DATA)
             ONEDNN_TRY(dnnl_dilated_convolution_backward_data_desc_init,
-                       (&desc, dnnl_convolution_direct, &any[OP_SRC], &any[OP_WEIGHTS],
-                        &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+                       (&desc, alg, &any[OP_SRC], &any[OP_WEIGHTS], &any[OP_DST], s.strides,
+                        s.dilates, s.pad_l, s.pad_r));
         else
             ONEDNN_TRY(dnnl_dilated_convolution_backward_weights_desc_init,
-                       (&desc, dnnl_convolution_direct, &any[OP_SRC], &any[OP_WEIGHTS], NULL,
-                        &any[OP_DST], s.strides, s.dilates, s.pad_l, s.pad_r));
+                       (&desc, alg, &any[OP_SRC], &any[OP_WEIGHTS], NULL, &any[OP_DST], s.strides,
+                        s.dilates, s.pad_l, s.pad_r));
     }
     ONEDNN_TRY(dnnl_primitive_desc_create, (&p->conv_pd, &desc, attr, p->engine, p->forward_hint));
 
@@ -394,6 +434,16 @@ static convoy_status plan_build(const convoy__conv_geom *g, convoy_conv_directio
     }
     p->flip_result = g->flip && direction == CONVOY_CONV_BACKWARD_FILTER;
     p->workspace_bytes = offset;
+    if (primitives && !p->ops[OP_WEIGHTS].written && p->ops[OP_WEIGHTS].reordered &&
+        inner_bytes[OP_WEIGHTS] >= CACHED_FILTER_BYTES) {
+        pthread_mutex_init(&p->cache_lock, NULL);
+        p->cache_filters = 1;
+    }
+
+    if (primitives && direction == CONVOY_CONV_FORWARD) {
+        pthread_mutex_init(&p->fused_lock, NULL);
+        p->has_fused_lock = 1;
+    }
 
     if (primitives) {
         ONEDNN_TRY(dnnl_primitive_create, (&p->conv, p->conv_pd));
@@ -434,7 +484,7 @@ static void reverse_taps(const float *src, float *dst, int64_t blocks, int64_t k
     }
 }
 
-/* ---- the algorithm -------------------------------------------------------------------- */
+/* ---- the shared entry points ----------------------------------------------------------- */
 
 /* oneDNN's dims are 64-bit, but its kernels compute some offsets in 32 bits: a kernel 2^31 - 1
  * wide with full padding made primitive creation divide by zero. So every operand's element
@@ -459,11 +509,8 @@ static int within_onednn_range(const convoy__conv_geom *g)
     return 1;
 }
 
-static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
-                                  convoy_conv_direction direction)
+const char *convoy__onednn_refusal(const convoy__conv_geom *g)
 {
-    (void)be;
-    (void)direction;
     if (g->unshared)
         return "unshared filters are not a oneDNN primitive";
     if (g->batch == 0 || g->in_channels == 0 || g->out_channels == 0)
@@ -475,64 +522,49 @@ static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *
     return NULL;
 }
 
-/* Heuristic rank against 1x1 (1.0) and gemm (2.0), from the medians in bench/RESULTS.md
- * (2026-12-01, 2-vCPU AVX-512 machine, quiet runs): onednn ran every dense, strided, dilated,
- * grouped and depthwise 3x3 and 3x3x3 layer of the suite 2.0-9.5x faster than gemm in all three
- * directions, small ones 1.4-12x (but for one tiny 3D filter gradient, 0.92x), the 7x7
- * stride-2 stem 2.6x forward and 3.1x for the filters, and pointwise layers 1.5x faster than
- * 1x1. It lost backward data into few input channels (the 3-channel 7x7 stem 0.68x, 3-channel
- * 3x3 layers 0.72-0.79x), where oneDNN writes the plain 3-channel gradient through a slower
- * path, so gemm keeps those. */
-#define COST_AHEAD_OF_1X1 0.9
-#define COST_AHEAD_OF_GEMM 1.5
-#define COST_BEHIND_GEMM 2.5
-#define FEW_INPUT_CHANNELS 4
-
-static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction direction)
-{
-    if (direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
-        g->in_channels <= FEW_INPUT_CHANNELS)
-        return COST_BEHIND_GEMM;
-    if (convoy__geom_is_pointwise(g))
-        return COST_AHEAD_OF_1X1;
-    return COST_AHEAD_OF_GEMM;
-}
-
-/* Below this many multiply-adds a convolution runs on one thread: on the 2-vCPU machine of
+/* Below this much work a convolution runs on one thread: on the 2-vCPU machine of
  * bench/RESULTS.md one thread was as fast as two up to a few tens of microseconds of work
- * (small_3x3_c32, 14 M: 0.12 against 0.10-0.14 ms), while waking an OpenMP team on a busy
- * machine cost up to a millisecond per call. OpenBLAS keeps small GEMMs on one thread too. */
-#define ONE_THREAD_MACS ((int64_t)16 << 20)
+ * (small_3x3_c32, 14 M multiply-adds: 0.12 against 0.10-0.14 ms), while waking an OpenMP team
+ * on a busy machine cost up to a millisecond per call. OpenBLAS keeps small GEMMs on one thread
+ * too. Work counts the multiply-adds and, for the memory-bound reorders, FLOAT_MOVED_MACS per
+ * float of the tensors read and written: the 8x256x28x28 depthwise layer does only 14 M
+ * multiply-adds but reorders 6.4 M floats, and ran at 21 GFLOP/s on one thread where PyTorch,
+ * on two, reached 32 (2026-12-01). */
+#define ONE_THREAD_WORK ((int64_t)16 << 20)
+#define FLOAT_MOVED_MACS 16
 
 /* The OpenMP threads of one run: the backend's threads per task, one for small convolutions. */
 static int plan_threads(convoy__backend *be, const convoy__conv_geom *g)
 {
+    const int64_t limit = ONE_THREAD_WORK;
     int64_t macs = convoy__geom_output_numel(g);
     const int64_t per_output = convoy__geom_col_rows(g);
-    macs = per_output > 0 && macs > INT64_MAX / per_output ? INT64_MAX : macs * per_output;
-    return macs < ONE_THREAD_MACS ? 1 : convoy__host_backend_threads(be);
+    macs = per_output > 0 && macs > limit / per_output ? limit : macs * per_output;
+    int64_t floats =
+        convoy__geom_input_numel(g) + convoy__geom_output_numel(g) + convoy__geom_filter_numel(g);
+    floats = floats > limit / FLOAT_MOVED_MACS ? limit : floats * FLOAT_MOVED_MACS;
+    return macs + floats < limit ? 1 : convoy__host_backend_threads(be);
 }
 
-static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
-                              const convoy__conv_geom *geom, convoy_conv_direction direction,
-                              convoy__candidate_list *list)
+int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *g,
+                             convoy_conv_direction direction, convoy__onednn_method method,
+                             size_t *bytes)
 {
     onednn_plan *p = NULL;
     /* A oneDNN that cannot describe this convolution offers nothing; the planner says so. */
-    if (plan_build(geom, direction, plan_threads(be, geom), 0, &p) != CONVOY_OK)
-        return;
-    /* oneDNN's f32 direct convolutions are exact; with a fixed thread count (the runtime's per
-     * task) their reductions run in a fixed order, so results repeat bit for bit. */
-    (void)convoy__candidate_add(list, self, self->name, p->workspace_bytes, 0,
-                                onednn_cost(geom, direction));
+    if (plan_build(g, direction, method, plan_threads(be, g), 0, &p) != CONVOY_OK)
+        return 0;
+    *bytes = p->workspace_bytes;
     plan_free(p);
+    return 1;
 }
 
-static convoy_status onednn_prepare(convoy__backend *be, convoy__conv_plan *plan)
+convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *plan,
+                                     convoy__onednn_method method)
 {
     onednn_plan *p = NULL;
     convoy_status status =
-        plan_build(&plan->geom, plan->direction, plan_threads(be, &plan->geom), 1, &p);
+        plan_build(&plan->geom, plan->direction, method, plan_threads(be, &plan->geom), 1, &p);
     if (status != CONVOY_OK)
         return status;
     if (p->workspace_bytes > plan->workspace_bytes) {
@@ -547,11 +579,52 @@ static convoy_status onednn_prepare(convoy__backend *be, convoy__conv_plan *plan
     return CONVOY_OK;
 }
 
-static void onednn_release(convoy__backend *be, convoy__conv_plan *plan)
+void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan)
 {
-    (void)be;
-    plan_free(plan->algo_data);
+    onednn_plan *p = plan->algo_data;
+    if (p)
+        convoy__scratch_free(be, &p->cache);
+    plan_free(p);
     plan->algo_data = NULL;
+}
+
+/* Takes the plan's filter cache for one run with these filters: returns the buffer to reorder
+ * them into (NULL when the cache is not to be used: unknown content, busy, or no memory for
+ * it), with *hit set when it already holds them. The caller gives the lock back with
+ * cache_leave. */
+static float *cache_enter(convoy__backend *be, onednn_plan *p, uint64_t content, int *hit)
+{
+    *hit = 0;
+    if (!p->cache_filters || !content || pthread_mutex_trylock(&p->cache_lock) != 0)
+        return NULL;
+    if (p->cache_refused) {
+        pthread_mutex_unlock(&p->cache_lock);
+        return NULL;
+    }
+    if (!p->cache.ptr) {
+        /* A refusal is not an error of the convolution, which reorders into its workspace
+         * instead: the thread's last error message stays what it was. */
+        char message[512];
+        snprintf(message, sizeof message, "%s", convoy__error_text());
+        size_t bytes = dnnl_memory_desc_get_size(&p->ops[OP_WEIGHTS].inner);
+        if (convoy__scratch_alloc(be, bytes, "the reordered filters of a onednn plan", &p->cache) !=
+            CONVOY_OK) {
+            convoy__error_set_text(message);
+            p->cache_refused = 1;
+            pthread_mutex_unlock(&p->cache_lock);
+            return NULL;
+        }
+    }
+    *hit = p->cached_content == content;
+    if (!*hit)
+        p->cached_content = 0; /* until the reorder into it has succeeded */
+    return p->cache.ptr;
+}
+
+static void cache_leave(onednn_plan *p, float *cache)
+{
+    if (cache)
+        pthread_mutex_unlock(&p->cache_lock);
 }
 
 /* Executes one primitive of pd with its arguments, and its scratchpad (if it has one) at the
@@ -576,27 +649,39 @@ cleanup:
 
 /* Runs a plan with the convolution primitive conv of descriptor conv_pd: the plan's own, or an
  * epilogue variant on the same layouts, which then also reads bias (NULL: none). */
-static convoy_status run_with(const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                              void *workspace, dnnl_primitive_t conv,
-                              const_dnnl_primitive_desc_t conv_pd, const float *bias)
+static convoy_status run_with(convoy__backend *be, const convoy__conv_plan *plan,
+                              const convoy__conv_buffers *buffers, void *workspace,
+                              dnnl_primitive_t conv, const_dnnl_primitive_desc_t conv_pd,
+                              const float *bias)
 {
-    const onednn_plan *p = plan->algo_data;
+    onednn_plan *p = plan->algo_data;
     const convoy__conv_geom *g = &plan->geom;
     if (!p || (p->workspace_bytes && (!workspace || plan->workspace_bytes < p->workspace_bytes)))
         return convoy__error(CONVOY_ERR_INTERNAL,
                              "onednn convolution: run without a prepared plan or its %zu bytes "
                              "of workspace",
                              p ? p->workspace_bytes : (size_t)0);
+    /* oneDNN's kernels may use aligned vector loads on the scratchpad and the blocked operands,
+     * which start at multiples of ALIGNMENT from here (the pool aligns blocks to 256 bytes). */
+    if ((uintptr_t)workspace % ALIGNMENT)
+        return convoy__error(CONVOY_ERR_INTERNAL,
+                             "onednn convolution: the workspace at %p is not %d-byte aligned",
+                             workspace, ALIGNMENT);
     char *ws = workspace;
     const int64_t blocks = g->out_channels * (g->in_channels / g->groups);
     const int64_t kvol = convoy__geom_kernel_spatial(g);
+    int cache_hit = 0;
+    float *cache = cache_enter(be, p, buffers->filters_content, &cache_hit);
     float *filters = buffers->filters;
-    if (p->flip_filters) {
+    if (p->flip_filters && !cache_hit) {
         float *flipped = (float *)(ws + p->flipped_offset);
         reverse_taps(filters, flipped, blocks, kvol);
         filters = flipped;
     }
     float *user_data[OP_COUNT] = {buffers->input, filters, buffers->output};
+    char *inner_data[OP_COUNT];
+    for (int i = 0; i < OP_COUNT; ++i)
+        inner_data[i] = i == OP_WEIGHTS && cache ? (char *)cache : ws + p->ops[i].offset;
 
     convoy_status status = CONVOY_OK;
     omp_scope scope = omp_enter(p->threads);
@@ -607,7 +692,7 @@ static convoy_status run_with(const convoy__conv_plan *plan, const convoy__conv_
         const operand *o = &p->ops[i];
         ONEDNN_TRY(dnnl_memory_create, (&user[i], &o->user, p->engine, user_data[i]));
         if (o->reordered)
-            ONEDNN_TRY(dnnl_memory_create, (&inner[i], &o->inner, p->engine, ws + o->offset));
+            ONEDNN_TRY(dnnl_memory_create, (&inner[i], &o->inner, p->engine, inner_data[i]));
     }
     if (bias) {
         const dnnl_memory_desc_t *md =
@@ -615,15 +700,18 @@ static convoy_status run_with(const convoy__conv_plan *plan, const convoy__conv_
         /* oneDNN reads the bias; its memory object only takes a non-const pointer. */
         ONEDNN_TRY(dnnl_memory_create, (&bias_memory, md, p->engine, (void *)(uintptr_t)bias));
     }
-    /* Reorders in, the convolution, the reorder out. */
+    /* Reorders in (not the filters when the cache holds them), the convolution, the reorder
+     * out. */
     for (int i = 0; i < OP_COUNT; ++i) {
         const operand *o = &p->ops[i];
-        if (!o->reordered || o->written)
+        if (!o->reordered || o->written || (i == OP_WEIGHTS && cache_hit))
             continue;
         dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
         status = execute(o->reorder, o->reorder_pd, p->engine, stream, args, 2, ws);
         if (status != CONVOY_OK)
             goto cleanup;
+        if (i == OP_WEIGHTS && cache)
+            p->cached_content = buffers->filters_content;
     }
     dnnl_exec_arg_t args[OP_COUNT + 2];
     int nargs = 0;
@@ -648,6 +736,7 @@ static convoy_status run_with(const convoy__conv_plan *plan, const convoy__conv_
         reverse_taps(buffers->filters, buffers->filters, blocks, kvol);
 
 cleanup:
+    cache_leave(p, cache);
     for (int i = 0; i < OP_COUNT; ++i) {
         if (user[i])
             dnnl_memory_destroy(user[i]);
@@ -662,14 +751,13 @@ cleanup:
     return status;
 }
 
-static convoy_status onednn_run(convoy__backend *be, void *native_stream,
-                                const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
-                                void *workspace)
+convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
+                                 const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                 void *workspace)
 {
-    (void)be;
     (void)native_stream;
     const onednn_plan *p = plan->algo_data;
-    return run_with(plan, buffers, workspace, p ? p->conv : NULL, p ? p->conv_pd : NULL, NULL);
+    return run_with(be, plan, buffers, workspace, p ? p->conv : NULL, p ? p->conv_pd : NULL, NULL);
 }
 
 /* ---- fused epilogues -------------------------------------------------------------------- */
@@ -704,18 +792,18 @@ cleanup:
     return status;
 }
 
-static convoy_status onednn_run_fused(convoy__backend *be, void *native_stream,
-                                      const convoy__conv_plan *plan,
-                                      const convoy__conv_buffers *buffers, void *workspace,
-                                      const convoy__conv_epilogue *epilogue)
+convoy_status convoy__onednn_run_fused(convoy__backend *be, void *native_stream,
+                                       const convoy__conv_plan *plan,
+                                       const convoy__conv_buffers *buffers, void *workspace,
+                                       const convoy__conv_epilogue *epilogue)
 {
     onednn_plan *p = plan->algo_data;
-    if (!p || plan->direction != CONVOY_CONV_FORWARD)
+    if (!p || !p->has_fused_lock)
         return CONVOY_ERR_UNSUPPORTED;
     const int has_bias = epilogue->bias != NULL;
     const int relu = epilogue->act == CONVOY_ACTIVATION_RELU;
     if (!has_bias && !relu)
-        return onednn_run(be, native_stream, plan, buffers, workspace);
+        return convoy__onednn_run(be, native_stream, plan, buffers, workspace);
     fused_variant *v = &p->fused[has_bias][relu];
     pthread_mutex_lock(&p->fused_lock);
     if (v->state == 0) {
@@ -729,7 +817,29 @@ static convoy_status onednn_run_fused(convoy__backend *be, void *native_stream,
     pthread_mutex_unlock(&p->fused_lock);
     if (state < 0)
         return CONVOY_ERR_UNSUPPORTED;
-    return run_with(plan, buffers, workspace, v->primitive, v->pd, epilogue->bias);
+    return run_with(be, plan, buffers, workspace, v->primitive, v->pd, epilogue->bias);
+}
+
+/* ---- sgemm ------------------------------------------------------------------------------ */
+
+convoy_status convoy__onednn_sgemm(const convoy__gemm *g, int threads)
+{
+    convoy_status status = CONVOY_OK;
+    omp_scope scope = omp_enter(threads);
+    /* dnnl_sgemm is row-major: the column-major C = op(A) op(B) is the row-major
+     * C^T = op(B)^T op(A)^T, the same memory with the operands swapped. */
+    for (int64_t i = 0; i < g->batch; ++i) {
+        dnnl_status_t s =
+            dnnl_sgemm(g->trans_b ? 'T' : 'N', g->trans_a ? 'T' : 'N', g->n, g->m, g->k, g->alpha,
+                       g->b + i * g->stride_b, g->ldb, g->a + i * g->stride_a, g->lda, g->beta,
+                       g->c + i * g->stride_c, g->ldc);
+        if (s != dnnl_success) {
+            status = dnnl_failure("dnnl_sgemm", s);
+            break;
+        }
+    }
+    omp_leave(scope);
+    return status;
 }
 
 /* ---- the description ------------------------------------------------------------------- */
@@ -765,25 +875,76 @@ void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
              v->patch, isa_name(dnnl_get_effective_cpu_isa()), threads, threads == 1 ? "" : "s");
 }
 
-const convoy__conv_algo convoy__cpu_algo_onednn = {
-    .name = "onednn",
-    .refusal = onednn_refusal,
-    .candidates = onednn_candidates,
-    .prepare = onednn_prepare,
-    .release = onednn_release,
-    .run = onednn_run,
-    .run_fused = onednn_run_fused,
-};
-
 #else /* !CONVOY_HAVE_ONEDNN */
 
-static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
-                                  convoy_conv_direction direction)
+const char *convoy__onednn_refusal(const convoy__conv_geom *g)
+{
+    (void)g;
+    return "convoy was built without oneDNN";
+}
+
+/* Never called: the refusal turns every convolution away. */
+int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *g,
+                             convoy_conv_direction direction, convoy__onednn_method method,
+                             size_t *bytes)
 {
     (void)be;
     (void)g;
     (void)direction;
-    return "convoy was built without oneDNN";
+    (void)method;
+    *bytes = 0;
+    return 0;
+}
+
+convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *plan,
+                                     convoy__onednn_method method)
+{
+    (void)be;
+    (void)plan;
+    (void)method;
+    return convoy__error(CONVOY_ERR_UNSUPPORTED, "onednn convolution: convoy was built without "
+                                                 "oneDNN");
+}
+
+void convoy__onednn_release(convoy__backend *be, convoy__conv_plan *plan)
+{
+    (void)be;
+    plan->algo_data = NULL;
+}
+
+convoy_status convoy__onednn_run(convoy__backend *be, void *native_stream,
+                                 const convoy__conv_plan *plan, const convoy__conv_buffers *buffers,
+                                 void *workspace)
+{
+    (void)be;
+    (void)native_stream;
+    (void)plan;
+    (void)buffers;
+    (void)workspace;
+    return convoy__error(CONVOY_ERR_UNSUPPORTED, "onednn convolution: convoy was built without "
+                                                 "oneDNN");
+}
+
+convoy_status convoy__onednn_run_fused(convoy__backend *be, void *native_stream,
+                                       const convoy__conv_plan *plan,
+                                       const convoy__conv_buffers *buffers, void *workspace,
+                                       const convoy__conv_epilogue *epilogue)
+{
+    (void)be;
+    (void)native_stream;
+    (void)plan;
+    (void)buffers;
+    (void)workspace;
+    (void)epilogue;
+    return CONVOY_ERR_UNSUPPORTED;
+}
+
+/* No oneDNN: the caller runs its GEMMs on OpenBLAS. */
+convoy_status convoy__onednn_sgemm(const convoy__gemm *g, int threads)
+{
+    (void)g;
+    (void)threads;
+    return CONVOY_ERR_UNSUPPORTED;
 }
 
 void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
@@ -792,11 +953,108 @@ void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads)
     snprintf(buffer, size, "built without oneDNN");
 }
 
+#endif /* CONVOY_HAVE_ONEDNN */
+
+/* ---- the onednn algorithm -------------------------------------------------------------- */
+
+static const char *onednn_refusal(convoy__backend *be, const convoy__conv_geom *g,
+                                  convoy_conv_direction direction)
+{
+    (void)be;
+    (void)direction;
+    return convoy__onednn_refusal(g);
+}
+
+/* Heuristic ranks against 1x1 (1.0), gemm (2.0) and winograd (1.2 where it leads), from the
+ * measurements in bench/RESULTS.md (2026-12-01, 2-vCPU AVX-512 machine, the fastest of 7 calls
+ * at quiet moments).
+ *
+ * onednn:blocked ran every dense, strided, dilated, grouped and depthwise 3x3 and 3x3x3 layer
+ * of the suite 2.0-9.5x faster than gemm in all three directions, small ones 1.4-12x, the 7x7
+ * stride-2 stem 2.6x forward and 3.1x for the filters, and pointwise layers 1.5x faster than
+ * 1x1. It loses backward data into few input channels (the 3-channel 7x7 stem 0.34x of
+ * onednn:plain and 0.77x of gemm; 3-channel 3x3 layers 0.44-0.83x of plain), where oneDNN
+ * writes the plain 3-channel gradient through a slower path.
+ *
+ * onednn:plain (oneDNN's im2col and AVX-512 sgemm on the caller's tensors, no reorders) leads
+ * there: 2.9x blocked on the stem, 3.0x on stem_c3_3x3s2, 1.2x on small_3x3_c3. It also leads
+ * on pointwise layers, where it is one sgemm per image and the blocked kernels' reorders cost
+ * more than they save: the 8x256x56x56 -> 64 layer 1.67x blocked forward, 1.57x for the data
+ * gradient and 1.12x for the filters, small_1x1_c32 2.0x and 1.3x, but only 0.44x for the filters
+ * of a 14x14 image (a short reduction per image), so the filter gradient of a pointwise layer
+ * goes plain only from POINTWISE_WIDE_IMAGE output positions per image. Elsewhere it ran 0.4-0.9x
+ * blocked on dense layers (still ahead of gemm) and 0.1-0.4x on grouped ones (behind gemm).
+ *
+ * With its GEMMs on oneDNN's sgemm, gemm leads one shape: the filter gradient of a 3D
+ * convolution with at most TINY_CHANNELS input and output channels, where the blocked kernels
+ * pad the channels to 16 (small_3x3x3_c8: gemm 2.6x blocked, plain 1.0x). */
+#define COST_PLAIN_FIRST 0.8
+#define COST_AHEAD_OF_1X1 0.9
+#define COST_AHEAD_OF_GEMM 1.5
+#define COST_PLAIN_FEW_CHANNELS 1.8
+#define COST_PLAIN_DENSE 1.9
+#define COST_BEHIND_GEMM 2.5
+#define COST_PLAIN_GROUPED 3.0
+#define FEW_INPUT_CHANNELS 4
+#define POINTWISE_WIDE_IMAGE 1024
+#define TINY_CHANNELS 8
+
+static double onednn_cost(const convoy__conv_geom *g, convoy_conv_direction direction,
+                          convoy__onednn_method method)
+{
+    const int few_channels_gradient = direction == CONVOY_CONV_BACKWARD_DATA && g->groups == 1 &&
+                                      g->in_channels <= FEW_INPUT_CHANNELS;
+    const int tiny_3d_filter_gradient =
+        direction == CONVOY_CONV_BACKWARD_FILTER && (g->in[0] > 1 || g->kernel[0] > 1) &&
+        g->in_channels <= TINY_CHANNELS && g->out_channels <= TINY_CHANNELS;
+    const int pointwise = convoy__geom_is_pointwise(g);
+    if (method == CONVOY__ONEDNN_PLAIN) {
+        if (few_channels_gradient)
+            return COST_PLAIN_FEW_CHANNELS;
+        if (pointwise && (direction != CONVOY_CONV_BACKWARD_FILTER ||
+                          convoy__geom_out_spatial(g) >= POINTWISE_WIDE_IMAGE))
+            return COST_PLAIN_FIRST;
+        return g->groups == 1 && !tiny_3d_filter_gradient ? COST_PLAIN_DENSE : COST_PLAIN_GROUPED;
+    }
+    if (few_channels_gradient || tiny_3d_filter_gradient)
+        return COST_BEHIND_GEMM;
+    if (pointwise)
+        return COST_AHEAD_OF_1X1;
+    return COST_AHEAD_OF_GEMM;
+}
+
+/* Two candidates: "onednn:blocked", channel-blocked with reorders, and "onednn:plain", on the
+ * caller's tensors as they are. oneDNN's f32 direct convolutions are exact in both; with a fixed
+ * thread count (the runtime's per task) their reductions run in a fixed order, so results repeat
+ * bit for bit. */
+static void onednn_candidates(convoy__backend *be, const convoy__conv_algo *self,
+                              const convoy__conv_geom *geom, convoy_conv_direction direction,
+                              convoy__candidate_list *list)
+{
+    static const convoy__onednn_method methods[2] = {CONVOY__ONEDNN_DIRECT, CONVOY__ONEDNN_PLAIN};
+    static const char *const names[2] = {"onednn:blocked", "onednn:plain"};
+    for (int i = 0; i < 2; ++i) {
+        size_t bytes = 0;
+        if (!convoy__onednn_workspace(be, geom, direction, methods[i], &bytes))
+            continue;
+        convoy__conv_candidate *c = convoy__candidate_add(list, self, names[i], bytes, 0,
+                                                          onednn_cost(geom, direction, methods[i]));
+        if (c)
+            c->variant = (int)methods[i];
+    }
+}
+
+static convoy_status onednn_prepare(convoy__backend *be, convoy__conv_plan *plan)
+{
+    return convoy__onednn_prepare(be, plan, (convoy__onednn_method)plan->candidate.variant);
+}
+
 const convoy__conv_algo convoy__cpu_algo_onednn = {
     .name = "onednn",
     .refusal = onednn_refusal,
-    .candidates = convoy__candidates_none,
-    .run = convoy__run_refused,
+    .candidates = onednn_candidates,
+    .prepare = onednn_prepare,
+    .release = convoy__onednn_release,
+    .run = convoy__onednn_run,
+    .run_fused = convoy__onednn_run_fused,
 };
-
-#endif /* CONVOY_HAVE_ONEDNN */

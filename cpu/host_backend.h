@@ -12,7 +12,7 @@ typedef struct convoy__host_config {
     const char *note; /* appended to describe(), e.g. why CUDA was not used; may be NULL */
 } convoy__host_config;
 
-/* The host backend's convolution algorithms (1x1, gemm, direct). */
+/* The host backend's convolution algorithms (1x1, winograd, onednn, gemm, direct). */
 extern const convoy__conv_registry convoy__host_conv_registry;
 
 convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out);

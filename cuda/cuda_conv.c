@@ -204,7 +204,7 @@ static convoy_status time_here(convoy__cuda_backend *be, const convoy__conv_plan
         (status = convoy__scratch_alloc(&be->base, plan->workspace_bytes, "timing workspace",
                                         &s->workspace)) != CONVOY_OK)
         return status;
-    convoy__conv_buffers buffers = {s->input.ptr, s->filters.ptr, s->output.ptr};
+    convoy__conv_buffers buffers = {s->input.ptr, s->filters.ptr, s->output.ptr, 0};
     if ((status = run_on(be, s->stream, plan, &buffers, s->workspace.ptr)) != CONVOY_OK ||
         (status = CONVOY__CUDA_CHECK(cudaEventRecord(s->start, s->stream))) != CONVOY_OK ||
         (status = run_on(be, s->stream, plan, &buffers, s->workspace.ptr)) != CONVOY_OK ||

@@ -130,7 +130,9 @@ typedef struct convoy_options {
     int device_index;        /* CONVOY_DEVICE_INDEX=0..1024 (default 0) */
     int streams;             /* CONVOY_STREAMS=0..64: compute streams; -1 = the device's
                                 default (CPU: 0, run every task inline at submit; CUDA: 4) */
-    int blas_threads;        /* CONVOY_BLAS_THREADS=0..1024: OpenBLAS threads in total,
+    int blas_threads;        /* CONVOY_BLAS_THREADS=0..1024: threads the CPU backend computes
+                                with in total (oneDNN's OpenMP threads; OpenBLAS's in a build
+                                without oneDNN), divided between the compute streams;
                                 0 = all cores */
     convoy_algo_policy algo; /* CONVOY_ALGO=heuristic|time_once|time_on_shape_change */
     const char *exclude;     /* CONVOY_EXCLUDE: comma-separated algorithm names the planner

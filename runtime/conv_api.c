@@ -29,6 +29,7 @@ typedef struct conv_payload {
     int64_t images_per_chunk;
     size_t workspace_bytes;
     convoy__conv_buffers buffers;
+    const convoy__hazards *filters; /* read for the filters' content when the task is queued */
     convoy__block *workspace;
     int has_epilogue;
     convoy__conv_epilogue epilogue;
@@ -74,11 +75,15 @@ static convoy_status take_workspace(conv_payload *p, const convoy__conv_plan *pl
     }
 }
 
-/* Runs under the scheduler's lock, so it never calls the planner: the
- * fallback was prepared with the plan. */
+/* Runs as the task is queued, under the scheduler's lock and after its
+ * hazards were recorded, so it never calls the planner (the fallback was
+ * prepared with the plan). The filters' content is then what this task will
+ * read: a write of the filters submitted earlier gave it, and one submitted
+ * later changes it only after this task has run. */
 static convoy_status conv_bind(void *payload, convoy__stream *stream)
 {
     conv_payload *p = payload;
+    p->buffers.filters_content = p->filters->content;
     p->workspace = NULL;
     p->chosen = p->plan;
     p->images_per_chunk = p->plan->images_per_chunk;
@@ -230,7 +235,8 @@ static convoy_status submit_conv(convoy_runtime *rt, const convoy_conv_params *p
         .chosen = plan,
         .images_per_chunk = plan->images_per_chunk,
         .workspace_bytes = plan->workspace_bytes,
-        .buffers = {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y)},
+        .buffers = {convoy__tensor_data(x), convoy__tensor_data(w), convoy__tensor_data(y), 0},
+        .filters = &w->hazards,
         .has_epilogue = e->present && (e->bias || e->act != CONVOY_ACTIVATION_NONE),
         .epilogue = {NULL, CONVOY_ACTIVATION_NONE}};
     convoy__task_kind kind = (convoy__task_kind)(CONVOY__TASK_CONV_FORWARD + (int)direction);

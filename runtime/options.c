@@ -42,11 +42,15 @@ int convoy__name_listed(const char *list, const char *name)
 }
 
 /* The first name of the list that no backend of this build knows, or NULL
- * when every name is known; *len gets its length. */
+ * when every name is known; *len gets its length. A candidate ("cudnn:FFT",
+ * "onednn:plain") counts as known when its algorithm (before the colon) is:
+ * which candidates exist depends on the convolution. */
 static const char *unknown_name(const char *names, size_t *len)
 {
     for (const char *p = names ? next_name(names, len) : NULL; p; p = next_name(p + *len, len)) {
-        if (!convoy__algorithm_name_known(p, *len))
+        const char *colon = memchr(p, ':', *len);
+        size_t algorithm = colon ? (size_t)(colon - p) : *len;
+        if (!convoy__algorithm_name_known(p, algorithm))
             return p;
     }
     return NULL;

@@ -389,8 +389,9 @@ static int collect_dependencies(convoy_task *task, const convoy__task_desc *desc
     return 1;
 }
 
-/* Records the task in the hazard records. Cannot fail: collect_dependencies
- * reserved the reader slots. */
+/* Records the task in the hazard records, and as the content of what it
+ * writes (task->sequence is set). Cannot fail: collect_dependencies reserved
+ * the reader slots. */
 static void update_hazards(convoy_task *task, const convoy__task_desc *desc)
 {
     for (size_t i = 0; i < desc->access_count; ++i) {
@@ -403,6 +404,7 @@ static void update_hazards(convoy_task *task, const convoy__task_desc *desc)
                 convoy__task_unref(h->readers[r]);
             h->reader_count = 0;
             h->last_writer = NULL;
+            h->content = mode & CONVOY__ACCESS_RELEASE ? 0 : task->sequence;
             if (!(mode & CONVOY__ACCESS_RELEASE)) {
                 atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
                 h->last_writer = task;
@@ -604,8 +606,8 @@ convoy_status convoy__scheduler_submit_skippable(convoy__scheduler *s,
         return convoy__error(CONVOY_ERR_OUT_OF_MEMORY, "%s: out of host memory for dependencies",
                              label);
     }
-    update_hazards(task, desc);
     task->sequence = ++s->next_sequence;
+    update_hazards(task, desc);
     if (!s->inline_mode) {
         task->slot = choose_slot(s, task, desc->queue);
         task->stream = s->slots[task->slot].stream;

@@ -27,12 +27,20 @@ typedef struct convoy__prof_domain convoy__prof_domain;
 typedef struct convoy__trace convoy__trace;
 
 /* Per-tensor hazard state; lives inside the tensor, guarded by the
- * scheduler's lock. Zero-initialised is the empty state. */
+ * scheduler's lock. Zero-initialised is the empty state.
+ *
+ * content names what the tensor holds: the sequence number of the last task
+ * submitted that writes it (unique within the scheduler, so no other tensor
+ * and no other write ever has it), 0 before the first. A task that reads the
+ * tensor reads that content, since it runs after that writer and before the
+ * next; a backend may keep something derived from an operand (oneDNN's
+ * reordered filters) for as long as the operand's content stays the same. */
 typedef struct convoy__hazards {
     convoy_task *last_writer;
     convoy_task **readers;
     int reader_count;
     int reader_capacity;
+    uint64_t content;
 } convoy__hazards;
 
 typedef enum convoy__task_kind {

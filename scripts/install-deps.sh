@@ -5,9 +5,9 @@
 # zlib and Fashion-MNIST (Debian's dataset-fashion-mnist) for the training
 # example (`make demo`); and clang-format when CONVOY_NEED_CLANG_FORMAT=1,
 # python3 when CONVOY_NEED_PYTHON=1, Debian's python3-torch when
-# CONVOY_NEED_TORCH=1 (`make demo-compare`, never the library), matplotlib
-# for a python3 when CONVOY_NEED_MATPLOTLIB=1 (scripts/trace_timeline.py,
-# make trace-picture), Clang and its libFuzzer runtime when
+# CONVOY_NEED_TORCH=1 (`make demo-compare` and `make bench-compare`, never
+# the library), matplotlib for a python3 when CONVOY_NEED_MATPLOTLIB=1
+# (scripts/trace_timeline.py, make trace-picture), Clang and its libFuzzer runtime when
 # CONVOY_NEED_FUZZER=1 (make fuzz: Debian ships libFuzzer apart from clang,
 # in libclang-rt-dev). As root it runs apt-get itself and shows its
 # progress; otherwise it prints the one command to run and exits 1. oneDNN is

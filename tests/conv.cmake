@@ -60,6 +60,15 @@ if(CONVOY_HAVE_ONEDNN)
   convoy_add_test(test_conv_onednn_cpu TARGET test_conv_onednn
     SOURCES test_conv_onednn.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
     ARGS device=cpu exclude=gemm,1x1)
+  # The same on two host streams: plans (and their cached filters) shared between workers.
+  convoy_add_test(test_conv_onednn_cpu_streams TARGET test_conv_onednn
+    SOURCES test_conv_onednn.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
+    ARGS device=cpu exclude=gemm,1x1 streams=2)
+  # winograd, inexact: allowed (exact_only=0) and held to its own looser bound, with every
+  # other fast algorithm excluded so the planner picks it where it applies.
+  convoy_add_test(test_conv_winograd_cpu TARGET test_conv_winograd
+    SOURCES test_conv_winograd.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS conv
+    ARGS device=cpu exact_only=0 exclude=onednn,gemm,1x1)
 endif()
 
 # test_conv_errors: every error path of the public API, status and message.

@@ -123,13 +123,16 @@ static int configure(const char *program, int argc, char **argv)
             o->exclude = value + 1;
         } else if (ok && !strncmp(arg, "workspace_limit=", 16)) {
             ok = parse_bytes(value + 1, &o->workspace_limit);
+        } else if (ok && !strncmp(arg, "exact_only=", 11)) {
+            ok = !strcmp(value + 1, "0") || !strcmp(value + 1, "1");
+            o->exact_only = value[1] == '1';
         } else {
             ok = 0;
         }
         if (!ok) {
             fprintf(stderr,
                     "%s: bad argument '%s'; expected device=cpu|cuda, streams=N, "
-                    "exclude=NAMES, workspace_limit=N[K|M]\n",
+                    "exclude=NAMES, workspace_limit=N[K|M], exact_only=0|1\n",
                     program, arg);
             return 0;
         }
@@ -463,6 +466,12 @@ int case_compare(const char *label, const float *got, const double *ref, int64_t
 
 int case_check(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir, uint64_t seed)
 {
+    return case_check_tolerance(rt, c, dir, seed, 1e-5);
+}
+
+int case_check_tolerance(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                         uint64_t seed, double rtol)
+{
     int64_t na, nb, nr;
     case_sizes(c, dir, &na, &nb, &nr);
     float *a = malloc((size_t)(na > 0 ? na : 1) * sizeof *a);
@@ -479,7 +488,7 @@ int case_check(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir
             char label[560];
             snprintf(label, sizeof label, "%s %s", case_direction_names[dir], c->label);
             reference(c, dir, a, b, ref);
-            ok = case_compare(label, got, ref, nr, 1e-5);
+            ok = case_compare(label, got, ref, nr, rtol);
         }
     }
     free(a);

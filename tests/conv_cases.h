@@ -47,7 +47,8 @@ int case_setup(void **state);
 int case_teardown(void **state);
 
 /* Called first in main with its arguments: device=cpu|cuda, streams=N,
- * exclude=NAMES and workspace_limit=N[K|M] set the run's options. Returns 77
+ * exclude=NAMES, workspace_limit=N[K|M] and exact_only=0|1 (default 1: the reference
+ * comparisons hold exact algorithms to 1e-5) set the run's options. Returns 77
  * when the requested device is absent (CTest skip), 1 for a bad argument or
  * when a runtime cannot be created for another reason, else 0. */
 int case_device_check(const char *program, int argc, char **argv);
@@ -114,6 +115,10 @@ int case_compare(const char *label, const float *got, const double *ref, int64_t
 
 /* Random data in, library vs reference for one direction; 1 when it passes. */
 int case_check(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir, uint64_t seed);
+
+/* The same with rtol in place of case_check's 1e-5 (inexact algorithms: Winograd). */
+int case_check_tolerance(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                         uint64_t seed, double rtol);
 
 /* All three directions; returns the number of failing directions. */
 int case_check_all(convoy_runtime *rt, const conv_case *c, uint64_t seed);

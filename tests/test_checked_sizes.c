@@ -211,7 +211,7 @@ static void test_empty_input_never_offsets_null(void **state)
             memcpy(written_filters, filters, sizeof filters);
             if (d == CONVOY_CONV_BACKWARD_FILTER)
                 memset(written_filters, 0x7f, sizeof written_filters);
-            convoy__conv_buffers b = {NULL, written_filters, output};
+            convoy__conv_buffers b = {NULL, written_filters, output, 0};
             if (path == 0) {
                 assert_int_equal(convoy__gemm_conv(&convoy__cpu_gemm_ops, &g,
                                                    (convoy_conv_direction)d, &b, 2, workspace,

@@ -525,7 +525,8 @@ static void test_plans_respect_exclude(void **state)
     convoy_runtime *rt = *state;
     convoy_options options;
     case_options(&options);
-    static const char *const impl_names[5] = {"cudnn", "gemm", "1x1", "direct", "onednn"};
+    static const char *const impl_names[6] = {"cudnn",  "gemm",   "1x1",
+                                              "direct", "onednn", "winograd"};
     const int64_t in[2][4] = {{2, 3, 6, 6}, {2, 3, 6, 6}},
                   filt[2][4] = {{4, 3, 3, 3}, {4, 3, 1, 1}};
     for (int shape = 0; shape < 2; ++shape) {
@@ -543,7 +544,7 @@ static void test_plans_respect_exclude(void **state)
             printf("  %s %s: %s (%s)\n", shape ? "1x1" : "3x3", case_direction_names[dir],
                    info.implementation, info.algorithm);
             int known = 0;
-            for (int b = 0; b < 5; ++b) {
+            for (int b = 0; b < 6; ++b) {
                 if (!strcmp(info.implementation, impl_names[b])) {
                     known = 1;
                     assert_false(listed(options.exclude, impl_names[b]));

@@ -1,8 +1,9 @@
 /* The oneDNN convolutions through the public API: the runtime's description names oneDNN and
  * its version, the planner picks the onednn algorithm for every convolution it accepts (every
  * direction, flip on and off, groups, depthwise, dilation, stride, asymmetric pads, 2D and 3D)
- * and the direct loops for the ones it refuses (unshared filters, empty tensors), and every
- * result matches the double-precision reference. Registered only in builds with oneDNN, and run
+ * and the direct loops for the ones it refuses (unshared filters, empty tensors), every
+ * result matches the double-precision reference, and the filters a plan keeps reordered are
+ * reordered again whenever anything writes them. Registered only in builds with oneDNN, and run
  * with gemm and 1x1 excluded (exclude=gemm,1x1 on its command line) so that onednn is the
  * fastest algorithm left. */
 #include <setjmp.h>
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -165,6 +167,181 @@ static void test_refused_cases_fall_back(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* ---- the plan's copy of the reordered filters ---------------------------------------------- */
+
+#define CHECKED(call) assert_int_equal((call), CONVOY_OK)
+
+static convoy_tensor *tensor(convoy_runtime *rt, int rank, const int64_t *dims)
+{
+    convoy_tensor *t = NULL;
+    CHECKED(convoy_tensor_create(rt, rank, dims, &t));
+    return t;
+}
+
+static void upload(convoy_runtime *rt, convoy_tensor *t, const float *host, int64_t count)
+{
+    CHECKED(convoy_upload(rt, t, host, (size_t)count, NULL));
+}
+
+/* Downloads t and waits, so every task before has run. */
+static void download(convoy_runtime *rt, convoy_tensor *t, float *host, int64_t count)
+{
+    convoy_task *task = NULL;
+    CHECKED(convoy_download(rt, t, host, (size_t)count, &task));
+    CHECKED(convoy_task_wait(task));
+    convoy_task_release(task);
+}
+
+/* A custom task that writes the filters in place: 2 * the value, in stream order. */
+static convoy_status double_in_place(const convoy_task_context *context, void *user_data)
+{
+    const int64_t *count = user_data;
+    for (int64_t i = 0; i < *count; ++i)
+        context->data[0][i] *= 2.0f;
+    return CONVOY_OK;
+}
+
+/* onednn:blocked keeps large filters reordered while their tensor is not written again, and
+ * reorders them afresh after anything writes them: an upload, a custom task, a filter
+ * gradient computed into them. Every result against the reference, in both flip settings.
+ * The kept copy is memory in use until the runtime goes. */
+static void test_filters_rewritten_between_calls(void **state)
+{
+    convoy_runtime *rt = *state;
+    /* 128x128x3x3 filters: 576 KiB, enough for the plan to keep them (CACHED_FILTER_BYTES). */
+    const listed_case l = {
+        2, {2, 128, 8, 8}, {128, 128, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}};
+    for (int flip = 0; flip <= 1; ++flip) {
+        convoy_conv_params p = case_listed_params(&l);
+        p.flip = flip;
+        conv_case c;
+        assert_true(case_init(&c, &p, l.in, l.filt));
+        convoy_conv_plan_info info;
+        assert_string_equal(planned(rt, &c, CONVOY_CONV_FORWARD, &info), "onednn");
+        assert_string_equal(info.algorithm, "onednn:blocked");
+        assert_string_equal(planned(rt, &c, CONVOY_CONV_BACKWARD_DATA, &info), "onednn");
+        int64_t nx = ref_input_numel(&c.geom), nw = ref_filter_numel(&c.geom);
+        int64_t ny = ref_output_numel(&c.geom);
+        float *x = malloc((size_t)nx * sizeof *x), *dx = malloc((size_t)nx * sizeof *dx);
+        float *w = malloc((size_t)nw * sizeof *w), *w2 = malloc((size_t)nw * sizeof *w2);
+        float *y = malloc((size_t)ny * sizeof *y), *dy = malloc((size_t)ny * sizeof *dy);
+        double *ref = malloc((size_t)(nx > ny ? nx : ny) * sizeof *ref);
+        assert_true(x && dx && w && w2 && y && dy && ref);
+        case_rng rng;
+        case_rng_seed(&rng, 8100 + (uint64_t)flip);
+        case_fill(&rng, x, nx);
+        case_fill(&rng, w, nw);
+        case_fill(&rng, w2, nw);
+        case_fill(&rng, dy, ny);
+        convoy_tensor *tx = tensor(rt, 4, c.in), *tw = tensor(rt, 4, c.filt);
+        convoy_tensor *ty = tensor(rt, 4, c.out), *tdy = tensor(rt, 4, c.out);
+        convoy_tensor *tdx = tensor(rt, 4, c.in);
+        upload(rt, tx, x, nx);
+        upload(rt, tdy, dy, ny);
+        int failures = 0;
+
+        /* The same filters twice, then new ones uploaded into the same tensor. */
+        upload(rt, tw, w, nw);
+        ref_conv_forward(&c.geom, x, w, ref);
+        for (int again = 0; again < 2; ++again) {
+            CHECKED(convoy_conv_forward(rt, &c.params, tx, tw, ty, NULL));
+            download(rt, ty, y, ny);
+            failures += !case_compare("forward, filters uploaded", y, ref, ny, 1e-5);
+        }
+        upload(rt, tw, w2, nw);
+        CHECKED(convoy_conv_forward(rt, &c.params, tx, tw, ty, NULL));
+        download(rt, ty, y, ny);
+        ref_conv_forward(&c.geom, x, w2, ref);
+        failures += !case_compare("forward, new filters uploaded", y, ref, ny, 1e-5);
+
+        /* A custom task writes them in place. */
+        int64_t count = nw;
+        convoy_access access = {tw, CONVOY_READ_WRITE};
+        CHECKED(convoy_submit(rt, double_in_place, &count, &access, 1, "double", NULL));
+        for (int64_t i = 0; i < nw; ++i)
+            w2[i] *= 2.0f;
+        CHECKED(convoy_conv_forward(rt, &c.params, tx, tw, ty, NULL));
+        download(rt, ty, y, ny);
+        ref_conv_forward(&c.geom, x, w2, ref);
+        failures += !case_compare("forward, filters written by a custom task", y, ref, ny, 1e-5);
+        CHECKED(convoy_conv_backward_data(rt, &c.params, tw, tdy, tdx, NULL));
+        CHECKED(convoy_conv_backward_data(rt, &c.params, tw, tdy, tdx, NULL));
+        download(rt, tdx, dx, nx);
+        ref_conv_backward_data(&c.geom, w2, dy, ref);
+        failures += !case_compare("backward data, the same filters", dx, ref, nx, 1e-5);
+
+        /* A filter gradient computed into them, then read by the forward convolution. */
+        CHECKED(convoy_conv_backward_filter(rt, &c.params, tx, tdy, tw, NULL));
+        download(rt, tw, w2, nw);
+        CHECKED(convoy_conv_forward(rt, &c.params, tx, tw, ty, NULL));
+        download(rt, ty, y, ny);
+        ref_conv_forward(&c.geom, x, w2, ref);
+        failures += !case_compare("forward, filters from a filter gradient", y, ref, ny, 1e-5);
+        CHECKED(convoy_conv_backward_data(rt, &c.params, tw, tdy, tdx, NULL));
+        download(rt, tdx, dx, nx);
+        ref_conv_backward_data(&c.geom, w2, dy, ref);
+        failures +=
+            !case_compare("backward data, filters from a filter gradient", dx, ref, nx, 1e-5);
+
+        /* A training step: the fused bias + ReLU forward twice with the same filters (the
+         * epilogue variant on the kept copy), an SGD step writes them, and the fused forward
+         * then reads the stepped filters. */
+        const int64_t bias_dims[1] = {c.filt[0]};
+        convoy_tensor *tb = tensor(rt, 1, bias_dims), *tgw = tensor(rt, 4, c.filt);
+        float *b = malloc((size_t)c.filt[0] * sizeof *b), *gw = malloc((size_t)nw * sizeof *gw);
+        assert_true(b && gw);
+        case_fill(&rng, b, c.filt[0]);
+        case_fill(&rng, gw, nw);
+        upload(rt, tb, b, c.filt[0]);
+        upload(rt, tgw, gw, nw);
+        convoy_sgd_params sgd;
+        CHECKED(convoy_sgd_params_init(&sgd));
+        sgd.lr = 0.5f;
+        for (int step = 0; step < 2; ++step) {
+            for (int again = 0; again < 2 - step; ++again) {
+                CHECKED(convoy_conv_forward_bias_act(rt, &c.params, tx, tw, tb,
+                                                     CONVOY_ACTIVATION_RELU, ty, NULL));
+                download(rt, ty, y, ny);
+                ref_conv_forward(&c.geom, x, w2, ref);
+                for (int64_t i = 0; i < ny; ++i) {
+                    double v = ref[i] + (double)b[(i / (ny / c.out[0] / c.filt[0])) % c.filt[0]];
+                    ref[i] = v > 0.0 ? v : 0.0;
+                }
+                failures += !case_compare(step ? "bias + ReLU forward, filters after an SGD step"
+                                               : "bias + ReLU forward, the same filters",
+                                          y, ref, ny, 1e-5);
+            }
+            if (step == 1)
+                break;
+            CHECKED(convoy_sgd_step(rt, &sgd, tw, tgw, NULL, NULL));
+            for (int64_t i = 0; i < nw; ++i)
+                w2[i] -= sgd.lr * gw[i];
+        }
+        convoy_tensor_destroy(tb);
+        convoy_tensor_destroy(tgw);
+        free(b);
+        free(gw);
+
+        convoy_tensor_destroy(tx);
+        convoy_tensor_destroy(tw);
+        convoy_tensor_destroy(ty);
+        convoy_tensor_destroy(tdy);
+        convoy_tensor_destroy(tdx);
+        CHECKED(convoy_runtime_synchronize(rt));
+        convoy_memory_statistics stats;
+        CHECKED(convoy_memory_stats(rt, &stats));
+        assert_true(stats.bytes_in_use >= (size_t)nw * sizeof(float));
+        free(x);
+        free(dx);
+        free(w);
+        free(w2);
+        free(y);
+        free(dy);
+        free(ref);
+        assert_int_equal(failures, 0);
+    }
+}
+
 /* The plan takes its workspace from the pool as one fixed block: no image chunks. */
 static void test_workspace_is_fixed(void **state)
 {
@@ -175,7 +352,7 @@ static void test_workspace_is_fixed(void **state)
     assert_true(case_init(&c, &p, l.in, l.filt));
     convoy_conv_plan_info info;
     assert_string_equal(planned(*state, &c, CONVOY_CONV_FORWARD, &info), "onednn");
-    assert_string_equal(info.algorithm, "onednn");
+    assert_string_equal(info.algorithm, "onednn:blocked");
     assert_int_equal(info.images_per_chunk, 0);
     /* At least the flipped copy of the filters. */
     assert_true(info.workspace_bytes >= (size_t)16 * 16 * 9 * sizeof(float));
@@ -196,6 +373,8 @@ int main(int argc, char **argv)
                                         case_teardown),
         cmocka_unit_test_setup_teardown(test_refused_cases_fall_back, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_workspace_is_fixed, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_filters_rewritten_between_calls, case_setup,
+                                        case_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -161,7 +161,7 @@ static void check_path(const convoy__conv_geom *g, convoy_conv_direction dir, en
     double *want = case_reference(g, dir, x, w, y);
     assert_non_null(want);
 
-    convoy__conv_buffers b = {x, w, y};
+    convoy__conv_buffers b = {x, w, y, 0};
     host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {NULL, 0}}, 0};
     convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero, 0};
     size_t bytes = 0;
@@ -341,7 +341,7 @@ static void test_workspace_model(void **state)
 
     /* A workspace for two images shrinks a requested chunk of four; less than one fails. */
     float dummy[4] = {0};
-    convoy__conv_buffers b = {dummy, dummy, dummy};
+    convoy__conv_buffers b = {dummy, dummy, dummy, 0};
     host_ctx h = {{{NULL, 0}}, 0};
     convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero, 0};
     size_t one = convoy__gemm_workspace_per_image(&g, CONVOY_CONV_FORWARD);
@@ -367,7 +367,7 @@ static void test_chunk_shrinks_to_workspace(void **state)
     float *ws = case_nan_floats((int64_t)(two / 4));
     host_ctx h = {{{x, nx}, {w, nw}, {y, ny}, {ws, (int64_t)(two / 4)}}, 0};
     convoy__gemm_ops ops = {&h, host_gemm, host_im2col, host_col2im, host_swap, host_zero, 0};
-    convoy__conv_buffers b = {x, w, y};
+    convoy__conv_buffers b = {x, w, y, 0};
     assert_int_equal(convoy__gemm_conv(&ops, &g, CONVOY_CONV_FORWARD, &b, 3, ws, two), CONVOY_OK);
     double *want = case_reference(&g, CONVOY_CONV_FORWARD, x, w, y);
     assert_non_null(want);
@@ -598,7 +598,7 @@ static void check_direct_bodies(const convoy__conv_geom *g)
             if (!(fabs((double)got[i] - want[i]) <= 1e-4 + 1e-4 * fabs(want[i])))
                 fail_msg("direct dir %d: element %lld is %g, want %g", dir, (long long)i,
                          (double)got[i], want[i]);
-        convoy__conv_buffers b = {x, w, y};
+        convoy__conv_buffers b = {x, w, y, 0};
         convoy__cpu_conv_direct(g, (convoy_conv_direction)dir, &b);
         const float *host = dir == CONVOY_CONV_FORWARD         ? y
                             : dir == CONVOY_CONV_BACKWARD_DATA ? x

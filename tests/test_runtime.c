@@ -205,6 +205,7 @@ static void test_malformed_environment(void **state)
         {"CONVOY_BLAS_THREADS", "0x4", "0..1024"},
         {"CONVOY_ALGO", "fastest", "heuristic|time_once|time_on_shape_change"},
         {"CONVOY_EXCLUDE", "gemm,fft", "names from 1x1,"},
+        {"CONVOY_EXCLUDE", "gemm,fft:plain", "names from 1x1,"},
         {"CONVOY_REQUIRE", "bogus", "names from 1x1,"},
         {"CONVOY_DETERMINISTIC", "maybe", "0|1"},
         {"CONVOY_DETERMINISTIC", "yes", "0|1"},
@@ -297,8 +298,9 @@ static void test_bad_options_fields(void **state)
     EXPECT_ERROR(convoy_runtime_create(&o, &rt), CONVOY_ERR_INVALID_ARGUMENT, "runtime_create",
                  "options.test_fail_alloc", "-3");
     assert_null(rt);
-    /* Empty lists, blanks, repeats and any case are fine. */
-    static const char *const fine[] = {"", ",", " gemm , direct ", "GEMM,gemm", "1x1,,cudnn"};
+    /* Empty lists, blanks, repeats, any case and candidates of known algorithms are fine. */
+    static const char *const fine[] = {"",          ",",          " gemm , direct ",
+                                       "GEMM,gemm", "1x1,,cudnn", "onednn:plain,gemm"};
     for (size_t i = 0; i < sizeof fine / sizeof fine[0]; ++i) {
         assert_int_equal(convoy_options_init(&o), CONVOY_OK);
         o.device = CONVOY_DEVICE_CPU;
@@ -425,20 +427,20 @@ static void test_explain_and_plan_cache(void **state)
 }
 
 /* A tight workspace limit shrinks the GEMM path's chunk; below one image's
- * buffer the GEMM path drops out and the direct loops take over (onednn,
- * whose block is fixed, is left out here). */
+ * buffer the GEMM path drops out and the direct loops take over (onednn and
+ * winograd, whose blocks are fixed, are left out here). */
 static void test_workspace_limit_shrinks_chunk(void **state)
 {
     convoy_conv_params p;
     assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
     const int64_t x[4] = {8, 4, 12, 12}, w[4] = {8, 4, 3, 3}, y[4] = {8, 8, 10, 10};
-    convoy_runtime *rt = cpu_runtime("onednn", 0);
+    convoy_runtime *rt = cpu_runtime("onednn,winograd", 0);
     convoy_conv_plan_info full;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &full), CONVOY_OK);
     convoy_runtime_destroy(rt);
     assert_int_equal(full.images_per_chunk, 8);
     size_t per_image = full.workspace_bytes / 8;
-    rt = cpu_runtime("onednn", per_image * 3 + per_image / 2);
+    rt = cpu_runtime("onednn,winograd", per_image * 3 + per_image / 2);
     convoy_conv_plan_info tight;
     assert_int_equal(convoy_conv_explain(rt, &p, CONVOY_CONV_FORWARD, x, w, y, &tight), CONVOY_OK);
     assert_string_equal(tight.implementation, "gemm");
@@ -459,10 +461,10 @@ static void test_workspace_limit_shrinks_chunk(void **state)
 }
 
 /* Nothing is left and the message says why for each algorithm: excluded, or
- * refused (1x1; onednn in a build without oneDNN). */
+ * refused (1x1; onednn and winograd in a build without oneDNN). */
 static void test_everything_excluded(void **state)
 {
-    convoy_runtime *rt = cpu_runtime("cudnn,gemm,1x1,direct,onednn", 0);
+    convoy_runtime *rt = cpu_runtime("cudnn,gemm,1x1,direct,onednn,winograd", 0);
     convoy_conv_params p;
     assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
     const int64_t x[4] = {1, 1, 5, 5}, w[4] = {1, 1, 3, 3}, y[4] = {1, 1, 3, 3};
@@ -474,8 +476,9 @@ static void test_everything_excluded(void **state)
     assert_non_null(strstr(message, "gemm: excluded"));
     assert_non_null(strstr(message, "direct: excluded"));
     assert_non_null(strstr(message, "1x1: needs a pointwise geometry"));
-    assert_non_null(strstr(message, has_onednn(rt) ? "onednn: excluded"
+    assert_non_null(strstr(message, has_onednn(rt) ? "onednn:blocked: excluded"
                                                    : "onednn: convoy was built without oneDNN"));
+    assert_non_null(strstr(message, "winograd: "));
     convoy_runtime_destroy(rt);
 }
 
