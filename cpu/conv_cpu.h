@@ -7,6 +7,8 @@
  *   onednn  oneDNN's convolution primitives, when convoy is built with oneDNN (cpu/conv_onednn.c)
  *   winograd oneDNN's Winograd F(4x4, 3x3) convolutions for 2D 3x3 stride-1 layers; inexact
  *           (cpu/conv_winograd.c, on the machinery of cpu/conv_onednn.c)
+ *   depthwise AVX-512 stencils for one input channel per group and stride 1, on the caller's
+ *           tensors without reorders (cpu/conv_depthwise.c)
  *
  * Each computes one direction on raw host buffers described by a geometry
  * (core/conv_geometry.h) and overwrites the written operand. Shapes were
@@ -28,6 +30,7 @@ extern const convoy__conv_algo convoy__cpu_algo_1x1;
 extern const convoy__conv_algo convoy__cpu_algo_direct;
 extern const convoy__conv_algo convoy__cpu_algo_onednn;
 extern const convoy__conv_algo convoy__cpu_algo_winograd;
+extern const convoy__conv_algo convoy__cpu_algo_depthwise;
 
 /* "oneDNN 2.6.3 (avx512_core, 2 OpenMP threads per task)", or "built without oneDNN": the
  * oneDNN part of the host backend's description. */

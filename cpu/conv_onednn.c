@@ -522,37 +522,13 @@ const char *convoy__onednn_refusal(const convoy__conv_geom *g)
     return NULL;
 }
 
-/* Below this much work a convolution runs on one thread: on the 2-vCPU machine of
- * bench/RESULTS.md one thread was as fast as two up to a few tens of microseconds of work
- * (small_3x3_c32, 14 M multiply-adds: 0.12 against 0.10-0.14 ms), while waking an OpenMP team
- * on a busy machine cost up to a millisecond per call. OpenBLAS keeps small GEMMs on one thread
- * too. Work counts the multiply-adds and, for the memory-bound reorders, FLOAT_MOVED_MACS per
- * float of the tensors read and written: the 8x256x28x28 depthwise layer does only 14 M
- * multiply-adds but reorders 6.4 M floats, and ran at 21 GFLOP/s on one thread where PyTorch,
- * on two, reached 32 (2026-12-01). */
-#define ONE_THREAD_WORK ((int64_t)16 << 20)
-#define FLOAT_MOVED_MACS 16
-
-/* The OpenMP threads of one run: the backend's threads per task, one for small convolutions. */
-static int plan_threads(convoy__backend *be, const convoy__conv_geom *g)
-{
-    const int64_t limit = ONE_THREAD_WORK;
-    int64_t macs = convoy__geom_output_numel(g);
-    const int64_t per_output = convoy__geom_col_rows(g);
-    macs = per_output > 0 && macs > limit / per_output ? limit : macs * per_output;
-    int64_t floats =
-        convoy__geom_input_numel(g) + convoy__geom_output_numel(g) + convoy__geom_filter_numel(g);
-    floats = floats > limit / FLOAT_MOVED_MACS ? limit : floats * FLOAT_MOVED_MACS;
-    return macs + floats < limit ? 1 : convoy__host_backend_threads(be);
-}
-
 int convoy__onednn_workspace(convoy__backend *be, const convoy__conv_geom *g,
                              convoy_conv_direction direction, convoy__onednn_method method,
                              size_t *bytes)
 {
     onednn_plan *p = NULL;
     /* A oneDNN that cannot describe this convolution offers nothing; the planner says so. */
-    if (plan_build(g, direction, method, plan_threads(be, g), 0, &p) != CONVOY_OK)
+    if (plan_build(g, direction, method, convoy__host_conv_threads(be, g), 0, &p) != CONVOY_OK)
         return 0;
     *bytes = p->workspace_bytes;
     plan_free(p);
@@ -563,8 +539,8 @@ convoy_status convoy__onednn_prepare(convoy__backend *be, convoy__conv_plan *pla
                                      convoy__onednn_method method)
 {
     onednn_plan *p = NULL;
-    convoy_status status =
-        plan_build(&plan->geom, plan->direction, method, plan_threads(be, &plan->geom), 1, &p);
+    convoy_status status = plan_build(&plan->geom, plan->direction, method,
+                                      convoy__host_conv_threads(be, &plan->geom), 1, &p);
     if (status != CONVOY_OK)
         return status;
     if (p->workspace_bytes > plan->workspace_bytes) {

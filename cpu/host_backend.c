@@ -1,7 +1,7 @@
 /* The host backend: the backend interface (core/device.h) on the CPU.
  * Streams are worker threads (cpu/host_stream.c), memory is aligned host
  * memory, convolutions run the direct, GEMM (im2col + OpenBLAS), 1x1,
- * oneDNN and Winograd (oneDNN) code of cpu/conv_*.c, and the training ops
+ * depthwise, oneDNN and Winograd (oneDNN) code of cpu/conv_*.c, and the training ops
  * cpu/train_cpu.c. */
 #include <cblas.h>
 #include <stdint.h>
@@ -200,8 +200,8 @@ static convoy_status host_timer_elapsed(convoy__backend *be, convoy__timer *time
 
 /* Adding a CPU algorithm: its descriptor in a file of cpu/, and a row here. */
 static const convoy__conv_algo *const host_algos[] = {
-    &convoy__cpu_algo_1x1,  &convoy__cpu_algo_winograd, &convoy__cpu_algo_onednn,
-    &convoy__cpu_algo_gemm, &convoy__cpu_algo_direct,
+    &convoy__cpu_algo_1x1,    &convoy__cpu_algo_depthwise, &convoy__cpu_algo_winograd,
+    &convoy__cpu_algo_onednn, &convoy__cpu_algo_gemm,      &convoy__cpu_algo_direct,
 };
 
 /* Host work already runs on the stream's worker thread (or inline), so a
@@ -391,4 +391,27 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config, con
 int convoy__host_backend_threads(convoy__backend *be)
 {
     return as_host(be)->threads;
+}
+
+/* Below this much work a convolution runs on one thread: on the 2-vCPU machine of
+ * bench/RESULTS.md one thread was as fast as two up to a few tens of microseconds of work
+ * (small_3x3_c32, 14 M multiply-adds: 0.12 against 0.10-0.14 ms), while waking an OpenMP team
+ * on a busy machine cost up to a millisecond per call. OpenBLAS keeps small GEMMs on one thread
+ * too. Work counts the multiply-adds and, for the memory-bound reorders, FLOAT_MOVED_MACS per
+ * float of the tensors read and written: the 8x256x28x28 depthwise layer does only 14 M
+ * multiply-adds but reorders 6.4 M floats, and ran at 21 GFLOP/s on one thread where PyTorch,
+ * on two, reached 32 (2026-12-01). */
+#define ONE_THREAD_WORK ((int64_t)16 << 20)
+#define FLOAT_MOVED_MACS 16
+
+int convoy__host_conv_threads(convoy__backend *be, const convoy__conv_geom *g)
+{
+    const int64_t limit = ONE_THREAD_WORK;
+    int64_t macs = convoy__geom_output_numel(g);
+    const int64_t per_output = convoy__geom_col_rows(g);
+    macs = per_output > 0 && macs > limit / per_output ? limit : macs * per_output;
+    int64_t floats =
+        convoy__geom_input_numel(g) + convoy__geom_output_numel(g) + convoy__geom_filter_numel(g);
+    floats = floats > limit / FLOAT_MOVED_MACS ? limit : floats * FLOAT_MOVED_MACS;
+    return macs + floats < limit ? 1 : convoy__host_backend_threads(be);
 }

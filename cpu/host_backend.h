@@ -4,6 +4,7 @@
 #define CONVOY_CPU_HOST_BACKEND_H
 
 #include "convoy.h"
+#include "core/conv_geometry.h"
 #include "core/device.h"
 #include "kernels/conv_algo.h"
 
@@ -12,7 +13,8 @@ typedef struct convoy__host_config {
     const char *note; /* appended to describe(), e.g. why CUDA was not used; may be NULL */
 } convoy__host_config;
 
-/* The host backend's convolution algorithms (1x1, winograd, onednn, gemm, direct). */
+/* The host backend's convolution algorithms (1x1, depthwise, winograd, onednn, gemm,
+ * direct). */
 extern const convoy__conv_registry convoy__host_conv_registry;
 
 convoy_status convoy__host_backend_create(const convoy__host_config *config, convoy__backend **out);
@@ -20,5 +22,9 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config, con
 /* The threads one task of a host backend computes with: OpenBLAS's count per task, which the
  * oneDNN convolutions use for OpenMP too. */
 int convoy__host_backend_threads(convoy__backend *be);
+
+/* The OpenMP threads one convolution runs on (oneDNN's and the depthwise stencils): the
+ * backend's threads per task, or one when the convolution is too small to gain from more. */
+int convoy__host_conv_threads(convoy__backend *be, const convoy__conv_geom *g);
 
 #endif /* CONVOY_CPU_HOST_BACKEND_H */

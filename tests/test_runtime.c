@@ -464,7 +464,7 @@ static void test_workspace_limit_shrinks_chunk(void **state)
  * refused (1x1; onednn and winograd in a build without oneDNN). */
 static void test_everything_excluded(void **state)
 {
-    convoy_runtime *rt = cpu_runtime("cudnn,gemm,1x1,direct,onednn,winograd", 0);
+    convoy_runtime *rt = cpu_runtime("cudnn,gemm,1x1,direct,onednn,winograd,depthwise", 0);
     convoy_conv_params p;
     assert_int_equal(convoy_conv_params_init(&p, 2), CONVOY_OK);
     const int64_t x[4] = {1, 1, 5, 5}, w[4] = {1, 1, 3, 3}, y[4] = {1, 1, 3, 3};
@@ -479,6 +479,7 @@ static void test_everything_excluded(void **state)
     assert_non_null(strstr(message, has_onednn(rt) ? "onednn:blocked: excluded"
                                                    : "onednn: convoy was built without oneDNN"));
     assert_non_null(strstr(message, "winograd: "));
+    assert_non_null(strstr(message, "depthwise: "));
     convoy_runtime_destroy(rt);
 }
 

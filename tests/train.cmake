@@ -3,8 +3,8 @@
 # differences, ordering on two streams (test_train); every error path with its status and
 # message (test_train_errors). Written once, run on each backend as tests/conv.cmake does:
 # device=cpu|cuda on the command line, the CUDA runs skip (77) without a GPU. The CPU also runs
-# them on two host streams, and without oneDNN, whose fused epilogue otherwise serves the
-# forward convolutions, so the separate epilogue pass after gemm is covered too.
+# them on two host streams, and without oneDNN and depthwise, whose fused epilogues otherwise
+# serve the forward convolutions, so the separate epilogue pass after gemm is covered too.
 convoy_add_test(test_train_cpu TARGET test_train
   SOURCES test_train.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS train
   ARGS device=cpu)
@@ -13,7 +13,7 @@ convoy_add_test(test_train_cpu_streams TARGET test_train
   ARGS device=cpu streams=2)
 convoy_add_test(test_train_cpu_unfused TARGET test_train
   SOURCES test_train.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS train
-  ARGS device=cpu exclude=onednn)
+  ARGS device=cpu exclude=onednn,depthwise)
 convoy_add_test(test_train_cuda TARGET test_train
   SOURCES test_train.c ${CONVOY_CONV_TEST_SOURCES} TIMEOUT 300 LABELS train cuda
   ARGS device=cuda)

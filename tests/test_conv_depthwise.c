@@ -1,0 +1,224 @@
+/* The depthwise algorithm (AVX-512 stencils on the caller's NCHW tensors) through the public
+ * API: the planner picks it for the convolutions it accepts (one input channel per group,
+ * stride 1), 2D and 3D, one and several filters per channel, every border mode, dilation and
+ * flip, in all three directions, and every result matches the double-precision reference; it
+ * fuses a bias and ReLU into the forward convolution; it refuses strides and wider groups with
+ * its reason; convoy_conv_explain names it with its workspace. Run with onednn, winograd, gemm
+ * and 1x1 excluded, so that it is the fastest algorithm left. On a CPU without AVX-512 it
+ * offers nothing: the tests then check that the direct loops run these layers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "conv_cases.h"
+
+#define CHECKED(call) assert_int_equal((call), CONVOY_OK)
+
+/* 1 when the CPU has AVX-512F, so the algorithm runs here. */
+static int depthwise_expected(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static const char *planned(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                           convoy_conv_plan_info *info)
+{
+    memset(info, 0, sizeof *info);
+    convoy_status status = convoy_conv_explain(rt, &c->params, dir, c->in, c->filt, c->out, info);
+    if (status != CONVOY_OK) {
+        printf("  explain %s %s: %s: %s\n", case_direction_names[dir], c->label,
+               convoy_status_name(status), convoy_last_error_message());
+        return "(failed)";
+    }
+    return info->implementation;
+}
+
+/* Each case in both flip settings and all three directions: planned on `expected` and within
+ * 1e-5 of the reference. */
+static void run_cases(convoy_runtime *rt, const listed_case *list, int count, const char *expected,
+                      uint64_t seed)
+{
+    int failures = 0;
+    for (int i = 0; i < count; ++i) {
+        for (int flip = 0; flip <= 1; ++flip) {
+            convoy_conv_params p = case_listed_params(&list[i]);
+            p.flip = flip;
+            conv_case c;
+            assert_true(case_init(&c, &p, list[i].in, list[i].filt));
+            for (int dir = 0; dir < 3; ++dir) {
+                convoy_conv_plan_info info;
+                const char *impl = planned(rt, &c, (convoy_conv_direction)dir, &info);
+                if (strcmp(impl, expected)) {
+                    printf("  FAIL %s %s planned on %s, expected %s\n", case_direction_names[dir],
+                           c.label, impl, expected);
+                    ++failures;
+                }
+                failures += !case_check(rt, &c, (convoy_conv_direction)dir,
+                                        seed + (uint64_t)(i * 8 + flip * 4 + dir));
+            }
+        }
+    }
+    printf("%d cases on %s, %d failures\n", count, expected, failures);
+    assert_int_equal(failures, 0);
+}
+
+static void test_depthwise_runs_what_it_accepts(void **state)
+{
+    static const listed_case list[] = {
+        /* the usual depthwise layer; rows of 1, 15, 16, 17 and 70 columns (vectors and blocks
+         * of vectors, partial ones) */
+        {2, {2, 8, 9, 17}, {8, 1, 3, 3}, 8, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {2, {1, 3, 5, 70}, {3, 1, 3, 3}, 3, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {2, {2, 4, 6, 15}, {4, 1, 3, 3}, 4, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
+        {2, {1, 2, 7, 16}, {2, 1, 3, 3}, 2, CONVOY_BORDER_FULL, {0}, {0}, {0}, {0}},
+        {2, {3, 2, 11, 1}, {2, 1, 3, 1}, 2, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        /* several filters per channel, a single-channel input layer, other kernels, dilation,
+         * asymmetric and large padding */
+        {2, {2, 3, 8, 9}, {6, 1, 3, 3}, 3, CONVOY_BORDER_HALF, {0}, {0}, {0}, {2, 2}},
+        {2, {4, 1, 10, 10}, {5, 1, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {2, {1, 4, 9, 20}, {4, 1, 5, 2}, 4, CONVOY_BORDER_EXPLICIT, {3, 0}, {0, 4}, {0}, {2, 3}},
+        {2, {2, 2, 6, 6}, {4, 1, 7, 7}, 2, CONVOY_BORDER_FULL, {0}, {0}, {0}, {0}},
+        /* 3D */
+        {3, {2, 3, 4, 5, 18}, {3, 1, 3, 3, 3}, 3, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {3,
+         {1, 2, 5, 4, 6},
+         {4, 1, 2, 3, 2},
+         2,
+         CONVOY_BORDER_EXPLICIT,
+         {1, 0, 2},
+         {0, 2, 1},
+         {0},
+         {2, 1, 2}},
+    };
+    run_cases(*state, list, (int)(sizeof list / sizeof list[0]),
+              depthwise_expected() ? "depthwise" : "direct", 11000);
+}
+
+/* Strides, groups of several channels and unshared filters are not depthwise's: the direct
+ * loops run them (the other fast algorithms are excluded). */
+static void test_other_geometries_are_not_depthwise(void **state)
+{
+    static const listed_case list[] = {
+        {2, {2, 4, 9, 9}, {4, 1, 3, 3}, 4, CONVOY_BORDER_HALF, {0}, {0}, {2, 2}, {0}},
+        {2, {2, 4, 9, 9}, {4, 2, 3, 3}, 2, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {3, {1, 2, 5, 5, 5}, {2, 1, 3, 3, 3}, 2, CONVOY_BORDER_HALF, {0}, {0}, {1, 2, 1}, {0}},
+    };
+    run_cases(*state, list, (int)(sizeof list / sizeof list[0]), "direct", 12000);
+    /* The planner quotes the reason. */
+    convoy_conv_params p = case_listed_params(&list[0]);
+    conv_case c;
+    assert_true(case_init(&c, &p, list[0].in, list[0].filt));
+    convoy_options o;
+    case_options(&o);
+    o.exclude = "onednn,winograd,gemm,1x1,direct";
+    convoy_runtime *rt = NULL;
+    CHECKED(convoy_runtime_create(&o, &rt));
+    convoy_conv_plan_info info;
+    assert_int_equal(
+        convoy_conv_explain(rt, &c.params, CONVOY_CONV_FORWARD, c.in, c.filt, c.out, &info),
+        CONVOY_ERR_UNSUPPORTED);
+    assert_non_null(strstr(convoy_last_error_message(),
+                           depthwise_expected() ? "depthwise: needs one input channel per group"
+                                                : "depthwise: needs an x86-64 CPU with AVX-512F"));
+    convoy_runtime_destroy(rt);
+}
+
+/* The workspace is one padded plane per thread, and explain says so. */
+static void test_explain_names_it(void **state)
+{
+    if (!depthwise_expected())
+        skip();
+    const listed_case l = {
+        2, {8, 64, 28, 28}, {64, 1, 3, 3}, 64, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}};
+    convoy_conv_params p = case_listed_params(&l);
+    conv_case c;
+    assert_true(case_init(&c, &p, l.in, l.filt));
+    convoy_conv_plan_info info;
+    assert_string_equal(planned(*state, &c, CONVOY_CONV_BACKWARD_DATA, &info), "depthwise");
+    assert_string_equal(info.algorithm, "depthwise");
+    assert_int_equal(info.images_per_chunk, 0);
+    /* At least one 30-row plane padded to 48 columns, at most one per core. */
+    assert_true(info.workspace_bytes >= 30 * 48 * sizeof(float));
+    assert_true(info.workspace_bytes <= 1024 * 30 * 48 * sizeof(float));
+}
+
+/* conv_forward_bias_act on depthwise: the bias and ReLU applied as each vector is stored. */
+static void test_fused_bias_relu(void **state)
+{
+    convoy_runtime *rt = *state;
+    const listed_case l = {
+        2, {2, 6, 7, 21}, {12, 1, 3, 3}, 6, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}};
+    convoy_conv_params p = case_listed_params(&l);
+    conv_case c;
+    assert_true(case_init(&c, &p, l.in, l.filt));
+    convoy_conv_plan_info info;
+    assert_string_equal(planned(rt, &c, CONVOY_CONV_FORWARD, &info),
+                        depthwise_expected() ? "depthwise" : "direct");
+    const int64_t nx = ref_input_numel(&c.geom), nw = ref_filter_numel(&c.geom);
+    const int64_t ny = ref_output_numel(&c.geom), m = c.filt[0], inner = ny / (c.out[0] * m);
+    float *x = malloc((size_t)nx * sizeof *x), *w = malloc((size_t)nw * sizeof *w);
+    float *b = malloc((size_t)m * sizeof *b), *y = malloc((size_t)ny * sizeof *y);
+    double *ref = malloc((size_t)ny * sizeof *ref);
+    assert_true(x && w && b && y && ref);
+    case_rng rng;
+    case_rng_seed(&rng, 13000);
+    case_fill(&rng, x, nx);
+    case_fill(&rng, w, nw);
+    case_fill(&rng, b, m);
+    ref_conv_forward(&c.geom, x, w, ref);
+    for (int64_t i = 0; i < ny; ++i) {
+        const double v = ref[i] + (double)b[(i / inner) % m];
+        ref[i] = v > 0.0 ? v : 0.0;
+    }
+    const int64_t bias_dims[1] = {m};
+    convoy_tensor *tx = NULL, *tw = NULL, *tb = NULL, *ty = NULL;
+    CHECKED(convoy_tensor_create(rt, 4, c.in, &tx));
+    CHECKED(convoy_tensor_create(rt, 4, c.filt, &tw));
+    CHECKED(convoy_tensor_create(rt, 1, bias_dims, &tb));
+    CHECKED(convoy_tensor_create(rt, 4, c.out, &ty));
+    CHECKED(convoy_upload(rt, tx, x, (size_t)nx, NULL));
+    CHECKED(convoy_upload(rt, tw, w, (size_t)nw, NULL));
+    CHECKED(convoy_upload(rt, tb, b, (size_t)m, NULL));
+    CHECKED(convoy_conv_forward_bias_act(rt, &c.params, tx, tw, tb, CONVOY_ACTIVATION_RELU, ty,
+                                         NULL));
+    convoy_task *task = NULL;
+    CHECKED(convoy_download(rt, ty, y, (size_t)ny, &task));
+    CHECKED(convoy_task_wait(task));
+    convoy_task_release(task);
+    assert_true(case_compare("depthwise forward + bias + ReLU", y, ref, ny, 1e-5));
+    convoy_tensor_destroy(tx);
+    convoy_tensor_destroy(tw);
+    convoy_tensor_destroy(tb);
+    convoy_tensor_destroy(ty);
+    free(x);
+    free(w);
+    free(b);
+    free(y);
+    free(ref);
+}
+
+int main(int argc, char **argv)
+{
+    int device = case_device_check("test_conv_depthwise", argc, argv);
+    if (device != 0)
+        return device;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_depthwise_runs_what_it_accepts, case_setup,
+                                        case_teardown),
+        cmocka_unit_test_setup_teardown(test_other_geometries_are_not_depthwise, case_setup,
+                                        case_teardown),
+        cmocka_unit_test_setup_teardown(test_explain_names_it, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_fused_bias_relu, case_setup, case_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
