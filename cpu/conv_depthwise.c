@@ -253,8 +253,8 @@ stencil_block(const stencil *s, const int RB, const int NV, const int64_t K1, co
         float *o = out + (z * s->e[1] + y + r) * s->e[2] + x0;
         for (int v = 0; v < NV; ++v) {
             const int64_t left = s->e[2] - x0 - v * LANES;
-            const __mmask16 store = left >= LANES ? (__mmask16)0xFFFF
-                                                  : (__mmask16)((1u << left) - 1u);
+            const __mmask16 store =
+                left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
             __m512 a = acc[r * NV + v];
             if (accumulate)
                 a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(store, o + v * LANES));
@@ -270,8 +270,8 @@ stencil_block(const stencil *s, const int RB, const int NV, const int64_t K1, co
  * single rows. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 stencil_columns(const stencil *s, const int RB, const int NV, const int64_t K1, const int64_t K2,
-                int64_t x0, float *out, const float *buffer, const float *weights,
-                int accumulate, float bias, int relu)
+                int64_t x0, float *out, const float *buffer, const float *weights, int accumulate,
+                float bias, int relu)
 {
     for (int64_t z = 0; z < s->e[0]; ++z) {
         int64_t y = 0;
@@ -279,8 +279,7 @@ stencil_columns(const stencil *s, const int RB, const int NV, const int64_t K1, 
             stencil_block(s, RB, NV, K1, K2, z, y, x0, out, buffer, weights, accumulate, bias,
                           relu);
         for (; y < s->e[1]; ++y)
-            stencil_block(s, 1, NV, K1, K2, z, y, x0, out, buffer, weights, accumulate, bias,
-                          relu);
+            stencil_block(s, 1, NV, K1, K2, z, y, x0, out, buffer, weights, accumulate, bias, relu);
     }
 }
 
@@ -340,14 +339,14 @@ tap_products(const stencil *s, const int64_t K1, const int64_t K2, int64_t k0, i
             const float *g = gradient + (z * s->e[1] + y) * s->e[2];
             for (int64_t x0 = 0; x0 < s->e[2]; x0 += LANES) {
                 const int64_t left = s->e[2] - x0;
-                const __mmask16 lanes = left >= LANES ? (__mmask16)0xFFFF
-                                                      : (__mmask16)((1u << left) - 1u);
+                const __mmask16 lanes =
+                    left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
                 const __m512 gv = _mm512_maskz_loadu_ps(lanes, g + x0);
                 for (int64_t k1 = 0; k1 < K1; ++k1) {
                     const float *row = plane + (y + s->rel[1][k1_first + k1]) * s->p[2] + x0;
                     for (int64_t k2 = 0; k2 < K2; ++k2)
-                        acc[k1 * K2 + k2] = _mm512_fmadd_ps(
-                            _mm512_loadu_ps(row + s->rel[2][k2]), gv, acc[k1 * K2 + k2]);
+                        acc[k1 * K2 + k2] = _mm512_fmadd_ps(_mm512_loadu_ps(row + s->rel[2][k2]),
+                                                            gv, acc[k1 * K2 + k2]);
                 }
             }
         }
@@ -424,8 +423,8 @@ static void run_forward(const convoy__conv_geom *g, const convoy__conv_buffers *
             float reversed[MAX_TAPS];
             const float *w = taps_of(g, b->filters, m, reversed);
             const float bias = epilogue && epilogue->bias ? epilogue->bias[m] : 0.0f;
-            stencil_plane(&s, b->output + (n * g->out_channels + m) * out_plane, buffer, w, 0,
-                          bias, relu);
+            stencil_plane(&s, b->output + (n * g->out_channels + m) * out_plane, buffer, w, 0, bias,
+                          relu);
         }
     }
 }
@@ -443,8 +442,6 @@ static void run_backward_data(const convoy__conv_geom *g, const convoy__conv_buf
         float *buffer = (float *)(workspace + slice * (size_t)thread_slot());
         float *dx = b->input + p * in_plane;
         const int64_t n = p / g->in_channels, c = p % g->in_channels;
-        if (per_channel == 0)
-            memset(dx, 0, (size_t)in_plane * sizeof(float));
         for (int64_t j = 0; j < per_channel; ++j) {
             const int64_t m = c * per_channel + j;
             float reversed[MAX_TAPS];
@@ -488,10 +485,15 @@ static convoy_status depthwise_run_epilogue(convoy__backend *be, const convoy__c
 {
     const convoy__conv_geom *g = &plan->geom;
     if (is_empty(g)) {
-        if (plan->direction == CONVOY_CONV_BACKWARD_DATA)
-            memset(buffers->input, 0, (size_t)convoy__geom_input_numel(g) * sizeof(float));
-        else if (plan->direction == CONVOY_CONV_BACKWARD_FILTER)
-            memset(buffers->filters, 0, (size_t)convoy__geom_filter_numel(g) * sizeof(float));
+        /* An empty tensor may have no storage at all: only a nonempty one is zeroed. */
+        const int64_t count =
+            plan->direction == CONVOY_CONV_BACKWARD_DATA     ? convoy__geom_input_numel(g)
+            : plan->direction == CONVOY_CONV_BACKWARD_FILTER ? convoy__geom_filter_numel(g)
+                                                             : 0;
+        float *written =
+            plan->direction == CONVOY_CONV_BACKWARD_DATA ? buffers->input : buffers->filters;
+        if (count > 0)
+            memset(written, 0, (size_t)count * sizeof(float));
         return CONVOY_OK;
     }
     const int threads = convoy__host_conv_threads(be, g);

@@ -370,8 +370,10 @@ typedef enum convoy_conv_direction {
 
 /* The plan the runtime would use for one convolution. */
 typedef struct convoy_conv_plan_info {
-    char implementation[16];  /* "cudnn", "gemm", "1x1" or "direct" */
-    char algorithm[64];       /* cuDNN algorithm name, or the implementation again */
+    char implementation[16];  /* the algorithm: "cudnn", "onednn", "winograd", "depthwise",
+                                 "gemm", "1x1" or "direct" */
+    char algorithm[64];       /* the candidate: "cudnn:FFT", "onednn:plain", or the
+                                 implementation again */
     size_t workspace_bytes;   /* scratch the convolution takes from the pool */
     int64_t images_per_chunk; /* GEMM path: images per im2col chunk; else 0 */
     int from_cache;           /* 1 when the plan was already in the plan cache */

@@ -156,8 +156,8 @@ static void test_explain_names_it(void **state)
 static void test_fused_bias_relu(void **state)
 {
     convoy_runtime *rt = *state;
-    const listed_case l = {
-        2, {2, 6, 7, 21}, {12, 1, 3, 3}, 6, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}};
+    const listed_case l = {2,   {2, 6, 7, 21}, {12, 1, 3, 3}, 6,  CONVOY_BORDER_HALF,
+                           {0}, {0},           {0},           {0}};
     convoy_conv_params p = case_listed_params(&l);
     conv_case c;
     assert_true(case_init(&c, &p, l.in, l.filt));
@@ -189,8 +189,8 @@ static void test_fused_bias_relu(void **state)
     CHECKED(convoy_upload(rt, tx, x, (size_t)nx, NULL));
     CHECKED(convoy_upload(rt, tw, w, (size_t)nw, NULL));
     CHECKED(convoy_upload(rt, tb, b, (size_t)m, NULL));
-    CHECKED(convoy_conv_forward_bias_act(rt, &c.params, tx, tw, tb, CONVOY_ACTIVATION_RELU, ty,
-                                         NULL));
+    CHECKED(
+        convoy_conv_forward_bias_act(rt, &c.params, tx, tw, tb, CONVOY_ACTIVATION_RELU, ty, NULL));
     convoy_task *task = NULL;
     CHECKED(convoy_download(rt, ty, y, (size_t)ny, &task));
     CHECKED(convoy_task_wait(task));
