@@ -167,18 +167,6 @@ static const char *depthwise_refusal(convoy__backend *be, const convoy__conv_geo
 
 #ifdef DEPTHWISE_AVX512
 
-/* The lanes of a vector of LANES columns starting at column `first` of a row of `width` that
- * lie inside it. */
-static inline __mmask16 inside(int64_t first, int64_t width)
-{
-    int64_t lo = first < 0 ? -first : 0;
-    int64_t hi = width - first < LANES ? width - first : LANES;
-    if (hi <= lo)
-        return 0;
-    uint32_t upto = hi >= LANES ? 0xFFFFu : (1u << hi) - 1u;
-    return (__mmask16)(upto & ~((1u << lo) - 1u));
-}
-
 /* Copies a plane (extents s->i) into the padded buffer, zeros where it has no element. Each
  * row is zeroed, then the plane's columns that fall inside it are copied with unmasked
  * unaligned vectors, the last one overlapping the one before (masked loads at unaligned
@@ -313,6 +301,157 @@ stencil_kernel(const stencil *s, const int64_t K1, const int64_t K2, float *out,
     }
 }
 
+/* ---- 3x3 taps, dilation 1: each input row loaded once ------------------------------------
+ *
+ * The common depthwise kernel gets a path of its own. Its taps along a row read the same row at
+ * shifts 0, 1 and 2: two aligned loads and two lane rotations (valignd) give all three, and
+ * each input row feeds the three output rows that read it, so a block of output rows loads
+ * every input row it needs once instead of nine unaligned loads per output vector. */
+
+/* The 16 floats from column shift of the 32 in (lo, hi). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 shifted(__m512 lo, __m512 hi,
+                                                                               const int shift)
+{
+    if (shift == 0)
+        return lo;
+    return _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), shift));
+}
+
+/* 1 when the stencil's taps are 3x3 (one plane deep) with dilation 1, the rows offsets 0, 1, 2. */
+static int is_3x3_unit(const stencil *s)
+{
+    if (s->k[0] != 1 || s->k[1] != 3 || s->k[2] != 3)
+        return 0;
+    for (int a = 1; a < 3; ++a) {
+        for (int t = 0; t < 3; ++t) {
+            if (s->rel[a][t] != (s->rel[a][0] == 0 ? t : 2 - t))
+                return 0;
+        }
+    }
+    return s->rel[0][0] == 0;
+}
+
+/* A block of RB output rows from row y and NV vectors from column x0 of plane z; w[r][j] is
+ * the weight of the tap that reads the input row dr below an output row, at column shift j. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+block_3x3(const stencil *s, const int RB, const int NV, int64_t z, int64_t y, int64_t x0,
+          float *out, const float *buffer, const __m512 w[3][3], int accumulate, __m512 bias,
+          int relu)
+{
+    __m512 acc[BLOCK_ACCUMULATORS];
+    for (int a = 0; a < RB * NV; ++a)
+        acc[a] = _mm512_setzero_ps();
+    const float *rows = buffer + (z * s->p[1] + y) * s->p[2] + x0;
+    for (int r = 0; r < RB + 2; ++r) {
+        const float *in = rows + r * s->p[2];
+        __m512 v[3];
+        for (int i = 0; i <= NV; ++i)
+            v[i] = _mm512_load_ps(in + i * LANES);
+        for (int i = 0; i < NV; ++i) {
+            const __m512 taps[3] = {v[i], shifted(v[i], v[i + 1], 1), shifted(v[i], v[i + 1], 2)};
+            /* Input row y + r is row r - dr of the block read at row offset dr. */
+            for (int dr = 0; dr < 3; ++dr) {
+                const int o = r - dr;
+                if (o < 0 || o >= RB)
+                    continue;
+                for (int j = 0; j < 3; ++j)
+                    acc[o * NV + i] = _mm512_fmadd_ps(taps[j], w[dr][j], acc[o * NV + i]);
+            }
+        }
+    }
+    for (int r = 0; r < RB; ++r) {
+        float *o = out + (z * s->e[1] + y + r) * s->e[2] + x0;
+        for (int i = 0; i < NV; ++i) {
+            const int64_t left = s->e[2] - x0 - i * LANES;
+            const __mmask16 store =
+                left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            __m512 a = acc[r * NV + i];
+            if (accumulate)
+                a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(store, o + i * LANES));
+            a = _mm512_add_ps(a, bias);
+            if (relu)
+                a = _mm512_max_ps(a, _mm512_setzero_ps());
+            _mm512_mask_storeu_ps(o + i * LANES, store, a);
+        }
+    }
+}
+
+/* One plane of a 3x3 dilation-1 stencil (is_3x3_unit): pairs of vectors, then a single one,
+ * four rows at a time, then the rows left one by one. */
+__attribute__((target("avx512f"))) static void
+stencil_plane_3x3(const stencil *s, float *out, const float *buffer, const float *weights,
+                  int accumulate, float bias, int relu)
+{
+    __m512 w[3][3];
+    for (int k1 = 0; k1 < 3; ++k1) {
+        for (int k2 = 0; k2 < 3; ++k2)
+            w[s->rel[1][k1]][s->rel[2][k2]] = _mm512_set1_ps(weights[k1 * 3 + k2]);
+    }
+    const __m512 bias_v = _mm512_set1_ps(bias);
+    const int64_t vectors = (s->e[2] + LANES - 1) / LANES;
+    for (int64_t z = 0; z < s->e[0]; ++z) {
+        for (int64_t v0 = 0; v0 < vectors; v0 += 2) {
+            const int64_t x0 = v0 * LANES;
+            int64_t y = 0;
+            if (v0 + 2 <= vectors) {
+                for (; y + 4 <= s->e[1]; y += 4)
+                    block_3x3(s, 4, 2, z, y, x0, out, buffer, w, accumulate, bias_v, relu);
+                for (; y < s->e[1]; ++y)
+                    block_3x3(s, 1, 2, z, y, x0, out, buffer, w, accumulate, bias_v, relu);
+            } else {
+                for (; y + 4 <= s->e[1]; y += 4)
+                    block_3x3(s, 4, 1, z, y, x0, out, buffer, w, accumulate, bias_v, relu);
+                for (; y < s->e[1]; ++y)
+                    block_3x3(s, 1, 1, z, y, x0, out, buffer, w, accumulate, bias_v, relu);
+            }
+        }
+    }
+}
+
+/* acc[dr][j] += the products of RB gradient rows from row y with the padded input at row
+ * offset dr and shift j, over the vector at column x0: each input row loaded once for the
+ * gradient rows that read it, its three shifts by rotation. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+rows_3x3(const stencil *s, const int RB, int64_t z, int64_t y, int64_t x0, const float *gradient,
+         const float *buffer, __m512 acc[3][3])
+{
+    const int64_t left = s->e[2] - x0;
+    const __mmask16 lanes = left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+    __m512 gv[4];
+    for (int o = 0; o < RB; ++o)
+        gv[o] = _mm512_maskz_loadu_ps(lanes, gradient + (z * s->e[1] + y + o) * s->e[2] + x0);
+    const float *rows = buffer + (z * s->p[1] + y) * s->p[2] + x0;
+    for (int r = 0; r < RB + 2; ++r) {
+        const __m512 lo = _mm512_load_ps(rows + r * s->p[2]);
+        const __m512 hi = _mm512_load_ps(rows + r * s->p[2] + LANES);
+        const __m512 taps[3] = {lo, shifted(lo, hi, 1), shifted(lo, hi, 2)};
+        for (int dr = 0; dr < 3; ++dr) {
+            const int o = r - dr;
+            if (o < 0 || o >= RB)
+                continue;
+            for (int j = 0; j < 3; ++j)
+                acc[dr][j] = _mm512_fmadd_ps(taps[j], gv[o], acc[dr][j]);
+        }
+    }
+}
+
+/* acc[dr][j] += the products of the gradient plane with the padded input at row offset dr and
+ * shift j, for a 3x3 dilation-1 stencil (is_3x3_unit), four gradient rows at a time. */
+__attribute__((target("avx512f"))) static void
+tap_products_3x3(const stencil *s, const float *gradient, const float *buffer, __m512 acc[3][3])
+{
+    for (int64_t z = 0; z < s->e[0]; ++z) {
+        for (int64_t x0 = 0; x0 < s->e[2]; x0 += LANES) {
+            int64_t y = 0;
+            for (; y + 4 <= s->e[1]; y += 4)
+                rows_3x3(s, 4, z, y, x0, gradient, buffer, acc);
+            for (; y < s->e[1]; ++y)
+                rows_3x3(s, 1, z, y, x0, gradient, buffer, acc);
+        }
+    }
+}
+
 /* out = the stencil of the padded buffer (plus out when accumulate), + bias, ReLU when relu:
  * one plane. 3x3 taps per plane row unrolled, any other kernel looped. */
 __attribute__((target("avx512f"))) static void stencil_plane(const stencil *s, float *out,
@@ -320,7 +459,9 @@ __attribute__((target("avx512f"))) static void stencil_plane(const stencil *s, f
                                                              const float *weights, int accumulate,
                                                              float bias, int relu)
 {
-    if (s->k[1] == 3 && s->k[2] == 3)
+    if (is_3x3_unit(s))
+        stencil_plane_3x3(s, out, buffer, weights, accumulate, bias, relu);
+    else if (s->k[1] == 3 && s->k[2] == 3)
         stencil_kernel(s, 3, 3, out, buffer, weights, accumulate, bias, relu);
     else
         stencil_kernel(s, s->k[1], s->k[2], out, buffer, weights, accumulate, bias, relu);
@@ -363,10 +504,26 @@ __attribute__((target("avx512f"))) static void filter_gradient(const convoy__con
     const int64_t c = m / (g->out_channels / g->groups);
     const int64_t in_plane = convoy__geom_in_spatial(g), out_plane = convoy__geom_out_spatial(g);
     const int64_t kvol = convoy__geom_kernel_spatial(g);
+    float *dw = b->filters + m * kvol;
+    if (is_3x3_unit(s)) {
+        __m512 acc[3][3];
+        for (int dr = 0; dr < 3; ++dr) {
+            for (int j = 0; j < 3; ++j)
+                acc[dr][j] = _mm512_setzero_ps();
+        }
+        for (int64_t n = 0; n < g->batch; ++n) {
+            pad_plane(s, b->input + (n * g->in_channels + c) * in_plane, buffer);
+            tap_products_3x3(s, b->output + (n * g->out_channels + m) * out_plane, buffer, acc);
+        }
+        for (int64_t tap = 0; tap < 9; ++tap) {
+            const __m512 sum = acc[s->rel[1][tap / 3]][s->rel[2][tap % 3]];
+            dw[g->flip ? 8 - tap : tap] = _mm512_reduce_add_ps(sum);
+        }
+        return;
+    }
     const int three_by_three = s->k[0] == 1 && s->k[1] == 3 && s->k[2] == 3;
     /* 3x3: all nine taps at once; otherwise one tap row (k0, k1) per pass over the batch. */
     const int64_t passes = three_by_three ? 1 : s->k[0] * s->k[1];
-    float *dw = b->filters + m * kvol;
     for (int64_t pass = 0; pass < passes; ++pass) {
         const int64_t k0 = three_by_three ? 0 : pass / s->k[1];
         const int64_t k1 = three_by_three ? 0 : pass % s->k[1];
@@ -546,24 +703,40 @@ static convoy_status depthwise_run_epilogue(convoy__backend *be, const convoy__c
 
 /* ---- the depthwise algorithm ----------------------------------------------------------- */
 
-/* Heuristic ranks against onednn:blocked (1.5 for these layers) and gemm (2.0), from the
- * measurements in bench/RESULTS.md (2026-12-01, 2 threads, against onednn:blocked): the data
- * gradient 1.0-2.3x (the single-channel 28x28 input layer of examples/train_fashion_mnist.c
- * 2.3x), forward 0.9-1.2x with no reorders and no workspace beyond a plane per thread, the
- * filter gradient 0.4-0.7x (each filter pads its input planes again, image after image). */
-#define COST_DATA_GRADIENT 1.3
-#define COST_FORWARD 1.4
-#define COST_FILTER_GRADIENT 1.8
+/* Heuristic ranks against onednn:blocked (1.5) and gemm (2.0), from the measurements in
+ * bench/RESULTS.md (2026-12-01, 2 threads, depthwise against onednn:blocked, medians of 3
+ * rounds): 3x3 dilation-1 layers 1.0-1.35x forward and for the data gradient (56x56 and 28x28
+ * images, 32-256 channels; the single-channel 28x28 input layer of the training example 1.3x
+ * forward) and 0.9-1.25x for the filter gradient with one filter per channel, 0.6x with 16
+ * (each filter pads its input planes again); dilated and 3D kernels 1.1-24x in every direction
+ * (oneDNN's depthwise kernels cover neither, and its fallbacks are slow); other 2D kernels
+ * (5x5) 0.6-0.8x forward and for the data gradient, 6x for the filter gradient; rows narrower
+ * than a vector (7x7 images) 0.3x everywhere, most of each vector idle. */
+#define COST_AHEAD_OF_ONEDNN 1.3
+#define COST_BEHIND_ONEDNN 1.7
+
+static double depthwise_cost(const convoy__conv_geom *g, convoy_conv_direction direction)
+{
+    if (g->out[2] < LANES || g->in[2] < LANES)
+        return COST_BEHIND_ONEDNN;
+    int dilated = 0;
+    for (int a = 0; a < 3; ++a)
+        dilated |= g->dilation[a] > 1;
+    if (dilated || g->kernel[0] > 1)
+        return COST_AHEAD_OF_ONEDNN;
+    const int unit_3x3 = g->kernel[1] == 3 && g->kernel[2] == 3;
+    if (direction == CONVOY_CONV_BACKWARD_FILTER)
+        return !unit_3x3 || g->out_channels == g->groups ? COST_AHEAD_OF_ONEDNN
+                                                         : COST_BEHIND_ONEDNN;
+    return unit_3x3 ? COST_AHEAD_OF_ONEDNN : COST_BEHIND_ONEDNN;
+}
 
 static void depthwise_candidates(convoy__backend *be, const convoy__conv_algo *self,
                                  const convoy__conv_geom *geom, convoy_conv_direction direction,
                                  convoy__candidate_list *list)
 {
     const size_t bytes = workspace_for(geom, direction, convoy__host_conv_threads(be, geom));
-    const double cost = direction == CONVOY_CONV_BACKWARD_DATA ? COST_DATA_GRADIENT
-                        : direction == CONVOY_CONV_FORWARD     ? COST_FORWARD
-                                                               : COST_FILTER_GRADIENT;
-    convoy__candidate_add(list, self, self->name, bytes, 0, cost);
+    convoy__candidate_add(list, self, self->name, bytes, 0, depthwise_cost(geom, direction));
 }
 
 static convoy_status depthwise_run(convoy__backend *be, void *native_stream,

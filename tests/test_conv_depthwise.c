@@ -88,8 +88,9 @@ static void test_depthwise_runs_what_it_accepts(void **state)
         {2, {4, 1, 10, 10}, {5, 1, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
         {2, {1, 4, 9, 20}, {4, 1, 5, 2}, 4, CONVOY_BORDER_EXPLICIT, {3, 0}, {0, 4}, {0}, {2, 3}},
         {2, {2, 2, 6, 6}, {4, 1, 7, 7}, 2, CONVOY_BORDER_FULL, {0}, {0}, {0}, {0}},
-        /* 3D */
+        /* 3D, and 3D with a one-plane kernel (the 3x3 path over several planes) */
         {3, {2, 3, 4, 5, 18}, {3, 1, 3, 3, 3}, 3, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
+        {3, {1, 2, 3, 6, 20}, {4, 1, 1, 3, 3}, 2, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
         {3,
          {1, 2, 5, 4, 6},
          {4, 1, 2, 3, 2},
