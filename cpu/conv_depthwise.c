@@ -23,7 +23,9 @@
  * Output rows are AVX-512 vectors of 16 columns, the last one stored under a mask. Forward and
  * backward data keep a block of up to 8 vectors (several rows, up to 64 columns each) in
  * registers across all the taps, so that enough independent FMAs are in flight; backward
- * filter keeps one accumulator per tap across the batch (3x3 kernels: nine registers). Sums
+ * filter keeps one accumulator per tap across the batch (3x3 kernels: nine registers). 3x3
+ * kernels with dilation 1, the common case, load each input row once for the three output (or
+ * gradient) rows that read it and make its three shifts by lane rotation. Sums
  * run in float, each written element by one thread in a fixed order, so results repeat bit
  * for bit. Planes (filters for backward filter) are shared between the backend's threads per
  * task with OpenMP, the threads oneDNN runs on; small convolutions run on one
@@ -169,9 +171,8 @@ static const char *depthwise_refusal(convoy__backend *be, const convoy__conv_geo
 
 /* Copies a plane (extents s->i) into the padded buffer, zeros where it has no element. Each
  * row is zeroed, then the plane's columns that fall inside it are copied with unmasked
- * unaligned vectors, the last one overlapping the one before (masked loads at unaligned
- * addresses ran several times slower here, bench/RESULTS.md); rows narrower than a vector are
- * copied element by element. */
+ * unaligned vectors, the last one overlapping the one before (a masked load per vector measured
+ * slower, bench/RESULTS.md); rows narrower than a vector are copied element by element. */
 __attribute__((target("avx512f"))) static void pad_plane(const stencil *s, const float *plane,
                                                          float *buffer)
 {
