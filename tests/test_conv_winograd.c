@@ -2,16 +2,17 @@
  * the planner picks it for the 2D 3x3 stride-1 convolutions it accepts, in every direction and
  * both flip settings, and the results stay within WINOGRAD_TOLERANCE of the double-precision
  * reference, looser than the 1e-5 every exact algorithm is held to; it never runs anything
- * else; CONVOY_EXACT_ONLY (options.exact_only) and CONVOY_EXCLUDE=winograd remove it; and
- * convoy_conv_explain names it with its workspace. Run with exact_only=0 and onednn, gemm and
- * 1x1 excluded on its command line, so that winograd is the fastest algorithm left. On a
- * machine without AVX-512 oneDNN has no Winograd kernel: the algorithm then offers nothing, and
- * the tests check that the planner falls back to the direct loops. */
+ * else; CONVOY_EXACT_ONLY (options.exact_only) and CONVOY_EXCLUDE=winograd remove it;
+ * convoy_conv_explain names it with its workspace; and a fused bias + ReLU stays in bound. Run with
+ * exact_only=0 and onednn, gemm and 1x1 excluded on its command line, so that winograd is the
+ * fastest algorithm left. On a machine without AVX-512 oneDNN has no Winograd kernel: the algorithm
+ * then offers nothing, and the tests check that the planner falls back to the direct loops. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -163,6 +164,63 @@ static void test_exact_only_and_exclude_remove_it(void **state)
     convoy_runtime_destroy(none);
 }
 
+/* conv_forward_bias_act on winograd: the bias and ReLU fused into oneDNN's Winograd primitive
+ * (a variant of the plan), within winograd's bound of the reference. */
+static void test_fused_bias_relu(void **state)
+{
+    convoy_runtime *rt = *state;
+    const listed_case l = {
+        2, {2, 32, 14, 14}, {32, 32, 3, 3}, 1, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}};
+    convoy_conv_params p = case_listed_params(&l);
+    conv_case c;
+    assert_true(case_init(&c, &p, l.in, l.filt));
+    convoy_conv_plan_info info;
+    assert_string_equal(planned(rt, &c, CONVOY_CONV_FORWARD, &info),
+                        winograd_expected(rt) ? "winograd" : "direct");
+    const int64_t nx = ref_input_numel(&c.geom), nw = ref_filter_numel(&c.geom);
+    const int64_t ny = ref_output_numel(&c.geom), m = c.filt[0], inner = ny / (c.out[0] * m);
+    float *x = malloc((size_t)nx * sizeof *x), *w = malloc((size_t)nw * sizeof *w);
+    float *b = malloc((size_t)m * sizeof *b), *y = malloc((size_t)ny * sizeof *y);
+    double *ref = malloc((size_t)ny * sizeof *ref);
+    assert_true(x && w && b && y && ref);
+    case_rng rng;
+    case_rng_seed(&rng, 9700);
+    case_fill(&rng, x, nx);
+    case_fill(&rng, w, nw);
+    case_fill(&rng, b, m);
+    ref_conv_forward(&c.geom, x, w, ref);
+    for (int64_t i = 0; i < ny; ++i) {
+        const double v = ref[i] + (double)b[(i / inner) % m];
+        ref[i] = v > 0.0 ? v : 0.0;
+    }
+    const int64_t bias_dims[1] = {m};
+    convoy_tensor *tx = NULL, *tw = NULL, *tb = NULL, *ty = NULL;
+    assert_int_equal(convoy_tensor_create(rt, 4, c.in, &tx), CONVOY_OK);
+    assert_int_equal(convoy_tensor_create(rt, 4, c.filt, &tw), CONVOY_OK);
+    assert_int_equal(convoy_tensor_create(rt, 1, bias_dims, &tb), CONVOY_OK);
+    assert_int_equal(convoy_tensor_create(rt, 4, c.out, &ty), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, tx, x, (size_t)nx, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, tw, w, (size_t)nw, NULL), CONVOY_OK);
+    assert_int_equal(convoy_upload(rt, tb, b, (size_t)m, NULL), CONVOY_OK);
+    assert_int_equal(
+        convoy_conv_forward_bias_act(rt, &c.params, tx, tw, tb, CONVOY_ACTIVATION_RELU, ty, NULL),
+        CONVOY_OK);
+    convoy_task *task = NULL;
+    assert_int_equal(convoy_download(rt, ty, y, (size_t)ny, &task), CONVOY_OK);
+    assert_int_equal(convoy_task_wait(task), CONVOY_OK);
+    convoy_task_release(task);
+    assert_true(case_compare("winograd forward + bias + ReLU", y, ref, ny, WINOGRAD_TOLERANCE));
+    convoy_tensor_destroy(tx);
+    convoy_tensor_destroy(tw);
+    convoy_tensor_destroy(tb);
+    convoy_tensor_destroy(ty);
+    free(x);
+    free(w);
+    free(b);
+    free(y);
+    free(ref);
+}
+
 int main(int argc, char **argv)
 {
     int device = case_device_check("test_conv_winograd", argc, argv);
@@ -174,6 +232,7 @@ int main(int argc, char **argv)
                                         case_teardown),
         cmocka_unit_test_setup_teardown(test_exact_only_and_exclude_remove_it, case_setup,
                                         case_teardown),
+        cmocka_unit_test_setup_teardown(test_fused_bias_relu, case_setup, case_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
