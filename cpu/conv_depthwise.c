@@ -209,6 +209,30 @@ __attribute__((target("avx512f"))) static void pad_plane(const stencil *s, const
 /* Rows x vectors of 16 columns whose accumulators stay in registers: 8 in all. */
 #define BLOCK_ACCUMULATORS 8
 
+/* Stores a block of RB x NV accumulators at row y, column x0 of plane z of the output: plus
+ * what is there when accumulate, + bias, ReLU when relu; the vector past a row's end under a
+ * mask. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+store_block(const stencil *s, const int RB, const int NV, int64_t z, int64_t y, int64_t x0,
+            float *out, const __m512 *acc, int accumulate, __m512 bias, int relu)
+{
+    for (int r = 0; r < RB; ++r) {
+        float *o = out + (z * s->e[1] + y + r) * s->e[2] + x0;
+        for (int v = 0; v < NV; ++v) {
+            const int64_t left = s->e[2] - x0 - v * LANES;
+            const __mmask16 store =
+                left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            __m512 a = acc[r * NV + v];
+            if (accumulate)
+                a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(store, o + v * LANES));
+            a = _mm512_add_ps(a, bias);
+            if (relu)
+                a = _mm512_max_ps(a, _mm512_setzero_ps());
+            _mm512_mask_storeu_ps(o + v * LANES, store, a);
+        }
+    }
+}
+
 /* A block of RB rows from row y and NV vectors from column x0 of plane z of the output:
  * out = the stencil of the padded buffer (plus out when accumulate), + bias, ReLU when relu.
  * RB, NV, K1 and K2 are constants at the call sites, so the loops over them unroll and the
@@ -237,22 +261,7 @@ stencil_block(const stencil *s, const int RB, const int NV, const int64_t K1, co
             }
         }
     }
-    const __m512 bias_v = _mm512_set1_ps(bias);
-    for (int r = 0; r < RB; ++r) {
-        float *o = out + (z * s->e[1] + y + r) * s->e[2] + x0;
-        for (int v = 0; v < NV; ++v) {
-            const int64_t left = s->e[2] - x0 - v * LANES;
-            const __mmask16 store =
-                left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-            __m512 a = acc[r * NV + v];
-            if (accumulate)
-                a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(store, o + v * LANES));
-            a = _mm512_add_ps(a, bias_v);
-            if (relu)
-                a = _mm512_max_ps(a, _mm512_setzero_ps());
-            _mm512_mask_storeu_ps(o + v * LANES, store, a);
-        }
-    }
+    store_block(s, RB, NV, z, y, x0, out, acc, accumulate, _mm512_set1_ps(bias), relu);
 }
 
 /* Every row of one output plane for the vectors from x0, NV of them: blocks of RB rows, then
@@ -361,21 +370,7 @@ block_3x3(const stencil *s, const int RB, const int NV, int64_t z, int64_t y, in
             }
         }
     }
-    for (int r = 0; r < RB; ++r) {
-        float *o = out + (z * s->e[1] + y + r) * s->e[2] + x0;
-        for (int i = 0; i < NV; ++i) {
-            const int64_t left = s->e[2] - x0 - i * LANES;
-            const __mmask16 store =
-                left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-            __m512 a = acc[r * NV + i];
-            if (accumulate)
-                a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(store, o + i * LANES));
-            a = _mm512_add_ps(a, bias);
-            if (relu)
-                a = _mm512_max_ps(a, _mm512_setzero_ps());
-            _mm512_mask_storeu_ps(o + i * LANES, store, a);
-        }
-    }
+    store_block(s, RB, NV, z, y, x0, out, acc, accumulate, bias, relu);
 }
 
 /* One plane of a 3x3 dilation-1 stencil (is_3x3_unit): pairs of vectors, then a single one,

@@ -498,6 +498,108 @@ int case_check_tolerance(convoy_runtime *rt, const conv_case *c, convoy_conv_dir
     return ok;
 }
 
+const char *case_planned(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                         convoy_conv_plan_info *info)
+{
+    memset(info, 0, sizeof *info);
+    convoy_status status = convoy_conv_explain(rt, &c->params, dir, c->in, c->filt, c->out, info);
+    if (status != CONVOY_OK) {
+        printf("  explain %s %s: %s: %s\n", case_direction_names[dir], c->label,
+               convoy_status_name(status), convoy_last_error_message());
+        return "(failed)";
+    }
+    return info->implementation;
+}
+
+int case_run_planned(convoy_runtime *rt, const listed_case *list, int count, const char *expected,
+                     double rtol, uint64_t seed)
+{
+    int failures = 0;
+    for (int i = 0; i < count; ++i) {
+        for (int flip = 0; flip <= 1; ++flip) {
+            convoy_conv_params p = case_listed_params(&list[i]);
+            p.flip = flip;
+            conv_case c;
+            if (!case_init(&c, &p, list[i].in, list[i].filt)) {
+                printf("  BAD TEST CASE %s\n", c.label);
+                ++failures;
+                continue;
+            }
+            for (int dir = 0; dir < 3; ++dir) {
+                convoy_conv_plan_info info;
+                const char *impl = case_planned(rt, &c, (convoy_conv_direction)dir, &info);
+                if (strcmp(impl, expected)) {
+                    printf("  FAIL %s %s planned on %s, expected %s\n", case_direction_names[dir],
+                           c.label, impl, expected);
+                    ++failures;
+                }
+                failures += !case_check_tolerance(rt, &c, (convoy_conv_direction)dir,
+                                                  seed + (uint64_t)(i * 8 + flip * 4 + dir), rtol);
+            }
+        }
+    }
+    printf("%d cases on %s, %d failures\n", count, expected, failures);
+    return failures;
+}
+
+int case_check_bias_relu(convoy_runtime *rt, const conv_case *c, uint64_t seed, double rtol)
+{
+    const int rank = c->params.spatial_dims + 2;
+    const int64_t nx = ref_input_numel(&c->geom), nw = ref_filter_numel(&c->geom);
+    const int64_t ny = ref_output_numel(&c->geom), m = c->filt[0];
+    const int64_t inner = m > 0 && ny > 0 ? ny / (c->out[0] * m) : 1;
+    const int64_t bias_dims[1] = {m};
+    float *x = malloc((size_t)(nx > 0 ? nx : 1) * sizeof *x);
+    float *w = malloc((size_t)(nw > 0 ? nw : 1) * sizeof *w);
+    float *b = malloc((size_t)(m > 0 ? m : 1) * sizeof *b);
+    float *y = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *y);
+    double *ref = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *ref);
+    convoy_tensor *t[4] = {NULL, NULL, NULL, NULL};
+    convoy_task *task = NULL;
+    int ok = 0;
+    if (!x || !w || !b || !y || !ref)
+        goto done;
+    case_rng rng;
+    case_rng_seed(&rng, seed);
+    case_fill(&rng, x, nx);
+    case_fill(&rng, w, nw);
+    case_fill(&rng, b, m);
+    ref_conv_forward(&c->geom, x, w, ref);
+    for (int64_t i = 0; i < ny; ++i) {
+        const double v = ref[i] + (double)b[(i / inner) % m];
+        ref[i] = v > 0.0 ? v : 0.0;
+    }
+    if (convoy_tensor_create(rt, rank, c->in, &t[0]) != CONVOY_OK ||
+        convoy_tensor_create(rt, rank, c->filt, &t[1]) != CONVOY_OK ||
+        convoy_tensor_create(rt, 1, bias_dims, &t[2]) != CONVOY_OK ||
+        convoy_tensor_create(rt, rank, c->out, &t[3]) != CONVOY_OK ||
+        convoy_upload(rt, t[0], x, (size_t)nx, NULL) != CONVOY_OK ||
+        convoy_upload(rt, t[1], w, (size_t)nw, NULL) != CONVOY_OK ||
+        convoy_upload(rt, t[2], b, (size_t)m, NULL) != CONVOY_OK ||
+        convoy_conv_forward_bias_act(rt, &c->params, t[0], t[1], t[2], CONVOY_ACTIVATION_RELU, t[3],
+                                     NULL) != CONVOY_OK ||
+        convoy_download(rt, t[3], y, (size_t)ny, &task) != CONVOY_OK ||
+        convoy_task_wait(task) != CONVOY_OK) {
+        printf("  FAIL forward + bias + ReLU %s: %s\n", c->label, convoy_last_error_message());
+        goto done;
+    }
+    char label[560];
+    snprintf(label, sizeof label, "forward + bias + ReLU %s", c->label);
+    ok = case_compare(label, y, ref, ny, rtol);
+done:
+    convoy_task_release(task);
+    if (convoy_runtime_synchronize(rt) != CONVOY_OK)
+        ok = 0;
+    for (int j = 0; j < 4; ++j)
+        convoy_tensor_destroy(t[j]);
+    free(x);
+    free(w);
+    free(b);
+    free(y);
+    free(ref);
+    return ok;
+}
+
 int case_check_all(convoy_runtime *rt, const conv_case *c, uint64_t seed)
 {
     int failures = 0;

@@ -120,6 +120,20 @@ int case_check(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir
 int case_check_tolerance(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
                          uint64_t seed, double rtol);
 
+/* The algorithm the planner chose for one direction of c (convoy_conv_explain, its report in
+ * *info), or "(failed)" with the error printed. */
+const char *case_planned(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
+                         convoy_conv_plan_info *info);
+
+/* Each listed case in both flip settings and all three directions: planned on `expected`
+ * and within rtol of the reference. Prints a summary; returns the number of failures. */
+int case_run_planned(convoy_runtime *rt, const listed_case *list, int count, const char *expected,
+                     double rtol, uint64_t seed);
+
+/* convoy_conv_forward_bias_act with a random bias and ReLU on c, against the reference plus
+ * bias through a ReLU, within rtol. 1 when it matches. */
+int case_check_bias_relu(convoy_runtime *rt, const conv_case *c, uint64_t seed, double rtol);
+
 /* All three directions; returns the number of failing directions. */
 int case_check_all(convoy_runtime *rt, const conv_case *c, uint64_t seed);
 

@@ -30,48 +30,6 @@ static int depthwise_expected(void)
 #endif
 }
 
-static const char *planned(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
-                           convoy_conv_plan_info *info)
-{
-    memset(info, 0, sizeof *info);
-    convoy_status status = convoy_conv_explain(rt, &c->params, dir, c->in, c->filt, c->out, info);
-    if (status != CONVOY_OK) {
-        printf("  explain %s %s: %s: %s\n", case_direction_names[dir], c->label,
-               convoy_status_name(status), convoy_last_error_message());
-        return "(failed)";
-    }
-    return info->implementation;
-}
-
-/* Each case in both flip settings and all three directions: planned on `expected` and within
- * 1e-5 of the reference. */
-static void run_cases(convoy_runtime *rt, const listed_case *list, int count, const char *expected,
-                      uint64_t seed)
-{
-    int failures = 0;
-    for (int i = 0; i < count; ++i) {
-        for (int flip = 0; flip <= 1; ++flip) {
-            convoy_conv_params p = case_listed_params(&list[i]);
-            p.flip = flip;
-            conv_case c;
-            assert_true(case_init(&c, &p, list[i].in, list[i].filt));
-            for (int dir = 0; dir < 3; ++dir) {
-                convoy_conv_plan_info info;
-                const char *impl = planned(rt, &c, (convoy_conv_direction)dir, &info);
-                if (strcmp(impl, expected)) {
-                    printf("  FAIL %s %s planned on %s, expected %s\n", case_direction_names[dir],
-                           c.label, impl, expected);
-                    ++failures;
-                }
-                failures += !case_check(rt, &c, (convoy_conv_direction)dir,
-                                        seed + (uint64_t)(i * 8 + flip * 4 + dir));
-            }
-        }
-    }
-    printf("%d cases on %s, %d failures\n", count, expected, failures);
-    assert_int_equal(failures, 0);
-}
-
 static void test_depthwise_runs_what_it_accepts(void **state)
 {
     static const listed_case list[] = {
@@ -101,8 +59,9 @@ static void test_depthwise_runs_what_it_accepts(void **state)
          {0},
          {2, 1, 2}},
     };
-    run_cases(*state, list, (int)(sizeof list / sizeof list[0]),
-              depthwise_expected() ? "depthwise" : "direct", 11000);
+    assert_int_equal(case_run_planned(*state, list, (int)(sizeof list / sizeof list[0]),
+                                      depthwise_expected() ? "depthwise" : "direct", 1e-5, 11000),
+                     0);
 }
 
 /* Strides, groups of several channels and unshared filters are not depthwise's: the direct
@@ -114,7 +73,9 @@ static void test_other_geometries_are_not_depthwise(void **state)
         {2, {2, 4, 9, 9}, {4, 2, 3, 3}, 2, CONVOY_BORDER_HALF, {0}, {0}, {0}, {0}},
         {3, {1, 2, 5, 5, 5}, {2, 1, 3, 3, 3}, 2, CONVOY_BORDER_HALF, {0}, {0}, {1, 2, 1}, {0}},
     };
-    run_cases(*state, list, (int)(sizeof list / sizeof list[0]), "direct", 12000);
+    assert_int_equal(
+        case_run_planned(*state, list, (int)(sizeof list / sizeof list[0]), "direct", 1e-5, 12000),
+        0);
     /* The planner quotes the reason. */
     convoy_conv_params p = case_listed_params(&list[0]);
     conv_case c;
@@ -145,7 +106,7 @@ static void test_explain_names_it(void **state)
     conv_case c;
     assert_true(case_init(&c, &p, l.in, l.filt));
     convoy_conv_plan_info info;
-    assert_string_equal(planned(*state, &c, CONVOY_CONV_BACKWARD_DATA, &info), "depthwise");
+    assert_string_equal(case_planned(*state, &c, CONVOY_CONV_BACKWARD_DATA, &info), "depthwise");
     assert_string_equal(info.algorithm, "depthwise");
     assert_int_equal(info.images_per_chunk, 0);
     /* At least one 30-row plane padded to 48 columns, at most one per core. */
@@ -163,49 +124,9 @@ static void test_fused_bias_relu(void **state)
     conv_case c;
     assert_true(case_init(&c, &p, l.in, l.filt));
     convoy_conv_plan_info info;
-    assert_string_equal(planned(rt, &c, CONVOY_CONV_FORWARD, &info),
+    assert_string_equal(case_planned(rt, &c, CONVOY_CONV_FORWARD, &info),
                         depthwise_expected() ? "depthwise" : "direct");
-    const int64_t nx = ref_input_numel(&c.geom), nw = ref_filter_numel(&c.geom);
-    const int64_t ny = ref_output_numel(&c.geom), m = c.filt[0], inner = ny / (c.out[0] * m);
-    float *x = malloc((size_t)nx * sizeof *x), *w = malloc((size_t)nw * sizeof *w);
-    float *b = malloc((size_t)m * sizeof *b), *y = malloc((size_t)ny * sizeof *y);
-    double *ref = malloc((size_t)ny * sizeof *ref);
-    assert_true(x && w && b && y && ref);
-    case_rng rng;
-    case_rng_seed(&rng, 13000);
-    case_fill(&rng, x, nx);
-    case_fill(&rng, w, nw);
-    case_fill(&rng, b, m);
-    ref_conv_forward(&c.geom, x, w, ref);
-    for (int64_t i = 0; i < ny; ++i) {
-        const double v = ref[i] + (double)b[(i / inner) % m];
-        ref[i] = v > 0.0 ? v : 0.0;
-    }
-    const int64_t bias_dims[1] = {m};
-    convoy_tensor *tx = NULL, *tw = NULL, *tb = NULL, *ty = NULL;
-    CHECKED(convoy_tensor_create(rt, 4, c.in, &tx));
-    CHECKED(convoy_tensor_create(rt, 4, c.filt, &tw));
-    CHECKED(convoy_tensor_create(rt, 1, bias_dims, &tb));
-    CHECKED(convoy_tensor_create(rt, 4, c.out, &ty));
-    CHECKED(convoy_upload(rt, tx, x, (size_t)nx, NULL));
-    CHECKED(convoy_upload(rt, tw, w, (size_t)nw, NULL));
-    CHECKED(convoy_upload(rt, tb, b, (size_t)m, NULL));
-    CHECKED(
-        convoy_conv_forward_bias_act(rt, &c.params, tx, tw, tb, CONVOY_ACTIVATION_RELU, ty, NULL));
-    convoy_task *task = NULL;
-    CHECKED(convoy_download(rt, ty, y, (size_t)ny, &task));
-    CHECKED(convoy_task_wait(task));
-    convoy_task_release(task);
-    assert_true(case_compare("depthwise forward + bias + ReLU", y, ref, ny, 1e-5));
-    convoy_tensor_destroy(tx);
-    convoy_tensor_destroy(tw);
-    convoy_tensor_destroy(tb);
-    convoy_tensor_destroy(ty);
-    free(x);
-    free(w);
-    free(b);
-    free(y);
-    free(ref);
+    assert_true(case_check_bias_relu(rt, &c, 13000, 1e-5));
 }
 
 int main(int argc, char **argv)

@@ -29,53 +29,6 @@ static void test_describe_names_onednn(void **state)
     assert_null(strstr(describe, "without oneDNN"));
 }
 
-/* The algorithm the planner chose for one direction of c. */
-static const char *planned(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
-                           convoy_conv_plan_info *info)
-{
-    memset(info, 0, sizeof *info);
-    convoy_status status = convoy_conv_explain(rt, &c->params, dir, c->in, c->filt, c->out, info);
-    if (status != CONVOY_OK) {
-        printf("  explain %s %s: %s: %s\n", case_direction_names[dir], c->label,
-               convoy_status_name(status), convoy_last_error_message());
-        return "(failed)";
-    }
-    return info->implementation;
-}
-
-/* Each case in both flip settings and all three directions: planned on `expected`, and
- * matching the reference. Returns the number of failures. */
-static int run_cases(convoy_runtime *rt, const listed_case *list, int count, const char *expected,
-                     uint64_t seed)
-{
-    int failures = 0;
-    for (int i = 0; i < count; ++i) {
-        for (int flip = 0; flip <= 1; ++flip) {
-            convoy_conv_params p = case_listed_params(&list[i]);
-            p.flip = flip;
-            conv_case c;
-            if (!case_init(&c, &p, list[i].in, list[i].filt)) {
-                printf("  BAD TEST CASE %s\n", c.label);
-                ++failures;
-                continue;
-            }
-            for (int dir = 0; dir < 3; ++dir) {
-                convoy_conv_plan_info info;
-                const char *impl = planned(rt, &c, (convoy_conv_direction)dir, &info);
-                if (strcmp(impl, expected)) {
-                    printf("  FAIL %s %s planned on %s, expected %s\n", case_direction_names[dir],
-                           c.label, impl, expected);
-                    ++failures;
-                }
-                failures += !case_check(rt, &c, (convoy_conv_direction)dir,
-                                        seed + (uint64_t)(i * 8 + flip * 4 + dir));
-            }
-        }
-    }
-    printf("%d cases on %s, %d failures\n", count, expected, failures);
-    return failures;
-}
-
 static void test_onednn_runs_what_it_accepts(void **state)
 {
     static const listed_case list[] = {
@@ -135,8 +88,9 @@ static void test_onednn_runs_what_it_accepts(void **state)
          {2, 1, 1},
          {1, 1, 2}},
     };
-    assert_int_equal(run_cases(*state, list, (int)(sizeof list / sizeof list[0]), "onednn", 7000),
-                     0);
+    assert_int_equal(
+        case_run_planned(*state, list, (int)(sizeof list / sizeof list[0]), "onednn", 1e-5, 7000),
+        0);
 }
 
 /* Empty tensors and unshared filters are not oneDNN's: the direct loops run them. */
@@ -148,7 +102,8 @@ static void test_refused_cases_fall_back(void **state)
         {3, {1, 1, 6, 6, 6}, {0, 1, 2, 2, 2}, 1, CONVOY_BORDER_VALID, {0}, {0}, {0}, {0}},
     };
     convoy_runtime *rt = *state;
-    int failures = run_cases(rt, empty, (int)(sizeof empty / sizeof empty[0]), "direct", 7500);
+    int failures =
+        case_run_planned(rt, empty, (int)(sizeof empty / sizeof empty[0]), "direct", 1e-5, 7500);
 
     convoy_conv_params p = case_params(2, CONVOY_BORDER_VALID, NULL, NULL);
     p.unshared = 1;
@@ -157,7 +112,7 @@ static void test_refused_cases_fall_back(void **state)
     assert_true(case_init(&c, &p, in, filt));
     for (int dir = 0; dir < 3; ++dir) {
         convoy_conv_plan_info info;
-        const char *impl = planned(rt, &c, (convoy_conv_direction)dir, &info);
+        const char *impl = case_planned(rt, &c, (convoy_conv_direction)dir, &info);
         if (strcmp(impl, "direct")) {
             printf("  FAIL unshared %s planned on %s\n", case_direction_names[dir], impl);
             ++failures;
@@ -217,9 +172,9 @@ static void test_filters_rewritten_between_calls(void **state)
         conv_case c;
         assert_true(case_init(&c, &p, l.in, l.filt));
         convoy_conv_plan_info info;
-        assert_string_equal(planned(rt, &c, CONVOY_CONV_FORWARD, &info), "onednn");
+        assert_string_equal(case_planned(rt, &c, CONVOY_CONV_FORWARD, &info), "onednn");
         assert_string_equal(info.algorithm, "onednn:blocked");
-        assert_string_equal(planned(rt, &c, CONVOY_CONV_BACKWARD_DATA, &info), "onednn");
+        assert_string_equal(case_planned(rt, &c, CONVOY_CONV_BACKWARD_DATA, &info), "onednn");
         int64_t nx = ref_input_numel(&c.geom), nw = ref_filter_numel(&c.geom);
         int64_t ny = ref_output_numel(&c.geom);
         float *x = malloc((size_t)nx * sizeof *x), *dx = malloc((size_t)nx * sizeof *dx);
@@ -351,7 +306,7 @@ static void test_workspace_is_fixed(void **state)
     conv_case c;
     assert_true(case_init(&c, &p, l.in, l.filt));
     convoy_conv_plan_info info;
-    assert_string_equal(planned(*state, &c, CONVOY_CONV_FORWARD, &info), "onednn");
+    assert_string_equal(case_planned(*state, &c, CONVOY_CONV_FORWARD, &info), "onednn");
     assert_string_equal(info.algorithm, "onednn:blocked");
     assert_int_equal(info.images_per_chunk, 0);
     /* At least the flipped copy of the filters. */

@@ -32,52 +32,6 @@ static int winograd_expected(convoy_runtime *rt)
            !strstr(describe, "without oneDNN");
 }
 
-static const char *planned(convoy_runtime *rt, const conv_case *c, convoy_conv_direction dir,
-                           convoy_conv_plan_info *info)
-{
-    memset(info, 0, sizeof *info);
-    convoy_status status = convoy_conv_explain(rt, &c->params, dir, c->in, c->filt, c->out, info);
-    if (status != CONVOY_OK) {
-        printf("  explain %s %s: %s: %s\n", case_direction_names[dir], c->label,
-               convoy_status_name(status), convoy_last_error_message());
-        return "(failed)";
-    }
-    return info->implementation;
-}
-
-/* Each case in both flip settings and all three directions: planned on `expected` and within
- * rtol of the reference. Returns the number of failures. */
-static int run_cases(convoy_runtime *rt, const listed_case *list, int count, const char *expected,
-                     double rtol, uint64_t seed)
-{
-    int failures = 0;
-    for (int i = 0; i < count; ++i) {
-        for (int flip = 0; flip <= 1; ++flip) {
-            convoy_conv_params p = case_listed_params(&list[i]);
-            p.flip = flip;
-            conv_case c;
-            if (!case_init(&c, &p, list[i].in, list[i].filt)) {
-                printf("  BAD TEST CASE %s\n", c.label);
-                ++failures;
-                continue;
-            }
-            for (int dir = 0; dir < 3; ++dir) {
-                convoy_conv_plan_info info;
-                const char *impl = planned(rt, &c, (convoy_conv_direction)dir, &info);
-                if (strcmp(impl, expected)) {
-                    printf("  FAIL %s %s planned on %s, expected %s\n", case_direction_names[dir],
-                           c.label, impl, expected);
-                    ++failures;
-                }
-                failures += !case_check_tolerance(rt, &c, (convoy_conv_direction)dir,
-                                                  seed + (uint64_t)(i * 8 + flip * 4 + dir), rtol);
-            }
-        }
-    }
-    printf("%d cases on %s, %d failures\n", count, expected, failures);
-    return failures;
-}
-
 static void test_winograd_runs_3x3_stride_1(void **state)
 {
     static const listed_case list[] = {
@@ -91,8 +45,8 @@ static void test_winograd_runs_3x3_stride_1(void **state)
     };
     convoy_runtime *rt = *state;
     const char *expected = winograd_expected(rt) ? "winograd" : "direct";
-    assert_int_equal(run_cases(rt, list, (int)(sizeof list / sizeof list[0]), expected,
-                               WINOGRAD_TOLERANCE, 9000),
+    assert_int_equal(case_run_planned(rt, list, (int)(sizeof list / sizeof list[0]), expected,
+                                      WINOGRAD_TOLERANCE, 9000),
                      0);
 }
 
@@ -112,7 +66,8 @@ static void test_other_geometries_are_not_winograd(void **state)
         {2, {2, 16, 8, 9}, {16, 16, 3, 3}, 1, CONVOY_BORDER_EXPLICIT, {1, 1}, {1, 0}, {0}, {0}},
     };
     assert_int_equal(
-        run_cases(*state, list, (int)(sizeof list / sizeof list[0]), "direct", 1e-5, 9500), 0);
+        case_run_planned(*state, list, (int)(sizeof list / sizeof list[0]), "direct", 1e-5, 9500),
+        0);
 }
 
 /* A runtime with the options of this run, changed by exact_only and exclude. */
@@ -138,7 +93,7 @@ static void test_exact_only_and_exclude_remove_it(void **state)
     assert_true(case_init(&c, &p, l.in, l.filt));
     convoy_conv_plan_info info;
     if (winograd_expected(*state)) {
-        assert_string_equal(planned(*state, &c, CONVOY_CONV_FORWARD, &info), "winograd");
+        assert_string_equal(case_planned(*state, &c, CONVOY_CONV_FORWARD, &info), "winograd");
         assert_string_equal(info.algorithm, "winograd");
         assert_int_equal(info.images_per_chunk, 0);
         /* At least the flipped copy of the filters and the blocked input. */
@@ -146,11 +101,12 @@ static void test_exact_only_and_exclude_remove_it(void **state)
     }
     convoy_runtime *exact = runtime_with(1, "onednn,gemm,1x1");
     for (int dir = 0; dir < 3; ++dir)
-        assert_string_equal(planned(exact, &c, (convoy_conv_direction)dir, &info), "direct");
+        assert_string_equal(case_planned(exact, &c, (convoy_conv_direction)dir, &info), "direct");
     convoy_runtime_destroy(exact);
     convoy_runtime *excluded = runtime_with(0, "onednn,gemm,1x1,winograd");
     for (int dir = 0; dir < 3; ++dir)
-        assert_string_equal(planned(excluded, &c, (convoy_conv_direction)dir, &info), "direct");
+        assert_string_equal(case_planned(excluded, &c, (convoy_conv_direction)dir, &info),
+                            "direct");
     convoy_runtime_destroy(excluded);
 
     /* With everything else excluded, exact_only leaves nothing, and the message says why
@@ -175,50 +131,9 @@ static void test_fused_bias_relu(void **state)
     conv_case c;
     assert_true(case_init(&c, &p, l.in, l.filt));
     convoy_conv_plan_info info;
-    assert_string_equal(planned(rt, &c, CONVOY_CONV_FORWARD, &info),
+    assert_string_equal(case_planned(rt, &c, CONVOY_CONV_FORWARD, &info),
                         winograd_expected(rt) ? "winograd" : "direct");
-    const int64_t nx = ref_input_numel(&c.geom), nw = ref_filter_numel(&c.geom);
-    const int64_t ny = ref_output_numel(&c.geom), m = c.filt[0], inner = ny / (c.out[0] * m);
-    float *x = malloc((size_t)nx * sizeof *x), *w = malloc((size_t)nw * sizeof *w);
-    float *b = malloc((size_t)m * sizeof *b), *y = malloc((size_t)ny * sizeof *y);
-    double *ref = malloc((size_t)ny * sizeof *ref);
-    assert_true(x && w && b && y && ref);
-    case_rng rng;
-    case_rng_seed(&rng, 9700);
-    case_fill(&rng, x, nx);
-    case_fill(&rng, w, nw);
-    case_fill(&rng, b, m);
-    ref_conv_forward(&c.geom, x, w, ref);
-    for (int64_t i = 0; i < ny; ++i) {
-        const double v = ref[i] + (double)b[(i / inner) % m];
-        ref[i] = v > 0.0 ? v : 0.0;
-    }
-    const int64_t bias_dims[1] = {m};
-    convoy_tensor *tx = NULL, *tw = NULL, *tb = NULL, *ty = NULL;
-    assert_int_equal(convoy_tensor_create(rt, 4, c.in, &tx), CONVOY_OK);
-    assert_int_equal(convoy_tensor_create(rt, 4, c.filt, &tw), CONVOY_OK);
-    assert_int_equal(convoy_tensor_create(rt, 1, bias_dims, &tb), CONVOY_OK);
-    assert_int_equal(convoy_tensor_create(rt, 4, c.out, &ty), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, tx, x, (size_t)nx, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, tw, w, (size_t)nw, NULL), CONVOY_OK);
-    assert_int_equal(convoy_upload(rt, tb, b, (size_t)m, NULL), CONVOY_OK);
-    assert_int_equal(
-        convoy_conv_forward_bias_act(rt, &c.params, tx, tw, tb, CONVOY_ACTIVATION_RELU, ty, NULL),
-        CONVOY_OK);
-    convoy_task *task = NULL;
-    assert_int_equal(convoy_download(rt, ty, y, (size_t)ny, &task), CONVOY_OK);
-    assert_int_equal(convoy_task_wait(task), CONVOY_OK);
-    convoy_task_release(task);
-    assert_true(case_compare("winograd forward + bias + ReLU", y, ref, ny, WINOGRAD_TOLERANCE));
-    convoy_tensor_destroy(tx);
-    convoy_tensor_destroy(tw);
-    convoy_tensor_destroy(tb);
-    convoy_tensor_destroy(ty);
-    free(x);
-    free(w);
-    free(b);
-    free(y);
-    free(ref);
+    assert_true(case_check_bias_relu(rt, &c, 9700, WINOGRAD_TOLERANCE));
 }
 
 int main(int argc, char **argv)
