@@ -318,14 +318,20 @@ stencil_kernel(const stencil *s, const int64_t K1, const int64_t K2, float *out,
  * each input row feeds the three output rows that read it, so a block of output rows loads
  * every input row it needs once instead of nine unaligned loads per output vector. */
 
-/* The 16 floats from column shift of the 32 in (lo, hi). */
-__attribute__((target("avx512f"), always_inline)) static inline __m512 shifted(__m512 lo, __m512 hi,
-                                                                               const int shift)
+/* The 16 floats from column 1, and from column 2, of the 32 in (lo, hi). The rotation count
+ * must be a constant where the intrinsic is written, so each has its own function. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 from_column_1(__m512 lo,
+                                                                                     __m512 hi)
 {
-    if (shift == 0)
-        return lo;
     return _mm512_castsi512_ps(
-        _mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), shift));
+        _mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), 1));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512 from_column_2(__m512 lo,
+                                                                                     __m512 hi)
+{
+    return _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), 2));
 }
 
 /* 1 when the stencil's taps are 3x3 (one plane deep) with dilation 1, the rows offsets 0, 1, 2. */
@@ -359,7 +365,8 @@ block_3x3(const stencil *s, const int RB, const int NV, int64_t z, int64_t y, in
         for (int i = 0; i <= NV; ++i)
             v[i] = _mm512_load_ps(in + i * LANES);
         for (int i = 0; i < NV; ++i) {
-            const __m512 taps[3] = {v[i], shifted(v[i], v[i + 1], 1), shifted(v[i], v[i + 1], 2)};
+            const __m512 taps[3] = {v[i], from_column_1(v[i], v[i + 1]),
+                                    from_column_2(v[i], v[i + 1])};
             /* Input row y + r is row r - dr of the block read at row offset dr. */
             for (int dr = 0; dr < 3; ++dr) {
                 const int o = r - dr;
@@ -421,7 +428,7 @@ rows_3x3(const stencil *s, const int RB, int64_t z, int64_t y, int64_t x0, const
     for (int r = 0; r < RB + 2; ++r) {
         const __m512 lo = _mm512_load_ps(rows + r * s->p[2]);
         const __m512 hi = _mm512_load_ps(rows + r * s->p[2] + LANES);
-        const __m512 taps[3] = {lo, shifted(lo, hi, 1), shifted(lo, hi, 2)};
+        const __m512 taps[3] = {lo, from_column_1(lo, hi), from_column_2(lo, hi)};
         for (int dr = 0; dr < 3; ++dr) {
             const int o = r - dr;
             if (o < 0 || o >= RB)
