@@ -1,7 +1,7 @@
 /* onednn_reorders: where the time of convoy's onednn:blocked algorithm goes, layer by layer:
  * the reorders of the operands between the caller's plain NCHW / NCDHW tensors and the layouts
  * oneDNN prefers, against the convolution itself. It builds the same oneDNN primitives the
- * algorithm builds (cpu/conv_onednn.c: format_tag_any, the direct algorithm, a user
+ * algorithm builds (cpu/onednn.c: format_tag_any, the direct algorithm, a user
  * scratchpad) straight on oneDNN, and times each step of a call on its own.
  *
  * Usage: onednn_reorders [suite.txt] [layer ...]. OMP_NUM_THREADS (or all cores) sets the

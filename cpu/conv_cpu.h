@@ -6,7 +6,7 @@
  *   direct  plain loops accumulating in double; the reference (cpu/conv_direct.c)
  *   onednn  oneDNN's convolution primitives, when convoy is built with oneDNN (cpu/conv_onednn.c)
  *   winograd oneDNN's Winograd F(4x4, 3x3) convolutions for 2D 3x3 stride-1 layers; inexact
- *           (cpu/conv_winograd.c, on the machinery of cpu/conv_onednn.c)
+ *           (cpu/conv_winograd.c, on the machinery of cpu/onednn.c)
  *   depthwise AVX-512 stencils for one input channel per group and stride 1, on the caller's
  *           tensors without reorders (cpu/conv_depthwise.c)
  *
@@ -36,7 +36,7 @@ extern const convoy__conv_algo convoy__cpu_algo_depthwise;
  * oneDNN part of the host backend's description. */
 void convoy__cpu_onednn_describe(char *buffer, size_t size, int threads);
 
-/* ---- oneDNN's convolutions, shared by onednn and winograd (cpu/conv_onednn.c) ---- */
+/* ---- oneDNN's convolutions, shared by onednn and winograd (cpu/onednn.c) ---- */
 
 /* Which oneDNN convolution algorithm a plan asks for. */
 typedef enum convoy__onednn_method {

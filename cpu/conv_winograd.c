@@ -8,7 +8,7 @@
  * double-precision reference is measured in tests/test_conv_kernels.c and bounded in
  * tests/test_conv_winograd.c (docs/DESIGN.md, section 4).
  *
- * Everything but the choice of algorithm is the onednn algorithm's (cpu/conv_onednn.c): the
+ * Everything but the choice of algorithm is the shared oneDNN machinery's (cpu/onednn.c): the
  * primitives built by prepare, the reorders between the caller's plain tensors and oneDNN's
  * layouts, the workspace, the filter flip, the fused bias and ReLU, and the OpenMP threads. oneDNN
  * decides which convolutions it has a Winograd kernel for (channels, padding, the machine's ISA);

@@ -377,7 +377,7 @@ convoy_status convoy__host_backend_create(const convoy__host_config *config, con
     }
     int threads = openblas_get_num_threads();
     h->threads = threads > 0 ? threads : 1;
-    /* oneDNN's OpenMP threads are set per call to the same count (cpu/conv_onednn.c): the two
+    /* oneDNN's OpenMP threads are set per call to the same count (cpu/onednn.c): the two
      * pools take turns, one task computing with one library at a time. */
     char onednn[128];
     convoy__cpu_onednn_describe(onednn, sizeof onednn, h->threads);
